@@ -1,0 +1,93 @@
+//! [`KvStore`] on fjall: one fjall database per directory, one fjall keyspace per
+//! [`KeyspaceId`]. A [`WriteBatch`] becomes one fjall batch, which fjall journals as a single
+//! record, so it survives a crash whole or not at all.
+
+use std::path::Path;
+use std::sync::{PoisonError, RwLock};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::{Durability, KeyspaceId, KvIter, KvStore, StoreError, WriteBatch};
+
+/// A [`KvStore`] kept in a directory by fjall.
+pub struct FjallStore {
+    db: Database,
+    keyspaces: RwLock<Vec<(String, Keyspace)>>,
+    durability: Durability,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore").field("durability", &self.durability).finish_non_exhaustive()
+    }
+}
+
+impl FjallStore {
+    /// Upper bound on keyspaces per database.
+    const MAX_KEYSPACES: usize = 64;
+
+    /// Opens (or creates) the database in `dir`.
+    ///
+    /// # Errors
+    /// When the directory cannot be opened as a fjall database.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let db = Database::builder(dir).open()?;
+        Ok(Self { db, keyspaces: RwLock::new(Vec::new()), durability })
+    }
+
+    fn handle(&self, ks: KeyspaceId) -> Result<Keyspace, StoreError> {
+        let keyspaces = self.keyspaces.read().unwrap_or_else(PoisonError::into_inner);
+        keyspaces.get(ks.0).map(|(_, k)| k.clone()).ok_or(StoreError::UnknownKeyspace(ks.0))
+    }
+}
+
+impl KvStore for FjallStore {
+    fn keyspace(&self, name: &str) -> Result<KeyspaceId, StoreError> {
+        let mut keyspaces = self.keyspaces.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = keyspaces.iter().position(|(n, _)| n == name) {
+            return Ok(KeyspaceId(i));
+        }
+        if keyspaces.len() >= Self::MAX_KEYSPACES {
+            return Err(StoreError::TooManyKeyspaces { max: Self::MAX_KEYSPACES });
+        }
+        let handle = self.db.keyspace(name, KeyspaceCreateOptions::default)?;
+        keyspaces.push((name.to_owned(), handle));
+        Ok(KeyspaceId(keyspaces.len() - 1))
+    }
+
+    fn get(&self, ks: KeyspaceId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.handle(ks)?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_from(&self, ks: KeyspaceId, start: &[u8]) -> KvIter<'_> {
+        let handle = match self.handle(ks) {
+            Ok(h) => h,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        Box::new(handle.range(start.to_vec()..).map(|guard| {
+            let (k, v) = guard.into_inner()?;
+            Ok((k.to_vec(), v.to_vec()))
+        }))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let keyspaces = self.keyspaces.read().unwrap_or_else(PoisonError::into_inner);
+        let mode = match self.durability {
+            Durability::Sync => Some(PersistMode::SyncAll),
+            Durability::Buffered => Some(PersistMode::Buffer),
+        };
+        let mut fj = self.db.batch().durability(mode);
+        for (ks, key, value) in batch.ops {
+            let (_, handle) = keyspaces.get(ks.0).ok_or(StoreError::UnknownKeyspace(ks.0))?;
+            match value {
+                Some(v) => fj.insert(handle, key, v),
+                None => fj.remove(handle, key),
+            }
+        }
+        fj.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+//! Protobuf messages of Tributary's protocols and their size limits.
+//!
+//! Messages are declared with `prost` derives (no code generation step, so no `protoc` is needed
+//! to build); each module mirrors a `.proto` file under `proto/` that documents the wire format
+//! and is what other implementations compile. Decoding here is only *syntactic*: the protocol
+//! crates convert these types into their domain types and enforce the semantic rules there
+//! (for state sync: research/merkledb.md §4).
+
+pub mod sync;
+
+/// Largest state-sync message accepted or produced: the x/sync byte limit (2 MiB − 4 KiB) plus
+/// room for the request wrapper.
+pub const MAX_SYNC_MESSAGE_BYTES: usize = 2 * 1024 * 1024;

@@ -56,7 +56,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { branch_factor: BranchFactor::Sixteen, history_length: 300, node_cache_entries: 1 << 19 }
+        Self {
+            branch_factor: BranchFactor::Sixteen,
+            history_length: 300,
+            node_cache_entries: 1 << 19,
+        }
     }
 }
 
@@ -110,7 +114,9 @@ pub struct MerkleDb {
 
 impl std::fmt::Debug for MerkleDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MerkleDb").field("root", &self.root()).finish_non_exhaustive()
+        f.debug_struct("MerkleDb")
+            .field("root", &self.root())
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,7 +145,9 @@ impl NodeSource for DbSource<'_> {
         let stored = if has_value {
             self.inner.store.get(ks.values, key.packed())?
         } else {
-            self.inner.store.get(ks.branches, &branch_storage_key(key))?
+            self.inner
+                .store
+                .get(ks.branches, &branch_storage_key(key))?
         };
         let Some(bytes) = stored else { return Ok(None) };
         let node = Arc::new(Node::decode(key.clone(), &bytes)?);
@@ -155,15 +163,18 @@ impl NodeSource for DbSource<'_> {
     }
 
     fn values_from(&self, start: &[u8]) -> ValueIter<'_> {
-        Box::new(self.inner.store.scan_from(self.inner.ks.values, start).filter_map(|r| {
-            match r {
-                Err(e) => Some(Err(e.into())),
-                Ok((k, v)) => match node::decode_stored_value(&v) {
+        Box::new(
+            self.inner
+                .store
+                .scan_from(self.inner.ks.values, start)
+                .filter_map(|r| match r {
                     Err(e) => Some(Err(e.into())),
-                    Ok(value) => value.map(|value| Ok((k, value))),
-                },
-            }
-        }))
+                    Ok((k, v)) => match node::decode_stored_value(&v) {
+                        Err(e) => Some(Err(e.into())),
+                        Ok(value) => value.map(|value| Ok((k, value))),
+                    },
+                }),
+        )
     }
 }
 
@@ -187,7 +198,11 @@ impl MerkleDb {
         };
         let inner = Inner {
             cache: Cache::new(config.node_cache_entries.max(16)),
-            state: RwLock::new(State { revision, root: None, roots: VecDeque::new() }),
+            state: RwLock::new(State {
+                revision,
+                root: None,
+                roots: VecDeque::new(),
+            }),
             historical: Mutex::new(None),
             store,
             ks,
@@ -210,7 +225,9 @@ impl MerkleDb {
             state.root = root;
             state.roots = roots;
         }
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Opens (or creates) the trie in a fjall database in directory `dir`.
@@ -235,7 +252,10 @@ impl MerkleDb {
     fn read_state(&self) -> RwLockReadGuard<'_, State> {
         // Commits update the state only after their batch is written, with plain assignments
         // that cannot panic halfway; a poisoned lock still guards a consistent state.
-        self.inner.state.read().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The current root (32 zero bytes for an empty trie).
@@ -262,7 +282,11 @@ impl MerkleDb {
     /// When the store fails or is corrupt.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
         let state = self.read_state();
-        DbSource { inner: &self.inner, root: state.root.clone() }.value(key)
+        DbSource {
+            inner: &self.inner,
+            root: state.root.clone(),
+        }
+        .value(key)
     }
 
     /// Up to `limit` key-values with keys in `[start, end]` at root `root`.
@@ -294,11 +318,18 @@ impl MerkleDb {
     pub fn view(&self, ops: impl IntoIterator<Item = BatchOp>) -> Result<View, DbError> {
         let ops = normalize_ops(validate_ops(ops)?);
         let state = self.read_state();
-        let source = DbSource { inner: &self.inner, root: state.root.clone() };
+        let source = DbSource {
+            inner: &self.inner,
+            root: state.root.clone(),
+        };
         let mut builder = TrieBuilder::new(&source, self.token_bits());
         builder.apply(ops)?;
         let changes = builder.finish()?;
-        Ok(View { db: self.clone(), base_revision: state.revision, changes })
+        Ok(View {
+            db: self.clone(),
+            base_revision: state.revision,
+            changes,
+        })
     }
 
     /// Applies `ops` and commits them; returns the new root.
@@ -316,7 +347,10 @@ impl MerkleDb {
         f: impl FnOnce(&dyn NodeSource) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
         let state = self.read_state();
-        let current = DbSource { inner: &self.inner, root: state.root.clone() };
+        let current = DbSource {
+            inner: &self.inner,
+            root: state.root.clone(),
+        };
         if current.root.as_ref().map_or(EMPTY_ROOT, |r| r.id) == *root {
             return f(&current);
         }
@@ -332,12 +366,18 @@ impl MerkleDb {
         revision: u64,
         f: impl FnOnce(&dyn NodeSource) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let current = DbSource { inner: &self.inner, root: state.root.clone() };
+        let current = DbSource {
+            inner: &self.inner,
+            root: state.root.clone(),
+        };
         if revision == state.revision {
             return f(&current);
         }
         let changes = self.historical_changes(state, &current, revision)?;
-        f(&Overlay { base: &current, changes: &changes })
+        f(&Overlay {
+            base: &current,
+            changes: &changes,
+        })
     }
 
     /// The changes that take the current revision back to `revision`, rebuilt from history
@@ -348,7 +388,11 @@ impl MerkleDb {
         current: &DbSource<'_>,
         revision: u64,
     ) -> Result<Arc<Changes>, DbError> {
-        let mut cached = self.inner.historical.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cached = self
+            .inner
+            .historical
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(h) = cached.as_ref()
             && h.revision == revision
             && h.built_at == state.revision
@@ -362,11 +406,20 @@ impl MerkleDb {
         let mut builder = TrieBuilder::new(current, self.token_bits());
         builder.apply(history::revert_ops(records))?;
         let changes = Arc::new(builder.finish()?);
-        let recorded = recorded_root(state, revision).ok_or(DbError::RootNotInHistory(EMPTY_ROOT))?;
+        let recorded =
+            recorded_root(state, revision).ok_or(DbError::RootNotInHistory(EMPTY_ROOT))?;
         if changes.root_id() != recorded {
-            return Err(DbError::HistoryCorrupt { revision, got: changes.root_id(), recorded });
+            return Err(DbError::HistoryCorrupt {
+                revision,
+                got: changes.root_id(),
+                recorded,
+            });
         }
-        *cached = Some(Historical { revision, built_at: state.revision, changes: changes.clone() });
+        *cached = Some(Historical {
+            revision,
+            built_at: state.revision,
+            changes: changes.clone(),
+        });
         Ok(changes)
     }
 
@@ -403,13 +456,23 @@ impl MerkleDb {
         f: impl FnOnce(&dyn NodeSource) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
         let state = self.read_state();
-        f(&DbSource { inner: &self.inner, root: state.root.clone() })
+        f(&DbSource {
+            inner: &self.inner,
+            root: state.root.clone(),
+        })
     }
 
     fn commit_changes(&self, base_revision: u64, changes: &Changes) -> Result<Hash, DbError> {
-        let mut state = self.inner.state.write().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self
+            .inner
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if state.revision != base_revision {
-            return Err(DbError::StaleView { view: base_revision, current: state.revision });
+            return Err(DbError::StaleView {
+                view: base_revision,
+                current: state.revision,
+            });
         }
         let current_root = state.root.as_ref().map_or(EMPTY_ROOT, |r| r.id);
         if changes.values.is_empty() && changes.root_id() == current_root {
@@ -441,19 +504,30 @@ impl MerkleDb {
         for (key, change) in &changes.nodes {
             let after_has_value = change.after.as_ref().map(|n| n.has_value());
             if let Some(node) = &change.after {
-                let storage_key = if node.has_value() { key.packed().to_vec() } else { branch_storage_key(key) };
-                let space = if node.has_value() { ks.values } else { ks.branches };
+                let storage_key = if node.has_value() {
+                    key.packed().to_vec()
+                } else {
+                    branch_storage_key(key)
+                };
+                let space = if node.has_value() {
+                    ks.values
+                } else {
+                    ks.branches
+                };
                 batch.put(space, storage_key, node.encode());
             }
             match (change.before, after_has_value) {
                 (Some(true), None | Some(false)) => batch.delete(ks.values, key.packed().to_vec()),
-                (Some(false), None | Some(true)) => batch.delete(ks.branches, branch_storage_key(key)),
+                (Some(false), None | Some(true)) => {
+                    batch.delete(ks.branches, branch_storage_key(key))
+                }
                 _ => {}
             }
         }
         let rk = history::revision_key(revision);
         batch.put(ks.roots, rk.clone(), changes.root_id().to_vec());
-        let record = history::encode_record(changes.values.iter().map(|(k, c)| (k, c.before.as_ref())));
+        let record =
+            history::encode_record(changes.values.iter().map(|(k, c)| (k, c.before.as_ref())));
         batch.put(ks.history, rk.clone(), record);
         let keep = self.inner.config.history_length.max(1) as u64;
         if let Some(expired) = revision.checked_sub(keep).filter(|r| *r > 0) {
@@ -514,9 +588,16 @@ impl View {
         }
         let state = self.db.read_state();
         if state.revision != self.base_revision {
-            return Err(DbError::StaleView { view: self.base_revision, current: state.revision });
+            return Err(DbError::StaleView {
+                view: self.base_revision,
+                current: state.revision,
+            });
         }
-        DbSource { inner: &self.db.inner, root: state.root.clone() }.value(key)
+        DbSource {
+            inner: &self.db.inner,
+            root: state.root.clone(),
+        }
+        .value(key)
     }
 
     /// Makes this view the current revision, atomically; returns its root.
@@ -529,7 +610,9 @@ impl View {
     }
 }
 
-fn validate_ops(ops: impl IntoIterator<Item = BatchOp>) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, DbError> {
+fn validate_ops(
+    ops: impl IntoIterator<Item = BatchOp>,
+) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, DbError> {
     ops.into_iter()
         .map(|op| {
             let (k, v) = match op {
@@ -537,19 +620,29 @@ fn validate_ops(ops: impl IntoIterator<Item = BatchOp>) -> Result<Vec<(Vec<u8>, 
                 BatchOp::Delete(k) => (k, None),
             };
             if k.len() > MAX_KEY_LEN {
-                return Err(DbError::KeyTooLong { len: k.len(), max: MAX_KEY_LEN });
+                return Err(DbError::KeyTooLong {
+                    len: k.len(),
+                    max: MAX_KEY_LEN,
+                });
             }
             if let Some(v) = &v
                 && v.len() > MAX_VALUE_LEN
             {
-                return Err(DbError::ValueTooLong { len: v.len(), max: MAX_VALUE_LEN });
+                return Err(DbError::ValueTooLong {
+                    len: v.len(),
+                    max: MAX_VALUE_LEN,
+                });
             }
             Ok((k, v))
         })
         .collect()
 }
 
-fn check_branch_factor(store: &dyn KvStore, ks: &Spaces, requested: BranchFactor) -> Result<(), DbError> {
+fn check_branch_factor(
+    store: &dyn KvStore,
+    ks: &Spaces,
+    requested: BranchFactor,
+) -> Result<(), DbError> {
     match store.get(ks.meta, b"bf")? {
         Some(stored) => {
             let arity = match stored.as_slice() {
@@ -557,7 +650,10 @@ fn check_branch_factor(store: &dyn KvStore, ks: &Spaces, requested: BranchFactor
                 _ => return Err(DbError::Corrupt("unreadable branch factor".into())),
             };
             if arity != requested.arity() {
-                return Err(DbError::BranchFactorMismatch { stored: arity, requested: requested.arity() });
+                return Err(DbError::BranchFactorMismatch {
+                    stored: arity,
+                    requested: requested.arity(),
+                });
             }
             Ok(())
         }
@@ -577,7 +673,9 @@ fn encode_root(root: &RootRef) -> Vec<u8> {
 }
 
 fn load_root(inner: &Inner) -> Result<Option<RootRef>, DbError> {
-    let Some(bytes) = inner.store.get(inner.ks.meta, b"root")? else { return Ok(None) };
+    let Some(bytes) = inner.store.get(inner.ks.meta, b"root")? else {
+        return Ok(None);
+    };
     let corrupt = || DbError::Corrupt("unreadable root record".into());
     let (&flag, rest) = bytes.split_first().ok_or_else(corrupt)?;
     let (bits, used) = varint::get(rest).ok_or_else(corrupt)?;
@@ -586,7 +684,11 @@ fn load_root(inner: &Inner) -> Result<Option<RootRef>, DbError> {
     let has_value = flag == 1;
     let source = DbSource { inner, root: None };
     let node = source.expect_node(&key, has_value)?;
-    Ok(Some(RootRef { key, has_value, id: node.id() }))
+    Ok(Some(RootRef {
+        key,
+        has_value,
+        id: node.id(),
+    }))
 }
 
 fn load_roots(inner: &Inner, revision: u64) -> Result<VecDeque<(u64, Hash)>, DbError> {
@@ -612,11 +714,20 @@ fn latest_revision_with_root(state: &State, root: &Hash, at_most: u64) -> Option
     if state.revision <= at_most && state.root.as_ref().map_or(EMPTY_ROOT, |r| r.id) == *root {
         return Some(state.revision);
     }
-    state.roots.iter().rev().find(|(r, h)| *r <= at_most && h == root).map(|(r, _)| *r)
+    state
+        .roots
+        .iter()
+        .rev()
+        .find(|(r, h)| *r <= at_most && h == root)
+        .map(|(r, _)| *r)
 }
 
 fn recorded_root(state: &State, revision: u64) -> Option<Hash> {
-    state.roots.iter().find(|(r, _)| *r == revision).map(|(_, h)| *h)
+    state
+        .roots
+        .iter()
+        .find(|(r, _)| *r == revision)
+        .map(|(_, h)| *h)
 }
 
 pub(crate) fn hex(h: &Hash) -> String {

@@ -135,7 +135,9 @@ pub enum ProofError {
     #[error("invalid node for exclusion proof")]
     ExclusionProofInvalidNode,
     /// A proof node in range has a value that was not sent (`ErrProofNodeHasUnincludedValue`).
-    #[error("the provided proof has a value for a key within the range that is not present in the provided key/values")]
+    #[error(
+        "the provided proof has a value for a key within the range that is not present in the provided key/values"
+    )]
     ProofNodeHasUnincludedValue,
     /// A proof node in range disagrees with the sent value (`ErrProofValueDoesntMatch`).
     #[error("the provided value does not match the proof node for the provided key's value")]
@@ -156,6 +158,22 @@ pub enum ProofError {
         /// The branch factor.
         arity: usize,
     },
+    /// A proven key longer than [`crate::MAX_KEY_LEN`].
+    #[error("proven key of {len} bytes exceeds the limit of {max}")]
+    KeyTooLong {
+        /// The key's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Proof nodes that do not form one trie: two different nodes at one key or one position,
+    /// a node outside the top node's subtree, or a node no other node leads to.
+    #[error("proof nodes do not form a trie")]
+    ConflictingProofNodes,
+    /// A key of the range (sent, or held locally and not deleted by the proof) lies where the
+    /// proof shows the trie has nothing.
+    #[error("a key in the proven range is not accounted for by the proof")]
+    UnprovenKey,
     /// The proof does not produce the expected root (`ErrInvalidProof`).
     #[error("proof obtained an invalid root ID: {}, expected {}", hex(.got), hex(.expected))]
     InvalidProof {

@@ -27,13 +27,15 @@ pub(crate) fn revision_key(r: u64) -> Vec<u8> {
 }
 
 pub(crate) fn decode_revision_key(k: &[u8]) -> Result<u64, DbError> {
-    let bytes: [u8; 8] =
-        k.try_into().map_err(|_| DbError::Corrupt("history key is not 8 bytes".into()))?;
+    let bytes: [u8; 8] = k
+        .try_into()
+        .map_err(|_| DbError::Corrupt("history key is not 8 bytes".into()))?;
     Ok(u64::from_be_bytes(bytes))
 }
 
 pub(crate) fn decode_root(v: &[u8]) -> Result<Hash, DbError> {
-    v.try_into().map_err(|_| DbError::Corrupt("history root is not 32 bytes".into()))
+    v.try_into()
+        .map_err(|_| DbError::Corrupt("history root is not 32 bytes".into()))
 }
 
 /// Encodes a record: `uvarint(n) ‖ (uvarint(len) key ‖ 0 | 1 uvarint(len) value)*`.
@@ -95,7 +97,9 @@ pub(crate) fn decode_record(mut buf: &[u8]) -> Result<Record, DbError> {
 
 /// The operations that take the current trie back to the revision before the records given,
 /// newest record first: each key gets its before-value from the oldest record that touched it.
-pub(crate) fn revert_ops(newest_first: impl IntoIterator<Item = Record>) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+pub(crate) fn revert_ops(
+    newest_first: impl IntoIterator<Item = Record>,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     let mut ops = BTreeMap::new();
     for record in newest_first {
         for (k, before) in record {
@@ -117,6 +121,9 @@ mod tests {
         assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
         let newer: Record = vec![(b"k".to_vec(), Some(b"new".to_vec()))];
         let ops = revert_ops([newer, a]);
-        assert_eq!(ops, vec![(b"k".to_vec(), None), (b"z".to_vec(), Some(b"1".to_vec()))]);
+        assert_eq!(
+            ops,
+            vec![(b"k".to_vec(), None), (b"z".to_vec(), Some(b"1".to_vec()))]
+        );
     }
 }

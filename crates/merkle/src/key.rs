@@ -89,7 +89,10 @@ impl Key {
     /// The key of a whole-byte string.
     #[must_use]
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        Self { bits: bytes.len() * 8, bytes: bytes.to_vec() }
+        Self {
+            bits: bytes.len() * 8,
+            bytes: bytes.to_vec(),
+        }
     }
 
     /// A key of `bits` bits taken from `bytes`, which must hold exactly `ceil(bits/8)` bytes;
@@ -127,7 +130,10 @@ impl Key {
     /// bytes (offsets are multiples of `token_bits`, which divides 8).
     #[must_use]
     pub fn token(&self, offset: usize, token_bits: usize) -> u8 {
-        debug_assert!(offset + token_bits <= self.bits, "token past the end of {self:?}");
+        debug_assert!(
+            offset + token_bits <= self.bits,
+            "token past the end of {self:?}"
+        );
         let byte = self.bytes[offset / 8];
         let shift = 8 - token_bits - offset % 8;
         let mask = ((1u16 << token_bits) - 1) as u8;
@@ -197,7 +203,10 @@ impl Key {
 
     /// A one-token key.
     fn token_key(token: u8, token_bits: usize) -> Self {
-        Self { bits: token_bits, bytes: vec![token << (8 - token_bits)] }
+        Self {
+            bits: token_bits,
+            bytes: vec![token << (8 - token_bits)],
+        }
     }
 
     /// Whether `prefix` is a prefix of this key (every key is a prefix of itself).
@@ -229,7 +238,12 @@ impl Key {
     /// The length in bits of the longest common prefix of `first` and `second[offset..]`,
     /// counted in whole tokens of `token_bits`.
     #[must_use]
-    pub fn common_prefix_bits(first: &Self, second: &Self, offset: usize, token_bits: usize) -> usize {
+    pub fn common_prefix_bits(
+        first: &Self,
+        second: &Self,
+        offset: usize,
+        token_bits: usize,
+    ) -> usize {
         let mut n = 0;
         while n + token_bits <= first.bits
             && offset + n + token_bits <= second.bits
@@ -243,7 +257,9 @@ impl Key {
 
 impl Ord for Key {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.bytes.cmp(&other.bytes).then(self.bits.cmp(&other.bits))
+        self.bytes
+            .cmp(&other.bytes)
+            .then(self.bits.cmp(&other.bits))
     }
 }
 

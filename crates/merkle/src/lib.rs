@@ -59,7 +59,10 @@ pub fn parse_hash(text: &str) -> Result<Hash, ParseHashError> {
     let mut out = [0u8; 32];
     for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
         let (hi, lo) = (nibble(pair[0]), nibble(pair[1]));
-        *byte = hi.zip(lo).map(|(h, l)| (h << 4) | l).ok_or(ParseHashError(64))?;
+        *byte = hi
+            .zip(lo)
+            .map(|(h, l)| (h << 4) | l)
+            .ok_or(ParseHashError(64))?;
     }
     Ok(out)
 }

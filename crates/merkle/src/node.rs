@@ -56,7 +56,11 @@ impl NodeValue {
 /// The digest of a value as it appears in node ids and proof nodes.
 #[must_use]
 pub fn value_digest(value: &[u8]) -> Vec<u8> {
-    if value.len() < HASH_LEN { value.to_vec() } else { Sha256::digest(value).to_vec() }
+    if value.len() < HASH_LEN {
+        value.to_vec()
+    } else {
+        Sha256::digest(value).to_vec()
+    }
 }
 
 /// A parent's record of one child.
@@ -81,7 +85,11 @@ pub(crate) struct Node {
 
 impl Node {
     pub(crate) fn new(key: Key) -> Self {
-        Self { key, value: NodeValue::None, children: Vec::new() }
+        Self {
+            key,
+            value: NodeValue::None,
+            children: Vec::new(),
+        }
     }
 
     pub(crate) const fn has_value(&self) -> bool {
@@ -89,7 +97,10 @@ impl Node {
     }
 
     pub(crate) fn child(&self, index: u8) -> Option<&Child> {
-        self.children.binary_search_by_key(&index, |(i, _)| *i).ok().map(|p| &self.children[p].1)
+        self.children
+            .binary_search_by_key(&index, |(i, _)| *i)
+            .ok()
+            .map(|p| &self.children[p].1)
     }
 
     pub(crate) fn set_child(&mut self, index: u8, child: Child) {
@@ -174,12 +185,23 @@ impl Node {
             }
             let id: Hash = r.take(32)?.try_into().map_err(|_| CodecError::Truncated)?;
             let has_value = r.bool()?;
-            children.push((index, Child { compressed, id, has_value }));
+            children.push((
+                index,
+                Child {
+                    compressed,
+                    id,
+                    has_value,
+                },
+            ));
         }
         if !r.buf.is_empty() {
             return Err(CodecError::TrailingBytes);
         }
-        Ok(Self { key, value, children })
+        Ok(Self {
+            key,
+            value,
+            children,
+        })
     }
 }
 
@@ -263,14 +285,34 @@ mod tests {
     fn codec_round_trips_and_is_strict() {
         let mut node = Node::new(Key::from_bytes(&[1, 2]));
         node.value = NodeValue::Value(b"hello".to_vec());
-        node.set_child(3, Child { compressed: Key::from_bytes(&[9]).take(4), id: [7; 32], has_value: true });
-        node.set_child(1, Child { compressed: Key::default(), id: [8; 32], has_value: false });
+        node.set_child(
+            3,
+            Child {
+                compressed: Key::from_bytes(&[9]).take(4),
+                id: [7; 32],
+                has_value: true,
+            },
+        );
+        node.set_child(
+            1,
+            Child {
+                compressed: Key::default(),
+                id: [8; 32],
+                has_value: false,
+            },
+        );
         let bytes = node.encode();
         assert_eq!(Node::decode(node.key.clone(), &bytes), Ok(node.clone()));
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(Node::decode(node.key.clone(), &trailing), Err(CodecError::TrailingBytes));
-        assert_eq!(Node::decode(node.key.clone(), &bytes[..bytes.len() - 1]), Err(CodecError::Truncated));
+        assert_eq!(
+            Node::decode(node.key.clone(), &trailing),
+            Err(CodecError::TrailingBytes)
+        );
+        assert_eq!(
+            Node::decode(node.key.clone(), &bytes[..bytes.len() - 1]),
+            Err(CodecError::Truncated)
+        );
         let mut bad_bool = bytes;
         bad_bool[0] = 2;
         assert_eq!(Node::decode(node.key, &bad_bool), Err(CodecError::Bool));
@@ -291,7 +333,14 @@ pub fn node_id(key: &Key, value: Option<&[u8]>, children: &[(u8, Hash)]) -> Hash
     let mut node = Node::new(key.clone());
     node.value = value.map_or(NodeValue::None, |v| NodeValue::Value(v.to_vec()));
     for (index, id) in children {
-        node.set_child(*index, Child { compressed: Key::default(), id: *id, has_value: false });
+        node.set_child(
+            *index,
+            Child {
+                compressed: Key::default(),
+                id: *id,
+                has_value: false,
+            },
+        );
     }
     node.id()
 }

@@ -60,7 +60,11 @@ pub struct ChangeProof {
 
 /// The path from the root towards `key` (avalanchego `getProof`): the nodes whose keys prefix
 /// `key`, plus, when `key` is absent, the node sitting where it would be.
-pub(crate) fn proof_path(src: &dyn NodeSource, token_bits: usize, key: &[u8]) -> Result<Vec<ProofNode>, DbError> {
+pub(crate) fn proof_path(
+    src: &dyn NodeSource,
+    token_bits: usize,
+    key: &[u8],
+) -> Result<Vec<ProofNode>, DbError> {
     let root = src.root().ok_or(DbError::EmptyTrie)?;
     let key = Key::from_bytes(key);
     let mut node = src.expect_node(&root.key, root.has_value)?;
@@ -74,7 +78,9 @@ pub(crate) fn proof_path(src: &dyn NodeSource, token_bits: usize, key: &[u8]) ->
             return Ok(path);
         }
         let index = key.token(node.key.bit_len(), token_bits);
-        let Some(child) = node.child(index) else { return Ok(path) };
+        let Some(child) = node.child(index) else {
+            return Ok(path);
+        };
         let offset = node.key.bit_len() + token_bits;
         let child_key = node.key.extend(index, token_bits, &child.compressed);
         let next = src.expect_node(&child_key, child.has_value)?;
@@ -89,7 +95,11 @@ pub(crate) fn proof_path(src: &dyn NodeSource, token_bits: usize, key: &[u8]) ->
 
 /// Drops the leading nodes `start` shares with `end` (they are in `end` already).
 fn strip_shared(mut start: Vec<ProofNode>, end: &[ProofNode]) -> Vec<ProofNode> {
-    let shared = start.iter().zip(end).take_while(|(a, b)| a.key == b.key).count();
+    let shared = start
+        .iter()
+        .zip(end)
+        .take_while(|(a, b)| a.key == b.key)
+        .count();
     start.drain(..shared);
     start
 }
@@ -145,7 +155,11 @@ pub(crate) fn range_proof(
     }
     let largest = key_values.last().map(|(k, _)| k.as_slice()).or(end);
     let (start_proof, end_proof) = edge_proofs(src, token_bits, start, largest)?;
-    Ok(RangeProof { start_proof, end_proof, key_values })
+    Ok(RangeProof {
+        start_proof,
+        end_proof,
+        key_values,
+    })
 }
 
 impl MerkleDb {
@@ -192,7 +206,8 @@ impl MerkleDb {
             let mut before: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
             for r in (start_rev + 1)..=end_rev {
                 for (k, v) in self.load_record(r)? {
-                    let in_range = start.is_none_or(|s| k.as_slice() >= s) && end.is_none_or(|e| k.as_slice() <= e);
+                    let in_range = start.is_none_or(|s| k.as_slice() >= s)
+                        && end.is_none_or(|e| k.as_slice() <= e);
                     if let (true, Entry::Vacant(slot)) = (in_range, before.entry(k)) {
                         slot.insert(v);
                     }
@@ -210,7 +225,11 @@ impl MerkleDb {
             }
             let largest = key_changes.last().map(|(k, _)| k.as_slice()).or(end);
             let (start_proof, end_proof) = edge_proofs(src, tb, start, largest)?;
-            Ok(ChangeProof { start_proof, end_proof, key_changes })
+            Ok(ChangeProof {
+                start_proof,
+                end_proof,
+                key_changes,
+            })
         })
     }
 }

@@ -52,12 +52,21 @@ pub enum DecodeError {
 
 fn maybe_to_wire(v: Option<&[u8]>) -> pb::MaybeBytes {
     match v {
-        Some(v) => pb::MaybeBytes { value: v.to_vec(), is_nothing: false },
-        None => pb::MaybeBytes { value: Vec::new(), is_nothing: true },
+        Some(v) => pb::MaybeBytes {
+            value: v.to_vec(),
+            is_nothing: false,
+        },
+        None => pb::MaybeBytes {
+            value: Vec::new(),
+            is_nothing: true,
+        },
     }
 }
 
-fn maybe_from_wire(m: Option<pb::MaybeBytes>, missing: DecodeError) -> Result<Option<Vec<u8>>, DecodeError> {
+fn maybe_from_wire(
+    m: Option<pb::MaybeBytes>,
+    missing: DecodeError,
+) -> Result<Option<Vec<u8>>, DecodeError> {
     let m = m.ok_or(missing)?;
     match (m.is_nothing, m.value.is_empty()) {
         (true, false) => Err(DecodeError::InvalidMaybe),
@@ -71,9 +80,16 @@ impl ProofNode {
     #[must_use]
     pub fn to_wire(&self) -> pb::ProofNode {
         pb::ProofNode {
-            key: Some(pb::Key { length: self.key.bit_len() as u64, value: self.key.packed().to_vec() }),
+            key: Some(pb::Key {
+                length: self.key.bit_len() as u64,
+                value: self.key.packed().to_vec(),
+            }),
             value_or_hash: Some(maybe_to_wire(self.value_or_hash.as_deref())),
-            children: self.children.iter().map(|(i, id)| (u32::from(*i), id.to_vec())).collect(),
+            children: self
+                .children
+                .iter()
+                .map(|(i, id)| (u32::from(*i), id.to_vec()))
+                .collect(),
         }
     }
 
@@ -89,10 +105,17 @@ impl ProofNode {
         let mut children = BTreeMap::new();
         for (index, id) in node.children {
             let index = u8::try_from(index).map_err(|_| DecodeError::ChildIndexTooLarge(index))?;
-            let id: Hash = id.as_slice().try_into().map_err(|_| DecodeError::InvalidChildId(id.len()))?;
+            let id: Hash = id
+                .as_slice()
+                .try_into()
+                .map_err(|_| DecodeError::InvalidChildId(id.len()))?;
             children.insert(index, id);
         }
-        Ok(Self { key, value_or_hash, children })
+        Ok(Self {
+            key,
+            value_or_hash,
+            children,
+        })
     }
 }
 
@@ -102,7 +125,10 @@ fn nodes_from_wire(nodes: Vec<pb::ProofNode>) -> Result<Vec<ProofNode>, DecodeEr
 
 fn check_size(bytes: &[u8]) -> Result<(), DecodeError> {
     if bytes.len() > MAX_SYNC_MESSAGE_BYTES {
-        return Err(DecodeError::TooLarge { len: bytes.len(), max: MAX_SYNC_MESSAGE_BYTES });
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: MAX_SYNC_MESSAGE_BYTES,
+        });
     }
     Ok(())
 }
@@ -117,7 +143,10 @@ impl RangeProof {
             key_values: self
                 .key_values
                 .iter()
-                .map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() })
+                .map(|(k, v)| pb::KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
                 .collect(),
         }
     }
@@ -130,7 +159,11 @@ impl RangeProof {
         Ok(Self {
             start_proof: nodes_from_wire(p.start_proof)?,
             end_proof: nodes_from_wire(p.end_proof)?,
-            key_values: p.key_values.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+            key_values: p
+                .key_values
+                .into_iter()
+                .map(|kv| (kv.key, kv.value))
+                .collect(),
         })
     }
 
@@ -160,7 +193,10 @@ impl ChangeProof {
             key_changes: self
                 .key_changes
                 .iter()
-                .map(|(k, v)| pb::KeyChange { key: k.clone(), value: Some(maybe_to_wire(v.as_deref())) })
+                .map(|(k, v)| pb::KeyChange {
+                    key: k.clone(),
+                    value: Some(maybe_to_wire(v.as_deref())),
+                })
                 .collect(),
         }
     }
@@ -173,7 +209,12 @@ impl ChangeProof {
         let key_changes = p
             .key_changes
             .into_iter()
-            .map(|kc| Ok((kc.key, maybe_from_wire(kc.value, DecodeError::NilMaybeBytes)?)))
+            .map(|kc| {
+                Ok((
+                    kc.key,
+                    maybe_from_wire(kc.value, DecodeError::NilMaybeBytes)?,
+                ))
+            })
             .collect::<Result<_, DecodeError>>()?;
         Ok(Self {
             start_proof: nodes_from_wire(p.start_proof)?,

@@ -38,7 +38,8 @@ pub(crate) trait NodeSource {
 
     /// The node at `key`, which the trie references: missing is corruption.
     fn expect_node(&self, key: &Key, has_value: bool) -> Result<Arc<Node>, DbError> {
-        self.node(key, has_value)?.ok_or_else(|| DbError::MissingNode(format!("{key:?}")))
+        self.node(key, has_value)?
+            .ok_or_else(|| DbError::MissingNode(format!("{key:?}")))
     }
 }
 

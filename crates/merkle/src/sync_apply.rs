@@ -31,7 +31,12 @@ impl MerkleDb {
                 ops.push(BatchOp::Delete(k));
             }
         }
-        ops.extend(proof.key_values.iter().map(|(k, v)| BatchOp::Put(k.clone(), v.clone())));
+        ops.extend(
+            proof
+                .key_values
+                .iter()
+                .map(|(k, v)| BatchOp::Put(k.clone(), v.clone())),
+        );
         self.commit(ops)
     }
 

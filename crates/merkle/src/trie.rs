@@ -1,9 +1,8 @@
 //! The trie builder: applies puts and deletes to a revision and computes the new node ids.
 //!
-//! It follows avalanchego's `view.insert`, `view.remove` and `compressNodePath` exactly, since
-//! proof verification must accept and reject precisely what avalanchego does, and verification
-//! runs on this same code (inserting proof nodes as value-less placeholders, then overwriting
-//! their digests and child ids). Every node on the path to a changed key is copied into the
+//! It follows avalanchego's `view.insert`, `view.remove` and `compressNodePath`, so the shapes
+//! and ids it produces are avalanchego's. Commits, the rebuilding of historical revisions and
+//! proof verification (for the subtrees inside a proven range) all run on it. Every node on the path to a changed key is copied into the
 //! builder's change map; hashing then walks from the root through changed nodes only, deepest
 //! first, so unchanged subtrees keep their stored ids.
 
@@ -14,7 +13,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::DbError;
 use crate::key::Key;
-use crate::node::{Child, EMPTY_ROOT, Hash, Node, NodeValue};
+use crate::node::{Child, EMPTY_ROOT, Node, NodeValue};
 use crate::source::{Changes, NodeChange, NodeSource, RootRef, ValueChange};
 
 struct Slot {
@@ -81,7 +80,13 @@ impl<'s> TrieBuilder<'s> {
         if !self.nodes.contains_key(key) {
             let node = self.source.expect_node(key, has_value)?;
             let before = Some(node.has_value());
-            self.nodes.insert(key.clone(), Slot { before, after: Some((*node).clone()) });
+            self.nodes.insert(
+                key.clone(),
+                Slot {
+                    before,
+                    after: Some((*node).clone()),
+                },
+            );
         }
         Ok(())
     }
@@ -99,7 +104,13 @@ impl<'s> TrieBuilder<'s> {
         match self.nodes.get_mut(&key) {
             Some(slot) => slot.after = Some(node),
             None => {
-                self.nodes.insert(key, Slot { before: None, after: Some(node) });
+                self.nodes.insert(
+                    key,
+                    Slot {
+                        before: None,
+                        after: Some(node),
+                    },
+                );
             }
         }
     }
@@ -122,7 +133,9 @@ impl<'s> TrieBuilder<'s> {
             }
             let offset = current.bit_len() + tb;
             let node = self.slot(current)?;
-            let Some(child) = node.child(key.token(current.bit_len(), tb)) else { break };
+            let Some(child) = node.child(key.token(current.bit_len(), tb)) else {
+                break;
+            };
             if !key.matches_at(offset, &child.compressed) {
                 break;
             }
@@ -152,7 +165,10 @@ impl<'s> TrieBuilder<'s> {
             self.grow_root(key, &root)?
         };
         if closest == *key {
-            return Ok(std::mem::replace(&mut self.slot_mut(&closest)?.value, value));
+            return Ok(std::mem::replace(
+                &mut self.slot_mut(&closest)?.value,
+                value,
+            ));
         }
         let index = key.token(closest.bit_len(), tb);
         let offset = closest.bit_len() + tb;
@@ -160,12 +176,20 @@ impl<'s> TrieBuilder<'s> {
         let (child_key, child_has_value) = match existing {
             None => {
                 let has_value = value.is_some();
-                self.put_new(Node { key: key.clone(), value, children: Vec::new() });
+                self.put_new(Node {
+                    key: key.clone(),
+                    value,
+                    children: Vec::new(),
+                });
                 (key.clone(), has_value)
             }
             Some(existing) => self.split_edge(key, value, offset, existing)?,
         };
-        let child = Child { compressed: child_key.skip(offset), id: EMPTY_ROOT, has_value: child_has_value };
+        let child = Child {
+            compressed: child_key.skip(offset),
+            id: EMPTY_ROOT,
+            has_value: child_has_value,
+        };
         self.slot_mut(&closest)?.set_child(index, child);
         Ok(NodeValue::None)
     }
@@ -199,7 +223,9 @@ impl<'s> TrieBuilder<'s> {
         let tb = self.token_bits;
         let cp = Key::common_prefix_bits(&existing.compressed, key, offset, tb);
         if existing.compressed.bit_len() <= cp {
-            return Err(DbError::Corrupt(format!("edge below {key:?} should have been followed")));
+            return Err(DbError::Corrupt(format!(
+                "edge below {key:?} should have been followed"
+            )));
         }
         let mut branch = Node::new(key.take(offset + cp));
         let branch_bits = branch.key.bit_len();
@@ -207,8 +233,16 @@ impl<'s> TrieBuilder<'s> {
             branch.value = value;
         } else {
             let leaf_has_value = value.is_some();
-            self.put_new(Node { key: key.clone(), value, children: Vec::new() });
-            let leaf = Child { compressed: key.skip(branch_bits + tb), id: EMPTY_ROOT, has_value: leaf_has_value };
+            self.put_new(Node {
+                key: key.clone(),
+                value,
+                children: Vec::new(),
+            });
+            let leaf = Child {
+                compressed: key.skip(branch_bits + tb),
+                id: EMPTY_ROOT,
+                has_value: leaf_has_value,
+            };
             branch.set_child(key.token(branch_bits, tb), leaf);
         }
         let moved = Child {
@@ -224,7 +258,9 @@ impl<'s> TrieBuilder<'s> {
 
     /// Removes the value at `key` and compresses the path. Returns the value removed.
     pub(crate) fn remove(&mut self, key: &Key) -> Result<NodeValue, DbError> {
-        let Some(root) = self.root.clone() else { return Ok(NodeValue::None) };
+        let Some(root) = self.root.clone() else {
+            return Ok(NodeValue::None);
+        };
         if !key.has_prefix(&root) {
             return Ok(NodeValue::None);
         }
@@ -278,34 +314,8 @@ impl<'s> TrieBuilder<'s> {
                     id: child.id,
                     has_value: child.has_value,
                 };
-                self.slot_mut(parent)?.set_child(child_key.token(parent.bit_len(), tb), entry);
-            }
-        }
-        Ok(())
-    }
-
-    /// Inserts a proof node as avalanchego's `addPathInfo` does: a value-less node at its key
-    /// whose digest is then forced, and the proof's ids for children outside `(lt, gt)`.
-    pub(crate) fn add_proof_node(
-        &mut self,
-        key: &Key,
-        digest: Option<&[u8]>,
-        children: &BTreeMap<u8, Hash>,
-        lt: Option<&Key>,
-        gt: Option<&Key>,
-    ) -> Result<(), DbError> {
-        let tb = self.token_bits;
-        self.insert(key, NodeValue::None)?;
-        let node = self.slot_mut(key)?;
-        node.value = digest.map_or(NodeValue::None, |d| NodeValue::Digest(d.to_vec()));
-        if lt.is_none() && gt.is_none() {
-            return Ok(());
-        }
-        for (&index, id) in children {
-            let compressed = node.child(index).map(|c| c.compressed.clone()).unwrap_or_default();
-            let child_key = key.extend(index, tb, &compressed);
-            if lt.is_some_and(|lt| child_key < *lt) || gt.is_some_and(|gt| child_key > *gt) {
-                node.set_child(index, Child { compressed, id: *id, has_value: false });
+                self.slot_mut(parent)?
+                    .set_child(child_key.token(parent.bit_len(), tb), entry);
             }
         }
         Ok(())
@@ -319,7 +329,9 @@ impl<'s> TrieBuilder<'s> {
     /// Recomputes the ids of every changed node, children before parents, and returns the root.
     pub(crate) fn hash(&mut self) -> Result<Option<RootRef>, DbError> {
         let tb = self.token_bits;
-        let Some(root_key) = self.root.clone() else { return Ok(None) };
+        let Some(root_key) = self.root.clone() else {
+            return Ok(None);
+        };
         let Some(root) = self.take_changed(&root_key) else {
             // Nothing changed at the root, so nothing changed at all.
             return Ok(self.source.root());
@@ -358,14 +370,28 @@ impl<'s> TrieBuilder<'s> {
         let nodes = self
             .nodes
             .into_iter()
-            .map(|(k, s)| (k, NodeChange { before: s.before, after: s.after.map(Arc::new) }))
+            .map(|(k, s)| {
+                (
+                    k,
+                    NodeChange {
+                        before: s.before,
+                        after: s.after.map(Arc::new),
+                    },
+                )
+            })
             .collect();
-        Ok(Changes { nodes, root, values: self.values })
+        Ok(Changes {
+            nodes,
+            root,
+            values: self.values,
+        })
     }
 }
 
 /// Sorts operations by key and keeps the last operation on each key.
-pub(crate) fn normalize_ops(mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+pub(crate) fn normalize_ops(
+    mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     // A stable sort keeps same-key operations in submission order; keep the last of each run.
     ops.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(ops.len());

@@ -1,28 +1,37 @@
-//! Proof verification, as avalanchego's `VerifyChangeProof` with the April 2025 fixes (#3688).
+//! Proof verification: avalanchego's checks (with the April 2025 fixes, #3688), then a
+//! reconstruction of the end root that depends only on the proven range.
 //!
-//! A range proof is verified as a change proof of all-present values against an empty trie; a
-//! change proof against the local database, whose keys in the proven range must be at the start
-//! root (the state a sync client is in). Steps, each failing with its own [`ProofError`]:
+//! A range proof is a change proof of all-present values against an empty trie; a change proof
+//! is checked against the local database, whose keys **in the proven range** must be at the
+//! start root. Steps, each failing with its own [`ProofError`]:
 //!
 //! 1. Syntax, in upstream order: bounds, emptiness, unexpected or missing edge proofs, sorted
 //!    keys inside the range, then each edge path (`verifyProofPath`: strict prefixes, no value
-//!    on a partial-byte key, and a well-formed exclusion proof).
+//!    on a partial-byte key, a well-formed exclusion proof). Beyond upstream, proof node keys are
+//!    whole tokens, child indices are below the branch factor, and proven keys respect
+//!    [`crate::MAX_KEY_LEN`].
 //! 2. Every proof node with a whole-byte key in `[start, last key or end]` carries exactly the
-//!    value the proof sends for that key, or else the local one.
-//! 3. The local trie plus the changes, plus the proof nodes inserted deepest first with their
-//!    digests forced and their children outside the range copied in, must hash to the root.
+//!    value the proof sends for that key, or else the local one (`verifyChangeProofKeyValues`).
+//! 3. The end trie is rebuilt bottom-up from the proof nodes: a child subtree that lies wholly
+//!    outside the range takes the proof's id; one wholly inside is rebuilt from the local keys
+//!    under it plus the changes under it; one that straddles a bound must hold the next proof
+//!    node. Between a proof node and the next one down, and above the top one, no key of the
+//!    range may exist. The result must be the expected root.
 //!
-//! Beyond upstream, proof node keys must be whole tokens and child indices below the branch
-//! factor; no honest server produces anything else, and the builder relies on both.
+//! Step 3 differs from upstream on purpose. avalanchego inserts the proof nodes into a view of
+//! the *whole* local trie, so local branch nodes made by keys outside the range (state the
+//! client synced at other roots) are rehashed into the result and honest proofs are refused.
+//! Reading only in-range state makes the check exact: it accepts precisely the proofs whose
+//! claim is true (up to SHA-256 collisions).
 
 use std::collections::HashMap;
 
-use crate::db::MerkleDb;
+use crate::db::{MAX_KEY_LEN, MerkleDb};
 use crate::error::ProofError;
 use crate::key::{BranchFactor, Key};
-use crate::node::{EMPTY_ROOT, Hash, value_digest};
+use crate::node::{Child, EMPTY_ROOT, Hash, Node, NodeValue, value_digest};
 use crate::proof::{ChangeProof, ProofNode, RangeProof};
-use crate::source::{EmptySource, NodeSource};
+use crate::source::{EmptySource, NodeSource, RootRef, ValueIter};
 use crate::trie::TrieBuilder;
 
 /// The parts of a proof that verification looks at.
@@ -52,7 +61,11 @@ impl RangeProof {
             end,
             start_proof: &self.start_proof,
             end_proof: &self.end_proof,
-            changes: self.key_values.iter().map(|(k, v)| (k.as_slice(), Some(v.as_slice()))).collect(),
+            changes: self
+                .key_values
+                .iter()
+                .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+                .collect(),
         };
         verify_claim(&EmptySource, branch_factor, &claim, expected)
     }
@@ -60,7 +73,7 @@ impl RangeProof {
 
 impl MerkleDb {
     /// Verifies a change proof to root `expected` against this database, whose keys in the
-    /// proof's range must be at the proof's start root.
+    /// proof's range must be at the proof's start root (keys outside it may be at any state).
     ///
     /// # Errors
     /// The [`ProofError`] of the first check that fails; [`ProofError::Db`] if the local
@@ -77,7 +90,11 @@ impl MerkleDb {
             end,
             start_proof: &proof.start_proof,
             end_proof: &proof.end_proof,
-            changes: proof.key_changes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())).collect(),
+            changes: proof
+                .key_changes
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                .collect(),
         };
         let bf = self.branch_factor();
         self.with_current(|src| Ok(verify_claim(src, bf, &claim, expected)))?
@@ -90,42 +107,42 @@ fn verify_claim(
     claim: &Claim<'_>,
     expected: &Hash,
 ) -> Result<(), ProofError> {
-    let tb = bf.token_bits();
     check_syntax(claim)?;
     for node in claim.start_proof.iter().chain(claim.end_proof) {
         check_node_shape(node, bf)?;
     }
-    let start_key = claim.start.map(Key::from_bytes);
-    let end_proof_key = claim.changes.last().map(|(k, _)| *k).or(claim.end).map(Key::from_bytes);
-    if let Some(start_key) = &start_key {
-        verify_path(claim.start_proof, start_key, tb)?;
+    let lo = claim.start.map(Key::from_bytes);
+    let hi = claim
+        .changes
+        .last()
+        .map(|(k, _)| *k)
+        .or(claim.end)
+        .map(Key::from_bytes);
+    if let Some(lo) = &lo {
+        verify_path(claim.start_proof, lo, bf.token_bits())?;
     }
-    if let Some(end_key) = &end_proof_key {
-        verify_path(claim.end_proof, end_key, tb)?;
+    if let Some(hi) = &hi {
+        verify_path(claim.end_proof, hi, bf.token_bits())?;
     }
-    let changes: HashMap<&[u8], Option<&[u8]>> = claim.changes.iter().copied().collect();
+    let rebuild = Rebuild {
+        local: src,
+        bf,
+        lo,
+        hi,
+        changes: &claim.changes,
+        change_map: claim.changes.iter().copied().collect(),
+    };
     for node in claim.start_proof.iter().chain(claim.end_proof) {
-        let in_range = node.key.is_whole_bytes()
-            && start_key.as_ref().is_none_or(|s| node.key >= *s)
-            && end_proof_key.as_ref().is_none_or(|e| node.key <= *e);
-        if in_range {
-            check_node_value(src, node, &changes)?;
+        if rebuild.covers(&node.key) {
+            rebuild.check_node_value(node)?;
         }
     }
-    let mut builder = TrieBuilder::new(src, tb);
-    builder.apply(claim.changes.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect())?;
-    for node in claim.start_proof.iter().rev().chain(claim.end_proof.iter().rev()) {
-        builder.add_proof_node(
-            &node.key,
-            node.value_or_hash.as_deref(),
-            &node.children,
-            start_key.as_ref(),
-            end_proof_key.as_ref(),
-        )?;
-    }
-    let got = builder.hash()?.map_or(EMPTY_ROOT, |r| r.id);
+    let got = rebuild.root(claim.start_proof, claim.end_proof)?;
     if got != *expected {
-        return Err(ProofError::InvalidProof { got, expected: *expected });
+        return Err(ProofError::InvalidProof {
+            got,
+            expected: *expected,
+        });
     }
     Ok(())
 }
@@ -151,6 +168,12 @@ fn check_syntax(claim: &Claim<'_>) -> Result<(), ProofError> {
         return Err(ProofError::NoEndProof);
     }
     for (i, (k, _)) in claim.changes.iter().enumerate() {
+        if k.len() > MAX_KEY_LEN {
+            return Err(ProofError::KeyTooLong {
+                len: k.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
         if claim.changes.get(i + 1).is_some_and(|(next, _)| k >= next) {
             return Err(ProofError::NonIncreasingValues);
         }
@@ -164,19 +187,33 @@ fn check_syntax(claim: &Claim<'_>) -> Result<(), ProofError> {
 fn check_node_shape(node: &ProofNode, bf: BranchFactor) -> Result<(), ProofError> {
     let tb = bf.token_bits();
     if node.key.bit_len() % tb != 0 {
-        return Err(ProofError::KeyNotTokenAligned { bits: node.key.bit_len(), token_bits: tb });
+        return Err(ProofError::KeyNotTokenAligned {
+            bits: node.key.bit_len(),
+            token_bits: tb,
+        });
+    }
+    if node.key.packed().len() > MAX_KEY_LEN {
+        return Err(ProofError::KeyTooLong {
+            len: node.key.packed().len(),
+            max: MAX_KEY_LEN,
+        });
     }
     if let Some((&index, _)) = node.children.iter().next_back()
         && usize::from(index) >= bf.arity()
     {
-        return Err(ProofError::ChildIndexOutOfRange { index: u32::from(index), arity: bf.arity() });
+        return Err(ProofError::ChildIndexOutOfRange {
+            index: u32::from(index),
+            arity: bf.arity(),
+        });
     }
     Ok(())
 }
 
 /// avalanchego `verifyProofPath` (with #3688).
 fn verify_path(proof: &[ProofNode], key: &Key, tb: usize) -> Result<(), ProofError> {
-    let Some((last, init)) = proof.split_last() else { return Ok(()) };
+    let Some((last, init)) = proof.split_last() else {
+        return Ok(());
+    };
     for (i, node) in init.iter().enumerate() {
         if !node.key.is_whole_bytes() && node.value_or_hash.is_some() {
             return Err(ProofError::PartialByteLengthWithValue);
@@ -195,7 +232,10 @@ fn verify_path(proof: &[ProofNode], key: &Key, tb: usize) -> Result<(), ProofErr
         return Ok(());
     }
     if key.has_prefix(&last.key) {
-        if last.children.contains_key(&key.token(last.key.bit_len(), tb)) {
+        if last
+            .children
+            .contains_key(&key.token(last.key.bit_len(), tb))
+        {
             return Err(ProofError::ExclusionProofMissingEndNodes);
         }
     } else if let Some(parent) = init.last() {
@@ -207,22 +247,303 @@ fn verify_path(proof: &[ProofNode], key: &Key, tb: usize) -> Result<(), ProofErr
     Ok(())
 }
 
-/// avalanchego `verifyChangeProofKeyValues` for one node.
-fn check_node_value(
-    src: &dyn NodeSource,
-    node: &ProofNode,
-    changes: &HashMap<&[u8], Option<&[u8]>>,
-) -> Result<(), ProofError> {
-    let key = node.key.packed();
-    let value = match changes.get(key) {
-        Some(v) => v.map(<[u8]>::to_vec),
-        None => src.value(key)?,
-    };
-    match (value, &node.value_or_hash) {
-        (None, Some(_)) => Err(ProofError::ProofNodeHasUnincludedValue),
-        (Some(v), digest) if digest.as_deref() != Some(value_digest(&v).as_slice()) => {
-            Err(ProofError::ProofValueDoesntMatch)
+/// Where the keys under a prefix lie relative to the proven range.
+enum Span {
+    Outside,
+    Inside,
+    Straddles,
+}
+
+/// Rebuilds the end root from the proof nodes, the local in-range keys and the changes.
+struct Rebuild<'a> {
+    local: &'a dyn NodeSource,
+    bf: BranchFactor,
+    /// Lower bound of the proven range.
+    lo: Option<Key>,
+    /// Upper bound of the proven range: the last change, else the requested end.
+    hi: Option<Key>,
+    changes: &'a [(&'a [u8], Option<&'a [u8]>)],
+    change_map: HashMap<&'a [u8], Option<&'a [u8]>>,
+}
+
+impl Rebuild<'_> {
+    /// Whether a key is inside the proven range.
+    fn covers(&self, key: &Key) -> bool {
+        self.lo.as_ref().is_none_or(|lo| key >= lo) && self.hi.as_ref().is_none_or(|hi| key <= hi)
+    }
+
+    fn span(&self, prefix: &Key) -> Span {
+        let below = self
+            .lo
+            .as_ref()
+            .is_some_and(|lo| prefix < lo && !lo.has_prefix(prefix));
+        let above = self.hi.as_ref().is_some_and(|hi| prefix > hi);
+        if below || above {
+            return Span::Outside;
         }
-        _ => Ok(()),
+        let inside = self.lo.as_ref().is_none_or(|lo| prefix >= lo)
+            && self
+                .hi
+                .as_ref()
+                .is_none_or(|hi| prefix < hi && !hi.has_prefix(prefix));
+        if inside {
+            Span::Inside
+        } else {
+            Span::Straddles
+        }
+    }
+
+    /// The value a key has after the changes: the change's, else the local one.
+    fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProofError> {
+        match self.change_map.get(key) {
+            Some(v) => Ok(v.map(<[u8]>::to_vec)),
+            None => Ok(self.local.value(key)?),
+        }
+    }
+
+    /// avalanchego `verifyChangeProofKeyValues` for one node in range.
+    fn check_node_value(&self, node: &ProofNode) -> Result<(), ProofError> {
+        if !node.key.is_whole_bytes() {
+            return Ok(());
+        }
+        match (self.value(node.key.packed())?, &node.value_or_hash) {
+            (None, Some(_)) => Err(ProofError::ProofNodeHasUnincludedValue),
+            (Some(v), digest) if digest.as_deref() != Some(value_digest(&v).as_slice()) => {
+                Err(ProofError::ProofValueDoesntMatch)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The end root: proof nodes hashed deepest first, each from its children's ids.
+    fn root(&self, start_proof: &[ProofNode], end_proof: &[ProofNode]) -> Result<Hash, ProofError> {
+        let mut nodes: Vec<&ProofNode> = start_proof.iter().chain(end_proof).collect();
+        nodes.sort_by(|a, b| {
+            a.key
+                .bit_len()
+                .cmp(&b.key.bit_len())
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        nodes.dedup_by(|a, b| a.key == b.key && a == b);
+        if nodes.windows(2).any(|w| w[0].key == w[1].key) {
+            return Err(ProofError::ConflictingProofNodes);
+        }
+        let Some(top) = nodes.first() else {
+            return Ok(EMPTY_ROOT);
+        };
+        if nodes.iter().any(|n| !n.key.has_prefix(&top.key)) {
+            return Err(ProofError::ConflictingProofNodes);
+        }
+        self.check_gap(None, Some(&top.key))?;
+        let mut ids: HashMap<&Key, Hash> = HashMap::with_capacity(nodes.len());
+        let mut used = vec![false; nodes.len()];
+        used[0] = true;
+        for at in (0..nodes.len()).rev() {
+            let id = self.node_id(nodes[at], &nodes[at + 1..], &ids, &mut used[at + 1..])?;
+            ids.insert(&nodes[at].key, id);
+        }
+        if used.iter().any(|u| !u) {
+            return Err(ProofError::ConflictingProofNodes);
+        }
+        Ok(ids.get(&top.key).copied().unwrap_or(EMPTY_ROOT))
+    }
+
+    /// The id of one proof node; `deeper` are the longer proof nodes, whose ids are in `ids`.
+    fn node_id(
+        &self,
+        node: &ProofNode,
+        deeper: &[&ProofNode],
+        ids: &HashMap<&Key, Hash>,
+        used: &mut [bool],
+    ) -> Result<Hash, ProofError> {
+        let tb = self.bf.token_bits();
+        let mut out = Node::new(node.key.clone());
+        out.value = node
+            .value_or_hash
+            .clone()
+            .map_or(NodeValue::None, NodeValue::Digest);
+        for index in 0..=u8::try_from(self.bf.arity() - 1).unwrap_or(u8::MAX) {
+            let prefix = node.key.extend(index, tb, &Key::default());
+            let below = deeper.iter().position(|d| d.key.has_prefix(&prefix));
+            let id = if let Some(pos) = below {
+                used[pos] = true;
+                let child = deeper[pos];
+                self.check_gap(Some(&prefix), Some(&child.key))?;
+                ids.get(&child.key).copied()
+            } else {
+                match self.span(&prefix) {
+                    Span::Outside => node.children.get(&index).copied(),
+                    Span::Inside => self.subtree_id(&prefix)?,
+                    Span::Straddles => {
+                        // The proof shows no node here, so the end trie has nothing under this
+                        // prefix: neither may the range.
+                        self.check_gap(Some(&prefix), None)?;
+                        if node.children.contains_key(&index) {
+                            return Err(ProofError::ExclusionProofMissingEndNodes);
+                        }
+                        None
+                    }
+                }
+            };
+            if let Some(id) = id {
+                out.set_child(
+                    index,
+                    Child {
+                        compressed: Key::default(),
+                        id,
+                        has_value: false,
+                    },
+                );
+            }
+        }
+        Ok(out.id())
+    }
+
+    /// Fails if a key of the range lies under `outer` (anywhere when `None`) but not under
+    /// `inner` (when `None`: anywhere under `outer`) — the proof shows the end trie has nothing
+    /// there.
+    fn check_gap(&self, outer: Option<&Key>, inner: Option<&Key>) -> Result<(), ProofError> {
+        let in_gap = |k: &[u8]| {
+            let key = Key::from_bytes(k);
+            outer.is_none_or(|o| key.has_prefix(o)) && inner.is_none_or(|i| !key.has_prefix(i))
+        };
+        if self.changes.iter().any(|(k, v)| v.is_some() && in_gap(k)) {
+            return Err(ProofError::UnprovenKey);
+        }
+        let upper = outer.and_then(prefix_successor);
+        let mut from = outer.map(|o| o.packed().to_vec()).unwrap_or_default();
+        loop {
+            if let Some(lo) = &self.lo
+                && lo.packed() > from.as_slice()
+            {
+                from = lo.packed().to_vec();
+            }
+            let mut jump = None;
+            for entry in self.local.values_from(&from) {
+                let (k, _) = entry?;
+                let past_outer = upper.as_ref().is_some_and(|u| k >= *u);
+                let past_range = self
+                    .hi
+                    .as_ref()
+                    .is_some_and(|hi| k.as_slice() > hi.packed());
+                if past_outer || past_range {
+                    break;
+                }
+                if !in_gap(&k) {
+                    // Under `inner`: skip its whole subtree.
+                    jump = inner.map(prefix_successor);
+                    break;
+                }
+                if !matches!(self.change_map.get(k.as_slice()), Some(None)) {
+                    return Err(ProofError::UnprovenKey);
+                }
+            }
+            match jump {
+                Some(Some(next)) => from = next,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The id of the end trie's subtree under `prefix`, which lies wholly inside the range: the
+    /// local subtree there with the changes under `prefix` applied; `None` if empty.
+    fn subtree_id(&self, prefix: &Key) -> Result<Option<Hash>, ProofError> {
+        let sub = Subtree {
+            local: self.local,
+            root: subtree_root(self.local, prefix, self.bf.token_bits())?,
+        };
+        let first = self.changes.partition_point(|(k, _)| *k < prefix.packed());
+        let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.changes[first..]
+            .iter()
+            .take_while(|(k, _)| Key::from_bytes(k).has_prefix(prefix))
+            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect();
+        if ops.is_empty() {
+            return Ok(sub.root.map(|r| r.id));
+        }
+        let mut builder = TrieBuilder::new(&sub, self.bf.token_bits());
+        builder.apply(ops)?;
+        Ok(builder.hash()?.map(|r| r.id))
+    }
+}
+
+/// The smallest byte string above every byte string that has the bit prefix `key`; `None` when
+/// there is none (the prefix is all ones, or empty).
+fn prefix_successor(key: &Key) -> Option<Vec<u8>> {
+    let mut bytes = key.packed().to_vec();
+    if let Some(last) = bytes.last_mut() {
+        let rem = key.bit_len() % 8;
+        if rem != 0 {
+            *last |= 0xFF >> rem;
+        }
+    }
+    while let Some(last) = bytes.pop() {
+        if last != 0xFF {
+            bytes.push(last + 1);
+            return Some(bytes);
+        }
+    }
+    None
+}
+
+/// The root of the local subtree holding exactly the keys under `prefix`.
+fn subtree_root(
+    local: &dyn NodeSource,
+    prefix: &Key,
+    tb: usize,
+) -> Result<Option<RootRef>, ProofError> {
+    let Some(root) = local.root() else {
+        return Ok(None);
+    };
+    if root.key.has_prefix(prefix) {
+        return Ok(Some(root));
+    }
+    if !prefix.has_prefix(&root.key) {
+        return Ok(None);
+    }
+    let mut node = local.expect_node(&root.key, root.has_value)?;
+    loop {
+        let Some(child) = node.child(prefix.token(node.key.bit_len(), tb)) else {
+            return Ok(None);
+        };
+        let child_key =
+            node.key
+                .extend(prefix.token(node.key.bit_len(), tb), tb, &child.compressed);
+        if child_key.has_prefix(prefix) {
+            return Ok(Some(RootRef {
+                key: child_key,
+                has_value: child.has_value,
+                id: child.id,
+            }));
+        }
+        if !prefix.has_prefix(&child_key) {
+            return Ok(None);
+        }
+        node = local.expect_node(&child_key, child.has_value)?;
+    }
+}
+
+/// The local subtree under a prefix, seen as a trie of its own.
+struct Subtree<'a> {
+    local: &'a dyn NodeSource,
+    root: Option<RootRef>,
+}
+
+impl NodeSource for Subtree<'_> {
+    fn root(&self) -> Option<RootRef> {
+        self.root.clone()
+    }
+    fn node(
+        &self,
+        key: &Key,
+        has_value: bool,
+    ) -> Result<Option<std::sync::Arc<Node>>, crate::DbError> {
+        self.local.node(key, has_value)
+    }
+    fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, crate::DbError> {
+        self.local.value(key)
+    }
+    fn values_from(&self, start: &[u8]) -> ValueIter<'_> {
+        self.local.values_from(start)
     }
 }

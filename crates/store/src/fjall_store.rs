@@ -18,7 +18,9 @@ pub struct FjallStore {
 
 impl std::fmt::Debug for FjallStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FjallStore").field("durability", &self.durability).finish_non_exhaustive()
+        f.debug_struct("FjallStore")
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
     }
 }
 
@@ -32,23 +34,38 @@ impl FjallStore {
     /// When the directory cannot be opened as a fjall database.
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
         let db = Database::builder(dir).open()?;
-        Ok(Self { db, keyspaces: RwLock::new(Vec::new()), durability })
+        Ok(Self {
+            db,
+            keyspaces: RwLock::new(Vec::new()),
+            durability,
+        })
     }
 
     fn handle(&self, ks: KeyspaceId) -> Result<Keyspace, StoreError> {
-        let keyspaces = self.keyspaces.read().unwrap_or_else(PoisonError::into_inner);
-        keyspaces.get(ks.0).map(|(_, k)| k.clone()).ok_or(StoreError::UnknownKeyspace(ks.0))
+        let keyspaces = self
+            .keyspaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        keyspaces
+            .get(ks.0)
+            .map(|(_, k)| k.clone())
+            .ok_or(StoreError::UnknownKeyspace(ks.0))
     }
 }
 
 impl KvStore for FjallStore {
     fn keyspace(&self, name: &str) -> Result<KeyspaceId, StoreError> {
-        let mut keyspaces = self.keyspaces.write().unwrap_or_else(PoisonError::into_inner);
+        let mut keyspaces = self
+            .keyspaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(i) = keyspaces.iter().position(|(n, _)| n == name) {
             return Ok(KeyspaceId(i));
         }
         if keyspaces.len() >= Self::MAX_KEYSPACES {
-            return Err(StoreError::TooManyKeyspaces { max: Self::MAX_KEYSPACES });
+            return Err(StoreError::TooManyKeyspaces {
+                max: Self::MAX_KEYSPACES,
+            });
         }
         let handle = self.db.keyspace(name, KeyspaceCreateOptions::default)?;
         keyspaces.push((name.to_owned(), handle));
@@ -74,14 +91,19 @@ impl KvStore for FjallStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let keyspaces = self.keyspaces.read().unwrap_or_else(PoisonError::into_inner);
+        let keyspaces = self
+            .keyspaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let mode = match self.durability {
             Durability::Sync => Some(PersistMode::SyncAll),
             Durability::Buffered => Some(PersistMode::Buffer),
         };
         let mut fj = self.db.batch().durability(mode);
         for (ks, key, value) in batch.ops {
-            let (_, handle) = keyspaces.get(ks.0).ok_or(StoreError::UnknownKeyspace(ks.0))?;
+            let (_, handle) = keyspaces
+                .get(ks.0)
+                .ok_or(StoreError::UnknownKeyspace(ks.0))?;
             match value {
                 Some(v) => fj.insert(handle, key, v),
                 None => fj.remove(handle, key),

@@ -66,7 +66,9 @@ impl WriteBatch {
     /// An empty batch with room for `n` operations.
     #[must_use]
     pub fn with_capacity(n: usize) -> Self {
-        Self { ops: Vec::with_capacity(n) }
+        Self {
+            ops: Vec::with_capacity(n),
+        }
     }
 
     /// Sets `key` to `value` in keyspace `ks`.
@@ -137,9 +139,15 @@ mod tests {
         assert_eq!(store.get(a, b"k1").expect("get"), Some(b"v1".to_vec()));
         assert_eq!(store.get(a, b"k3").expect("get"), None);
         assert_eq!(store.get(b, b"k1").expect("get"), Some(b"other".to_vec()));
-        let scanned: Vec<_> = store.scan_from(a, b"k15").map(|r| r.expect("scan")).collect();
+        let scanned: Vec<_> = store
+            .scan_from(a, b"k15")
+            .map(|r| r.expect("scan"))
+            .collect();
         assert_eq!(scanned, vec![(b"k2".to_vec(), b"v2".to_vec())]);
-        let all: Vec<_> = store.scan_from(a, b"").map(|r| r.expect("scan").0).collect();
+        let all: Vec<_> = store
+            .scan_from(a, b"")
+            .map(|r| r.expect("scan").0)
+            .collect();
         assert_eq!(all, vec![b"k1".to_vec(), b"k2".to_vec()]);
     }
 

@@ -39,7 +39,9 @@ impl KvStore for MemStore {
             return Ok(KeyspaceId(i));
         }
         if maps.len() >= Self::MAX_KEYSPACES {
-            return Err(StoreError::TooManyKeyspaces { max: Self::MAX_KEYSPACES });
+            return Err(StoreError::TooManyKeyspaces {
+                max: Self::MAX_KEYSPACES,
+            });
         }
         maps.push((name.to_owned(), BTreeMap::new()));
         Ok(KeyspaceId(maps.len() - 1))

@@ -1,1 +1,39 @@
-fn main() {}
+//! The `tributary` command-line tool: one module per subcommand.
+//!
+//! Errors are printed as one line on stderr (`error: …`) with exit status 1; usage errors exit
+//! with status 2 (clap's convention).
+
+mod state;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tributary: a peer-to-peer data synchronization node.
+#[derive(Parser)]
+#[command(name = "tributary", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work on a state database (an avalanchego-compatible Merkle trie) in a data directory.
+    #[command(subcommand)]
+    State(state::StateCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::State(cmd) => state::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -230,6 +230,19 @@ impl MerkleDb {
         })
     }
 
+    /// The branch factor of the trie kept in `store`, if it holds one.
+    ///
+    /// # Errors
+    /// When the store fails or the stored value is unreadable.
+    pub fn stored_branch_factor(store: &dyn KvStore) -> Result<Option<BranchFactor>, DbError> {
+        let meta = store.keyspace("merkle.meta")?;
+        match store.get(meta, b"bf")?.as_deref() {
+            None => Ok(None),
+            Some([bits @ (1 | 2 | 4 | 8)]) => Ok(BranchFactor::from_arity(1 << bits)),
+            Some(_) => Err(DbError::Corrupt("unreadable branch factor".into())),
+        }
+    }
+
     /// Opens (or creates) the trie in a fjall database in directory `dir`.
     ///
     /// # Errors

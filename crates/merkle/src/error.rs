@@ -18,7 +18,7 @@ pub enum DbError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A stored node could not be decoded.
-    #[error("corrupt node: {0}")]
+    #[error("corrupt node")]
     Codec(#[from] CodecError),
     /// A node that the trie references is not in the store.
     #[error("node {0} is referenced but missing: the store is corrupt")]
@@ -183,7 +183,7 @@ pub enum ProofError {
         expected: Hash,
     },
     /// The local database failed while verifying (not the peer's fault).
-    #[error("local database: {0}")]
+    #[error("local database failed")]
     Db(#[from] DbError),
 }
 

@@ -17,7 +17,7 @@ use crate::proof::{ChangeProof, ProofNode, RangeProof};
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// Not protobuf, or not this message.
-    #[error("malformed protobuf: {0}")]
+    #[error("malformed protobuf")]
     Protobuf(#[from] prost::DecodeError),
     /// Larger than any state-sync message may be.
     #[error("message of {len} bytes exceeds the limit of {max}")]

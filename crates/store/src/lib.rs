@@ -37,7 +37,7 @@ pub enum Durability {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The storage engine failed (I/O error, corruption detected by the engine, poisoned state).
-    #[error("storage engine: {0}")]
+    #[error("storage engine failed")]
     Engine(#[from] fjall::Error),
     /// A keyspace name was asked for that the store cannot hold.
     #[error("too many keyspaces (at most {max})")]

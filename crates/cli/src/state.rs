@@ -16,7 +16,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tributary_merkle::{
-    BatchOp, BranchFactor, ChangeProof, Config, EMPTY_ROOT, Hash, MerkleDb, RangeProof, parse_hash, to_hex,
+    BatchOp, BranchFactor, ChangeProof, Config, EMPTY_ROOT, Hash, MerkleDb, RangeProof, parse_hash,
+    to_hex,
 };
 use tributary_store::{Durability, FjallStore};
 
@@ -161,7 +162,9 @@ pub struct VerifyChangeArgs {
 
 fn parse_branch_factor_arg(s: &str) -> Result<usize, String> {
     let n: usize = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    BranchFactor::from_arity(n).map(|_| n).ok_or_else(|| format!("branch factor must be 2, 4, 16 or 256, not {n}"))
+    BranchFactor::from_arity(n)
+        .map(|_| n)
+        .ok_or_else(|| format!("branch factor must be 2, 4, 16 or 256, not {n}"))
 }
 
 fn branch_factor(arity: usize) -> BranchFactor {
@@ -222,10 +225,14 @@ fn store_dir(dir: &Path) -> PathBuf {
 /// branch factor, which `arity`, if given, must match.
 fn open(db: &DbArg, arity: Option<usize>) -> Result<MerkleDb> {
     let context = || format!("opening the state database in {}", db.db.display());
-    let store = Arc::new(FjallStore::open(&store_dir(&db.db), Durability::Sync).with_context(context)?);
+    let store =
+        Arc::new(FjallStore::open(&store_dir(&db.db), Durability::Sync).with_context(context)?);
     let stored = MerkleDb::stored_branch_factor(store.as_ref()).with_context(context)?;
     let branch_factor = arity.map(branch_factor).or(stored).unwrap_or_default();
-    let config = Config { branch_factor, ..Config::default() };
+    let config = Config {
+        branch_factor,
+        ..Config::default()
+    };
     MerkleDb::open(store, config).with_context(context)
 }
 
@@ -240,10 +247,23 @@ fn open_existing(db: &DbArg) -> Result<MerkleDb> {
 }
 
 fn bounds(b: &Bounds) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
-    let start = b.start.as_deref().map(|s| parse_hex("start key", s)).transpose()?;
-    let end = b.end.as_deref().map(|s| parse_hex("end key", s)).transpose()?;
+    let start = b
+        .start
+        .as_deref()
+        .map(|s| parse_hex("start key", s))
+        .transpose()?;
+    let end = b
+        .end
+        .as_deref()
+        .map(|s| parse_hex("end key", s))
+        .transpose()?;
     if let (Some(s), Some(e)) = (&start, &end) {
-        ensure!(s <= e, "start key {} is after end key {}", hex::encode(s), hex::encode(e));
+        ensure!(
+            s <= e,
+            "start key {} is after end key {}",
+            hex::encode(s),
+            hex::encode(e)
+        );
     }
     Ok((start, end))
 }
@@ -253,7 +273,9 @@ fn read_pairs(file: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let reader: Box<dyn BufRead> = if file == "-" {
         Box::new(io::stdin().lock())
     } else {
-        Box::new(io::BufReader::new(fs::File::open(file).with_context(|| format!("opening {file}"))?))
+        Box::new(io::BufReader::new(
+            fs::File::open(file).with_context(|| format!("opening {file}"))?,
+        ))
     };
     let mut pairs = Vec::new();
     for (n, line) in reader.lines().enumerate() {
@@ -262,11 +284,13 @@ fn read_pairs(file: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if line.is_empty() {
             continue;
         }
-        let (k, v) = line
-            .split_once(' ')
-            .with_context(|| format!("line {}: expected \"KEYHEX VALUEHEX\", got {line:?}", n + 1))?;
-        let key = hex::decode(k).with_context(|| format!("line {}: key {k:?} is not valid hex", n + 1))?;
-        let value = hex::decode(v).with_context(|| format!("line {}: value {v:?} is not valid hex", n + 1))?;
+        let (k, v) = line.split_once(' ').with_context(|| {
+            format!("line {}: expected \"KEYHEX VALUEHEX\", got {line:?}", n + 1)
+        })?;
+        let key = hex::decode(k)
+            .with_context(|| format!("line {}: key {k:?} is not valid hex", n + 1))?;
+        let value = hex::decode(v)
+            .with_context(|| format!("line {}: value {v:?} is not valid hex", n + 1))?;
         pairs.push((key, value));
     }
     Ok(pairs)
@@ -274,7 +298,8 @@ fn read_pairs(file: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 
 fn import(args: &ImportArgs) -> Result<()> {
     let pairs = read_pairs(&args.file)?;
-    fs::create_dir_all(&args.db.db).with_context(|| format!("creating {}", args.db.db.display()))?;
+    fs::create_dir_all(&args.db.db)
+        .with_context(|| format!("creating {}", args.db.db.display()))?;
     let db = open(&args.db, args.branch_factor)?;
     let bar = ProgressBar::new(pairs.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} pairs, {per_sec}, eta {eta}")
@@ -286,7 +311,11 @@ fn import(args: &ImportArgs) -> Result<()> {
     let batch = usize::try_from(args.batch).unwrap_or(usize::MAX);
     let mut root = db.root();
     for chunk in pairs.chunks(batch) {
-        root = db.commit(chunk.iter().map(|(k, v)| BatchOp::Put(k.clone(), v.clone())))?;
+        root = db.commit(
+            chunk
+                .iter()
+                .map(|(k, v)| BatchOp::Put(k.clone(), v.clone())),
+        )?;
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -298,7 +327,10 @@ fn write_proof(out: Option<&Path>, bytes: &[u8]) -> Result<()> {
         Some(path) => fs::write(path, bytes).with_context(|| format!("writing {}", path.display())),
         None => {
             let mut stdout = io::stdout().lock();
-            ensure!(!stdout.is_terminal(), "refusing to write a binary proof to a terminal: redirect stdout or use --out");
+            ensure!(
+                !stdout.is_terminal(),
+                "refusing to write a binary proof to a terminal: redirect stdout or use --out"
+            );
             stdout.write_all(bytes)?;
             Ok(stdout.flush()?)
         }
@@ -315,13 +347,20 @@ fn read_proof_file(path: &Path) -> Result<Vec<u8>> {
 
 fn range_proof(args: &RangeProofArgs) -> Result<()> {
     let (start, end) = bounds(&args.bounds)?;
-    ensure!((1..=DEFAULT_PROOF_LIMIT).contains(&args.limit), "--limit must be between 1 and {DEFAULT_PROOF_LIMIT}");
+    ensure!(
+        (1..=DEFAULT_PROOF_LIMIT).contains(&args.limit),
+        "--limit must be between 1 and {DEFAULT_PROOF_LIMIT}"
+    );
     let db = open_existing(&args.db)?;
     let root = match &args.root {
         Some(r) => parse_root("--root", r)?,
         None => db.root(),
     };
-    ensure!(root != EMPTY_ROOT, "the trie at root {} is empty: there is nothing to prove", to_hex(&root));
+    ensure!(
+        root != EMPTY_ROOT,
+        "the trie at root {} is empty: there is nothing to prove",
+        to_hex(&root)
+    );
     let proof = db.range_proof(&root, start.as_deref(), end.as_deref(), args.limit)?;
     write_proof(args.out.as_deref(), &proof.to_bytes())
 }
@@ -332,7 +371,12 @@ fn verify_range_proof(args: &VerifyRangeArgs) -> Result<()> {
     let proof = RangeProof::from_bytes(&read_proof_file(&args.proof)?)
         .with_context(|| format!("{} is not a range proof", args.proof.display()))?;
     proof
-        .verify(start.as_deref(), end.as_deref(), &root, branch_factor(args.branch_factor))
+        .verify(
+            start.as_deref(),
+            end.as_deref(),
+            &root,
+            branch_factor(args.branch_factor),
+        )
         .context("invalid range proof")?;
     println!("{}", proof.key_values.len());
     Ok(())
@@ -340,7 +384,10 @@ fn verify_range_proof(args: &VerifyRangeArgs) -> Result<()> {
 
 fn change_proof(args: &ChangeProofArgs) -> Result<()> {
     let (start, end) = bounds(&args.bounds)?;
-    ensure!((1..=DEFAULT_PROOF_LIMIT).contains(&args.limit), "--limit must be between 1 and {DEFAULT_PROOF_LIMIT}");
+    ensure!(
+        (1..=DEFAULT_PROOF_LIMIT).contains(&args.limit),
+        "--limit must be between 1 and {DEFAULT_PROOF_LIMIT}"
+    );
     let from = parse_root("--from-root", &args.from_root)?;
     let to = parse_root("--to-root", &args.to_root)?;
     let db = open_existing(&args.db)?;

@@ -9,9 +9,16 @@ fn tributary(args: &[&str], stdin: Option<&str>) -> Output {
     cmd.args(args);
     if let Some(input) = stdin {
         use std::io::Write;
-        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().expect("spawn tributary");
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
         return child.wait_with_output().expect("wait");
     }
     cmd.output().expect("run tributary")
@@ -19,16 +26,30 @@ fn tributary(args: &[&str], stdin: Option<&str>) -> Output {
 
 fn ok(args: &[&str]) -> String {
     let out = tributary(args, None);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 fn fails(args: &[&str], stdin: Option<&str>, needle: &str) {
     let out = tributary(args, stdin);
     assert!(!out.status.success(), "{args:?} should fail");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "one line on stderr, got {err:?}");
-    assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err:?}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one line on stderr, got {err:?}"
+    );
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err:?}"
+    );
 }
 
 fn path(p: &Path) -> &str {
@@ -43,10 +64,16 @@ fn import_root_get_put_delete_and_proofs() {
     // The firewood/merkledb vector {00:00, 0001:0001}, plus an empty value.
     std::fs::write(&pairs, "00 00\n0001 0001\n").expect("write pairs");
     let root = ok(&["state", "import", "--db", path(&db), path(&pairs)]);
-    assert_eq!(root, "c3bdc20aff5cba30f81ffd7689e94e1dbeece4a08e27f0104262431604cf45c6");
+    assert_eq!(
+        root,
+        "c3bdc20aff5cba30f81ffd7689e94e1dbeece4a08e27f0104262431604cf45c6"
+    );
     assert_eq!(ok(&["state", "root", "--db", path(&db)]), root);
     assert_eq!(ok(&["state", "get", "--db", path(&db), "0001"]), "0001");
-    let out = tributary(&["state", "import", "--db", path(&db), "--batch", "1", "-"], Some("aa \n"));
+    let out = tributary(
+        &["state", "import", "--db", path(&db), "--batch", "1", "-"],
+        Some("aa \n"),
+    );
     assert!(out.status.success());
     assert_eq!(ok(&["state", "get", "--db", path(&db), "aa"]), "");
     let after_put = ok(&["state", "put", "--db", path(&db), "bb", "01"]);
@@ -54,18 +81,89 @@ fn import_root_get_put_delete_and_proofs() {
     assert_ne!(after_put, after_delete);
 
     let proof = dir.path().join("range.bin");
-    ok(&["state", "range-proof", "--db", path(&db), "--start", "00", "--limit", "2", "--out", path(&proof)]);
-    assert_eq!(ok(&["state", "verify-range-proof", "--root", &after_delete, "--start", "00", path(&proof)]), "2");
-    fails(&["state", "verify-range-proof", "--root", &root, "--start", "00", path(&proof)], None, "invalid range proof");
+    ok(&[
+        "state",
+        "range-proof",
+        "--db",
+        path(&db),
+        "--start",
+        "00",
+        "--limit",
+        "2",
+        "--out",
+        path(&proof),
+    ]);
+    assert_eq!(
+        ok(&[
+            "state",
+            "verify-range-proof",
+            "--root",
+            &after_delete,
+            "--start",
+            "00",
+            path(&proof)
+        ]),
+        "2"
+    );
+    fails(
+        &[
+            "state",
+            "verify-range-proof",
+            "--root",
+            &root,
+            "--start",
+            "00",
+            path(&proof),
+        ],
+        None,
+        "invalid range proof",
+    );
 
     let historical = dir.path().join("old.bin");
-    ok(&["state", "range-proof", "--db", path(&db), "--root", &root, "--out", path(&historical)]);
-    assert_eq!(ok(&["state", "verify-range-proof", "--root", &root, path(&historical)]), "2");
+    ok(&[
+        "state",
+        "range-proof",
+        "--db",
+        path(&db),
+        "--root",
+        &root,
+        "--out",
+        path(&historical),
+    ]);
+    assert_eq!(
+        ok(&[
+            "state",
+            "verify-range-proof",
+            "--root",
+            &root,
+            path(&historical)
+        ]),
+        "2"
+    );
 
     let change = dir.path().join("change.bin");
-    ok(&["state", "change-proof", "--db", path(&db), "--from-root", &root, "--to-root", &after_put, "--out", path(&change)]);
+    ok(&[
+        "state",
+        "change-proof",
+        "--db",
+        path(&db),
+        "--from-root",
+        &root,
+        "--to-root",
+        &after_put,
+        "--out",
+        path(&change),
+    ]);
     // The database's keys are at the end state; applying the proof's changes keeps them there.
-    let n = ok(&["state", "verify-change-proof", "--db", path(&db), "--root", &after_put, path(&change)]);
+    let n = ok(&[
+        "state",
+        "verify-change-proof",
+        "--db",
+        path(&db),
+        "--root",
+        &after_put,
+        path(&change),
+    ]);
     assert_eq!(n, "2", "aa and bb changed");
 }
 
@@ -75,26 +173,151 @@ fn bad_input_fails_cleanly_and_changes_nothing() {
     let db = dir.path().join("db");
     let root = ok(&["state", "import", "--db", path(&db), "-"]); // empty input creates an empty db
     assert_eq!(root, "0".repeat(64));
-    let good = tributary(&["state", "import", "--db", path(&db), "-"], Some("01 02\n"));
+    let good = tributary(
+        &["state", "import", "--db", path(&db), "-"],
+        Some("01 02\n"),
+    );
     assert!(good.status.success());
     let root = ok(&["state", "root", "--db", path(&db)]);
 
-    fails(&["state", "import", "--db", path(&db), "-"], Some("03 04\n05 zz\n"), "line 2");
-    fails(&["state", "import", "--db", path(&db), "-"], Some("0304\n"), "line 1");
-    fails(&["state", "get", "--db", path(&db), "xyz"], None, "not valid hex");
-    fails(&["state", "get", "--db", path(&db), "99"], None, "not found");
-    fails(&["state", "put", "--db", path(&db), "01", "0"], None, "not valid hex");
-    fails(&["state", "root", "--db", path(&dir.path().join("missing"))], None, "no such directory");
-    fails(&["state", "root", "--db", path(dir.path())], None, "no state database");
+    fails(
+        &["state", "import", "--db", path(&db), "-"],
+        Some("03 04\n05 zz\n"),
+        "line 2",
+    );
+    fails(
+        &["state", "import", "--db", path(&db), "-"],
+        Some("0304\n"),
+        "line 1",
+    );
+    fails(
+        &["state", "get", "--db", path(&db), "xyz"],
+        None,
+        "not valid hex",
+    );
+    fails(
+        &["state", "get", "--db", path(&db), "99"],
+        None,
+        "not found",
+    );
+    fails(
+        &["state", "put", "--db", path(&db), "01", "0"],
+        None,
+        "not valid hex",
+    );
+    fails(
+        &["state", "root", "--db", path(&dir.path().join("missing"))],
+        None,
+        "no such directory",
+    );
+    fails(
+        &["state", "root", "--db", path(dir.path())],
+        None,
+        "no state database",
+    );
     let garbage = dir.path().join("garbage.bin");
     std::fs::write(&garbage, b"\xff\xff\xff garbage").expect("write");
-    fails(&["state", "verify-range-proof", "--root", &root, path(&garbage)], None, "not a range proof");
-    fails(&["state", "verify-change-proof", "--db", path(&db), "--root", &root, path(&garbage)], None, "not a change proof");
-    fails(&["state", "range-proof", "--db", path(&db), "--root", &"11".repeat(32), "--out", path(&garbage)], None, "not in history");
-    fails(&["state", "range-proof", "--db", path(&db), "--root", "abc", "--out", path(&garbage)], None, "64 hex");
-    fails(&["state", "range-proof", "--db", path(&db), "--start", "05", "--end", "01", "--out", path(&garbage)], None, "after end key");
-    fails(&["state", "import", "--db", path(&db), "--branch-factor", "256", "-"], Some(""), "branch factor");
-    fails(&["state", "change-proof", "--db", path(&db), "--from-root", &root, "--to-root", &root, "--out", path(&garbage)], None, "equals");
+    fails(
+        &[
+            "state",
+            "verify-range-proof",
+            "--root",
+            &root,
+            path(&garbage),
+        ],
+        None,
+        "not a range proof",
+    );
+    fails(
+        &[
+            "state",
+            "verify-change-proof",
+            "--db",
+            path(&db),
+            "--root",
+            &root,
+            path(&garbage),
+        ],
+        None,
+        "not a change proof",
+    );
+    fails(
+        &[
+            "state",
+            "range-proof",
+            "--db",
+            path(&db),
+            "--root",
+            &"11".repeat(32),
+            "--out",
+            path(&garbage),
+        ],
+        None,
+        "not in history",
+    );
+    fails(
+        &[
+            "state",
+            "range-proof",
+            "--db",
+            path(&db),
+            "--root",
+            "abc",
+            "--out",
+            path(&garbage),
+        ],
+        None,
+        "64 hex",
+    );
+    fails(
+        &[
+            "state",
+            "range-proof",
+            "--db",
+            path(&db),
+            "--start",
+            "05",
+            "--end",
+            "01",
+            "--out",
+            path(&garbage),
+        ],
+        None,
+        "after end key",
+    );
+    fails(
+        &[
+            "state",
+            "import",
+            "--db",
+            path(&db),
+            "--branch-factor",
+            "256",
+            "-",
+        ],
+        Some(""),
+        "branch factor",
+    );
+    fails(
+        &[
+            "state",
+            "change-proof",
+            "--db",
+            path(&db),
+            "--from-root",
+            &root,
+            "--to-root",
+            &root,
+            "--out",
+            path(&garbage),
+        ],
+        None,
+        "equals",
+    );
 
-    assert_eq!(ok(&["state", "root", "--db", path(&db)]), root, "failed commands changed nothing");
+    assert_eq!(
+        ok(&["state", "root", "--db", path(&db)]),
+        root,
+        "failed commands changed nothing"
+    );
 }

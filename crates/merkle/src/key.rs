@@ -9,6 +9,11 @@
 
 use std::cmp::Ordering;
 
+use smallvec::SmallVec;
+
+/// Key bytes, inline up to 32 bytes (the common key size), so most keys never allocate.
+type Bytes = SmallVec<[u8; 32]>;
+
 /// The number of children a trie node may have: 2, 4, 16 (avalanchego's default) or 256.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum BranchFactor {
@@ -58,7 +63,7 @@ impl BranchFactor {
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Key {
     bits: usize,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl std::fmt::Debug for Key {
@@ -91,17 +96,18 @@ impl Key {
     pub fn from_bytes(bytes: &[u8]) -> Self {
         Self {
             bits: bytes.len() * 8,
-            bytes: bytes.to_vec(),
+            bytes: Bytes::from_slice(bytes),
         }
     }
 
     /// A key of `bits` bits taken from `bytes`, which must hold exactly `ceil(bits/8)` bytes;
     /// padding bits are masked. Returns `None` when the length does not match.
     #[must_use]
-    pub fn from_packed(bits: usize, mut bytes: Vec<u8>) -> Option<Self> {
+    pub fn from_packed(bits: usize, bytes: Vec<u8>) -> Option<Self> {
         if bytes.len() != bytes_for(bits) {
             return None;
         }
+        let mut bytes = Bytes::from_vec(bytes);
         mask_padding(&mut bytes, bits);
         Some(Self { bits, bytes })
     }
@@ -144,7 +150,7 @@ impl Key {
     #[must_use]
     pub fn take(&self, bits: usize) -> Self {
         debug_assert!(bits <= self.bits);
-        let mut bytes = self.bytes[..bytes_for(bits)].to_vec();
+        let mut bytes = Bytes::from_slice(&self.bytes[..bytes_for(bits)]);
         mask_padding(&mut bytes, bits);
         Self { bits, bytes }
     }
@@ -156,7 +162,7 @@ impl Key {
         let len = self.bits - bits;
         let start = bits / 8;
         let shift = bits % 8;
-        let mut bytes = Vec::with_capacity(bytes_for(len));
+        let mut bytes = Bytes::with_capacity(bytes_for(len));
         if shift == 0 {
             bytes.extend_from_slice(&self.bytes[start..]);
         } else {
@@ -193,7 +199,7 @@ impl Key {
     pub fn extend(&self, token: u8, token_bits: usize, tail: &Self) -> Self {
         let mut out = Self {
             bits: self.bits,
-            bytes: Vec::with_capacity(bytes_for(self.bits + token_bits + tail.bits)),
+            bytes: Bytes::with_capacity(bytes_for(self.bits + token_bits + tail.bits)),
         };
         out.bytes.extend_from_slice(&self.bytes);
         out.append(&Self::token_key(token, token_bits));
@@ -205,7 +211,7 @@ impl Key {
     fn token_key(token: u8, token_bits: usize) -> Self {
         Self {
             bits: token_bits,
-            bytes: vec![token << (8 - token_bits)],
+            bytes: smallvec::smallvec![token << (8 - token_bits)],
         }
     }
 
@@ -232,7 +238,23 @@ impl Key {
     /// Whether the bits of `part` appear in this key starting at bit `offset`.
     #[must_use]
     pub fn matches_at(&self, offset: usize, part: &Self) -> bool {
-        offset + part.bits <= self.bits && self.skip(offset).has_prefix(part)
+        if offset + part.bits > self.bits {
+            return false;
+        }
+        if offset % 8 == 0 {
+            let start = offset / 8;
+            let whole = part.bits / 8;
+            if self.bytes[start..start + whole] != part.bytes[..whole] {
+                return false;
+            }
+            let rem = part.bits % 8;
+            return rem == 0 || (self.bytes[start + whole] & (0xFF << (8 - rem))) == part.bytes[whole];
+        }
+        (0..part.bits).all(|i| self.bit(offset + i) == part.bit(i))
+    }
+
+    fn bit(&self, i: usize) -> bool {
+        self.bytes[i / 8] & (0x80 >> (i % 8)) != 0
     }
 
     /// The length in bits of the longest common prefix of `first` and `second[offset..]`,

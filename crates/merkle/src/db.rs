@@ -127,9 +127,15 @@ pub(crate) struct DbSource<'a> {
 }
 
 fn branch_storage_key(key: &Key) -> Vec<u8> {
-    let mut k = key.packed().to_vec();
-    k.push((key.bit_len() % 8) as u8);
+    let mut k = Vec::with_capacity(key.packed().len() + 1);
+    branch_storage_key_into(key, &mut k);
     k
+}
+
+fn branch_storage_key_into(key: &Key, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(key.packed());
+    out.push((key.bit_len() % 8) as u8);
 }
 
 impl NodeSource for DbSource<'_> {
@@ -496,8 +502,10 @@ impl MerkleDb {
         self.inner.store.write(batch)?;
         for (key, change) in &changes.nodes {
             match &change.after {
-                Some(node) => self.inner.cache.insert(key.clone(), node.clone()),
-                None => {
+                // Branch nodes are on every path and read again and again; a new leaf is rarely
+                // read before it changes, so caching it would only evict branches.
+                Some(node) if !node.children.is_empty() => self.inner.cache.insert(key.clone(), node.clone()),
+                _ => {
                     self.inner.cache.remove(key);
                 }
             }
@@ -514,43 +522,39 @@ impl MerkleDb {
     fn commit_batch(&self, revision: u64, changes: &Changes) -> Result<WriteBatch, DbError> {
         let ks = &self.inner.ks;
         let mut batch = WriteBatch::with_capacity(changes.nodes.len() * 2 + 8);
+        let mut storage_key = Vec::with_capacity(64);
         for (key, change) in &changes.nodes {
             let after_has_value = change.after.as_ref().map(|n| n.has_value());
             if let Some(node) = &change.after {
-                let storage_key = if node.has_value() {
-                    key.packed().to_vec()
+                if node.has_value() {
+                    batch.put_with(ks.values, key.packed(), |out| node.encode_into(out));
                 } else {
-                    branch_storage_key(key)
-                };
-                let space = if node.has_value() {
-                    ks.values
-                } else {
-                    ks.branches
-                };
-                batch.put(space, storage_key, node.encode());
+                    branch_storage_key_into(key, &mut storage_key);
+                    batch.put_with(ks.branches, &storage_key, |out| node.encode_into(out));
+                }
             }
             match (change.before, after_has_value) {
-                (Some(true), None | Some(false)) => batch.delete(ks.values, key.packed().to_vec()),
+                (Some(true), None | Some(false)) => batch.delete(ks.values, key.packed()),
                 (Some(false), None | Some(true)) => {
-                    batch.delete(ks.branches, branch_storage_key(key))
+                    branch_storage_key_into(key, &mut storage_key);
+                    batch.delete(ks.branches, &storage_key);
                 }
                 _ => {}
             }
         }
         let rk = history::revision_key(revision);
-        batch.put(ks.roots, rk.clone(), changes.root_id().to_vec());
-        let record =
-            history::encode_record(changes.values.iter().map(|(k, c)| (k, c.before.as_ref())));
-        batch.put(ks.history, rk.clone(), record);
+        batch.put(ks.roots, &rk, &changes.root_id());
+        let record = history::encode_record(changes.values.iter().map(|(k, c)| (k, c.before.as_ref())));
+        batch.put(ks.history, &rk, &record);
         let keep = self.inner.config.history_length.max(1) as u64;
         if let Some(expired) = revision.checked_sub(keep).filter(|r| *r > 0) {
-            batch.delete(ks.roots, history::revision_key(expired));
-            batch.delete(ks.history, history::revision_key(expired));
+            batch.delete(ks.roots, &history::revision_key(expired));
+            batch.delete(ks.history, &history::revision_key(expired));
         }
-        batch.put(ks.meta, b"rev".to_vec(), rk);
+        batch.put(ks.meta, b"rev", &rk);
         match &changes.root {
-            Some(root) => batch.put(ks.meta, b"root".to_vec(), encode_root(root)),
-            None => batch.delete(ks.meta, b"root".to_vec()),
+            Some(root) => batch.put(ks.meta, b"root", &encode_root(root)),
+            None => batch.delete(ks.meta, b"root"),
         }
         Ok(batch)
     }
@@ -672,7 +676,7 @@ fn check_branch_factor(
         }
         None => {
             let mut batch = WriteBatch::default();
-            batch.put(ks.meta, b"bf".to_vec(), vec![requested.token_bits() as u8]);
+            batch.put(ks.meta, b"bf", &[requested.token_bits() as u8]);
             Ok(store.write(batch)?)
         }
     }
@@ -713,8 +717,8 @@ fn load_roots(inner: &Inner, revision: u64) -> Result<VecDeque<(u64, Hash)>, DbE
         let (k, v) = entry?;
         let r = history::decode_revision_key(&k)?;
         if r < oldest || r > revision {
-            stale.delete(inner.ks.roots, k.clone());
-            stale.delete(inner.ks.history, k);
+            stale.delete(inner.ks.roots, &k);
+            stale.delete(inner.ks.history, &k);
         } else {
             roots.push_back((r, history::decode_root(&v)?));
         }

@@ -45,10 +45,30 @@ impl NodeValue {
 
     /// The value digest as it enters the node id; `None` when there is no value.
     pub(crate) fn digest(&self) -> Option<Vec<u8>> {
+        self.digest_ref().map(|d| d.as_slice().to_vec())
+    }
+
+    fn digest_ref(&self) -> Option<DigestRef<'_>> {
         match self {
             Self::None => None,
-            Self::Value(v) => Some(value_digest(v)),
-            Self::Digest(d) => Some(d.clone()),
+            Self::Value(v) if v.len() < HASH_LEN => Some(DigestRef::Raw(v)),
+            Self::Value(v) => Some(DigestRef::Hashed(Sha256::digest(v).into())),
+            Self::Digest(d) => Some(DigestRef::Raw(d)),
+        }
+    }
+}
+
+/// A value digest without allocating: the short value itself, or its hash.
+enum DigestRef<'a> {
+    Raw(&'a [u8]),
+    Hashed([u8; 32]),
+}
+
+impl DigestRef<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Raw(r) => r,
+            Self::Hashed(h) => h,
         }
     }
 }
@@ -119,22 +139,22 @@ impl Node {
     /// The node id.
     pub(crate) fn id(&self) -> Hash {
         let mut h = Sha256::new();
-        let mut buf = Vec::with_capacity(16 + self.children.len() * 34);
-        varint::put(&mut buf, self.children.len() as u64);
+        let mut varint_buf = [0u8; 10];
+        h.update(varint::encode(&mut varint_buf, self.children.len() as u64));
         for (index, child) in &self.children {
-            varint::put(&mut buf, u64::from(*index));
-            buf.extend_from_slice(&child.id);
+            h.update(varint::encode(&mut varint_buf, u64::from(*index)));
+            h.update(child.id);
         }
-        match self.value.digest() {
-            None => buf.push(0),
+        match self.value.digest_ref() {
+            None => h.update([0]),
             Some(d) => {
-                buf.push(1);
-                varint::put(&mut buf, d.len() as u64);
-                buf.extend_from_slice(&d);
+                let d = d.as_slice();
+                h.update([1]);
+                h.update(varint::encode(&mut varint_buf, d.len() as u64));
+                h.update(d);
             }
         }
-        varint::put(&mut buf, self.key.bit_len() as u64);
-        h.update(&buf);
+        h.update(varint::encode(&mut varint_buf, self.key.bit_len() as u64));
         h.update(self.key.packed());
         h.finalize().into()
     }
@@ -144,25 +164,31 @@ impl Node {
     /// (uvarint(index) ‖ uvarint(bits) compressed ‖ id ‖ has_value)*`.
     ///
     /// Nodes with a digest-only value exist only inside proof verification and are never stored.
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(48 + self.children.len() * 40);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the storage encoding to `out`.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         match &self.value {
             NodeValue::Value(v) => {
                 out.push(1);
-                varint::put(&mut out, v.len() as u64);
+                varint::put(out, v.len() as u64);
                 out.extend_from_slice(v);
             }
             NodeValue::None | NodeValue::Digest(_) => out.push(0),
         }
-        varint::put(&mut out, self.children.len() as u64);
+        varint::put(out, self.children.len() as u64);
         for (index, child) in &self.children {
-            varint::put(&mut out, u64::from(*index));
-            varint::put(&mut out, child.compressed.bit_len() as u64);
+            varint::put(out, u64::from(*index));
+            varint::put(out, child.compressed.bit_len() as u64);
             out.extend_from_slice(child.compressed.packed());
             out.extend_from_slice(&child.id);
             out.push(u8::from(child.has_value));
         }
-        out
     }
 
     /// Decodes a node stored under `key`. Strict: canonical varints, booleans 0 or 1, strictly

@@ -9,6 +9,18 @@ pub(crate) fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Encodes `v` into `buf` and returns the bytes used.
+pub(crate) fn encode(buf: &mut [u8; 10], mut v: u64) -> &[u8] {
+    let mut n = 0;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    &buf[..=n]
+}
+
 /// Decodes a canonical varint from the front of `buf`: the value and the bytes used. `None` if
 /// truncated, longer than 10 bytes, overflowing, or not in shortest form.
 pub(crate) fn get(buf: &[u8]) -> Option<(u64, usize)> {

@@ -100,10 +100,18 @@ impl KvStore for FjallStore {
             Durability::Buffered => Some(PersistMode::Buffer),
         };
         let mut fj = self.db.batch().durability(mode);
-        for (ks, key, value) in batch.ops {
-            let (_, handle) = keyspaces
-                .get(ks.0)
-                .ok_or(StoreError::UnknownKeyspace(ks.0))?;
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        // Key order makes successive memtable inserts land next to each other (measured: the
+        // skiplist search was the largest single cost of a commit). The sort is stable, so
+        // operations on one key keep their order.
+        let entries = batch.entries();
+        order.sort_by(|&a, &b| {
+            let (ka, kb) = (batch.resolve(&entries[a]), batch.resolve(&entries[b]));
+            (ka.0.0, ka.1).cmp(&(kb.0.0, kb.1))
+        });
+        for i in order {
+            let (ks, key, value) = batch.resolve(&entries[i]);
+            let (_, handle) = keyspaces.get(ks.0).ok_or(StoreError::UnknownKeyspace(ks.0))?;
             match value {
                 Some(v) => fj.insert(handle, key, v),
                 None => fj.remove(handle, key),

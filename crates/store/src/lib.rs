@@ -57,28 +57,55 @@ pub type KvPair = (Vec<u8>, Vec<u8>);
 pub type KvIter<'a> = Box<dyn Iterator<Item = Result<KvPair, StoreError>> + Send + 'a>;
 
 /// A set of writes applied atomically by [`KvStore::write`].
+///
+/// Keys and values are copied into one arena buffer, so building a batch of many small records
+/// costs two allocations in all rather than two per record.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
-    pub(crate) ops: Vec<(KeyspaceId, Vec<u8>, Option<Vec<u8>>)>,
+    arena: Vec<u8>,
+    ops: Vec<BatchEntry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchEntry {
+    pub(crate) ks: KeyspaceId,
+    key: (usize, usize),
+    value: Option<(usize, usize)>,
 }
 
 impl WriteBatch {
     /// An empty batch with room for `n` operations.
     #[must_use]
     pub fn with_capacity(n: usize) -> Self {
-        Self {
-            ops: Vec::with_capacity(n),
-        }
+        Self { arena: Vec::with_capacity(n * 64), ops: Vec::with_capacity(n) }
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) -> (usize, usize) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        (start, self.arena.len())
     }
 
     /// Sets `key` to `value` in keyspace `ks`.
-    pub fn put(&mut self, ks: KeyspaceId, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push((ks, key, Some(value)));
+    pub fn put(&mut self, ks: KeyspaceId, key: &[u8], value: &[u8]) {
+        let key = self.push_bytes(key);
+        let value = Some(self.push_bytes(value));
+        self.ops.push(BatchEntry { ks, key, value });
+    }
+
+    /// Sets `key` to a value written by `write` straight into the batch's buffer.
+    pub fn put_with(&mut self, ks: KeyspaceId, key: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
+        let key = self.push_bytes(key);
+        let start = self.arena.len();
+        write(&mut self.arena);
+        let value = Some((start, self.arena.len()));
+        self.ops.push(BatchEntry { ks, key, value });
     }
 
     /// Removes `key` from keyspace `ks` (a no-op if absent).
-    pub fn delete(&mut self, ks: KeyspaceId, key: Vec<u8>) {
-        self.ops.push((ks, key, None));
+    pub fn delete(&mut self, ks: KeyspaceId, key: &[u8]) {
+        let key = self.push_bytes(key);
+        self.ops.push(BatchEntry { ks, key, value: None });
     }
 
     /// Number of operations in the batch.
@@ -91,6 +118,20 @@ impl WriteBatch {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The operations as `(keyspace, key, value)`, `None` meaning delete, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = (KeyspaceId, &[u8], Option<&[u8]>)> {
+        self.ops.iter().map(|e| self.resolve(e))
+    }
+
+    pub(crate) fn resolve(&self, e: &BatchEntry) -> (KeyspaceId, &[u8], Option<&[u8]>) {
+        let slice = |(a, b): (usize, usize)| &self.arena[a..b];
+        (e.ks, slice(e.key), e.value.map(slice))
+    }
+
+    pub(crate) fn entries(&self) -> &[BatchEntry] {
+        &self.ops
     }
 }
 
@@ -130,11 +171,11 @@ mod tests {
         let b = store.keyspace("b").expect("keyspace b");
         assert_eq!(store.keyspace("a").expect("reopen a"), a);
         let mut batch = WriteBatch::default();
-        batch.put(a, b"k2".to_vec(), b"v2".to_vec());
-        batch.put(a, b"k1".to_vec(), b"v1".to_vec());
-        batch.put(b, b"k1".to_vec(), b"other".to_vec());
-        batch.put(a, b"k3".to_vec(), b"v3".to_vec());
-        batch.delete(a, b"k3".to_vec());
+        batch.put(a, b"k2", b"v2");
+        batch.put(a, b"k1", b"v1");
+        batch.put(b, b"k1", b"other");
+        batch.put(a, b"k3", b"v3");
+        batch.delete(a, b"k3");
         store.write(batch).expect("write");
         assert_eq!(store.get(a, b"k1").expect("get"), Some(b"v1".to_vec()));
         assert_eq!(store.get(a, b"k3").expect("get"), None);

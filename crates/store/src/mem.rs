@@ -73,17 +73,17 @@ impl KvStore for MemStore {
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some((ks, _, _)) = batch.ops.iter().find(|(ks, _, _)| ks.0 >= maps.len()) {
+        if let Some((ks, _, _)) = batch.iter().find(|(ks, _, _)| ks.0 >= maps.len()) {
             return Err(StoreError::UnknownKeyspace(ks.0));
         }
-        for (ks, key, value) in batch.ops {
+        for (ks, key, value) in batch.iter() {
             let map = &mut maps[ks.0].1;
             match value {
                 Some(v) => {
-                    map.insert(key, v);
+                    map.insert(key.to_vec(), v.to_vec());
                 }
                 None => {
-                    map.remove(&key);
+                    map.remove(key);
                 }
             }
         }

@@ -246,7 +246,10 @@ fn open_existing(db: &DbArg) -> Result<MerkleDb> {
     open(db, None)
 }
 
-fn bounds(b: &Bounds) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+/// A parsed `[start, end]` range; `None` is unbounded.
+type Range = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn bounds(b: &Bounds) -> Result<Range> {
     let start = b
         .start
         .as_deref()

@@ -7,6 +7,9 @@
 //! `todo!()`). Both stores fsync on commit: Tributary with `Durability::Sync`, firewood with its
 //! defaults. Prints keys/s and the ratio.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
@@ -26,24 +29,43 @@ fn pairs(n: usize) -> Vec<([u8; 32], [u8; 32])> {
     (0..n).map(|_| (rng.random(), rng.random())).collect()
 }
 
-fn tributary_load(pairs: &[([u8; 32], [u8; 32])], batch: usize) -> (Duration, MerkleDb, tempfile::TempDir) {
+fn tributary_load(
+    pairs: &[([u8; 32], [u8; 32])],
+    batch: usize,
+) -> (Duration, MerkleDb, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = MerkleDb::open_dir(dir.path(), Config::default(), Durability::Sync).expect("open");
     let start = Instant::now();
     for chunk in pairs.chunks(batch) {
-        db.commit(chunk.iter().map(|(k, v)| BatchOp::Put(k.to_vec(), v.to_vec()))).expect("commit");
+        db.commit(
+            chunk
+                .iter()
+                .map(|(k, v)| BatchOp::Put(k.to_vec(), v.to_vec())),
+        )
+        .expect("commit");
     }
     (start.elapsed(), db, dir)
 }
 
-fn firewood_load(pairs: &[([u8; 32], [u8; 32])], batch: usize) -> (Duration, Db, tempfile::TempDir) {
+fn firewood_load(
+    pairs: &[([u8; 32], [u8; 32])],
+    batch: usize,
+) -> (Duration, Db, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = DbConfig::builder().node_hash_algorithm(NodeHashAlgorithm::MerkleDB).truncate(true).build();
+    let cfg = DbConfig::builder()
+        .node_hash_algorithm(NodeHashAlgorithm::MerkleDB)
+        .truncate(true)
+        .build();
     let db = Db::new(dir.path().join("fw"), cfg).expect("open firewood");
     let start = Instant::now();
     for chunk in pairs.chunks(batch) {
-        let ops: Vec<FwOp<Vec<u8>, Vec<u8>>> =
-            chunk.iter().map(|(k, v)| FwOp::Put { key: k.to_vec(), value: v.to_vec() }).collect();
+        let ops: Vec<FwOp<Vec<u8>, Vec<u8>>> = chunk
+            .iter()
+            .map(|(k, v)| FwOp::Put {
+                key: k.to_vec(),
+                value: v.to_vec(),
+            })
+            .collect();
         db.propose(ops).expect("propose").commit().expect("commit");
     }
     (start.elapsed(), db, dir)
@@ -60,12 +82,16 @@ fn proofs(db: &MerkleDb, fw: &Db, n: usize) {
     let t = Instant::now();
     let generated: Vec<_> = starts
         .iter()
-        .map(|s| db.range_proof(&root, Some(s), None, PROOF_KEYS).expect("range proof"))
+        .map(|s| {
+            db.range_proof(&root, Some(s), None, PROOF_KEYS)
+                .expect("range proof")
+        })
         .collect();
     let ours_gen = t.elapsed();
     let t = Instant::now();
     for (s, p) in starts.iter().zip(&generated) {
-        p.verify(Some(s), None, &root, BranchFactor::Sixteen).expect("verifies");
+        p.verify(Some(s), None, &root, BranchFactor::Sixteen)
+            .expect("verifies");
     }
     let ours_verify = t.elapsed();
     let bytes: usize = generated.iter().map(|p| p.to_bytes().len()).sum();
@@ -74,7 +100,8 @@ fn proofs(db: &MerkleDb, fw: &Db, n: usize) {
     let limit = NonZeroUsize::new(PROOF_KEYS);
     let t = Instant::now();
     for s in &starts {
-        view.range_proof(Some(s.as_slice()), None::<&[u8]>, limit).expect("firewood range proof");
+        view.range_proof(Some(s.as_slice()), None::<&[u8]>, limit)
+            .expect("firewood range proof");
     }
     let fw_gen = t.elapsed();
     println!(
@@ -89,8 +116,14 @@ fn proofs(db: &MerkleDb, fw: &Db, n: usize) {
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let proof_count: usize = std::env::var("BENCH_PROOFS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let n: usize = std::env::var("BENCH_KEYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let proof_count: usize = std::env::var("BENCH_PROOFS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     println!("merkledb commit benchmark: {n} random 32-byte keys, 32-byte values, seed {SEED:#x}");
     let data = pairs(n);
     for batch in [10_000, n] {
@@ -98,7 +131,13 @@ fn main() {
         let (theirs, fw, _fwdir) = firewood_load(&data, batch);
         assert_eq!(
             tributary_merkle::to_hex(&db.root()),
-            tributary_merkle::to_hex(&fw.root_hash().expect("root").as_ref().try_into().expect("32 bytes")),
+            tributary_merkle::to_hex(
+                &fw.root_hash()
+                    .expect("root")
+                    .as_ref()
+                    .try_into()
+                    .expect("32 bytes")
+            ),
             "roots differ"
         );
         println!(

@@ -35,7 +35,7 @@ use crate::history::{self, Record};
 use crate::key::{BranchFactor, Key};
 use crate::node::{self, EMPTY_ROOT, Hash, Node};
 use crate::source::{Changes, NodeSource, Overlay, RootRef, ValueIter};
-use crate::trie::{TrieBuilder, normalize_ops};
+use crate::trie::{Ops, build, normalize_ops};
 use crate::varint;
 
 /// Longest key accepted, in bytes.
@@ -63,6 +63,9 @@ impl Default for Config {
         }
     }
 }
+
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// One operation of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -318,7 +321,7 @@ impl MerkleDb {
         start: Option<&[u8]>,
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DbError> {
+    ) -> Result<Vec<KeyValue>, DbError> {
         self.with_root(root, |src| {
             src.values_from(start.unwrap_or_default())
                 .take_while(|r| match (r, end) {
@@ -341,9 +344,7 @@ impl MerkleDb {
             inner: &self.inner,
             root: state.root.clone(),
         };
-        let mut builder = TrieBuilder::new(&source, self.token_bits());
-        builder.apply(ops)?;
-        let changes = builder.finish()?;
+        let changes = build(&source, self.token_bits(), ops)?;
         Ok(View {
             db: self.clone(),
             base_revision: state.revision,
@@ -422,9 +423,11 @@ impl MerkleDb {
             .rev()
             .map(|r| self.load_record(r))
             .collect::<Result<Vec<Record>, DbError>>()?;
-        let mut builder = TrieBuilder::new(current, self.token_bits());
-        builder.apply(history::revert_ops(records))?;
-        let changes = Arc::new(builder.finish()?);
+        let changes = Arc::new(build(
+            current,
+            self.token_bits(),
+            history::revert_ops(records),
+        )?);
         let recorded =
             recorded_root(state, revision).ok_or(DbError::RootNotInHistory(EMPTY_ROOT))?;
         if changes.root_id() != recorded {
@@ -481,7 +484,7 @@ impl MerkleDb {
         })
     }
 
-    fn commit_changes(&self, base_revision: u64, changes: &Changes) -> Result<Hash, DbError> {
+    fn commit_changes(&self, base_revision: u64, changes: Changes) -> Result<Hash, DbError> {
         let mut state = self
             .inner
             .state
@@ -494,29 +497,44 @@ impl MerkleDb {
             });
         }
         let current_root = state.root.as_ref().map_or(EMPTY_ROOT, |r| r.id);
-        if changes.values.is_empty() && changes.root_id() == current_root {
+        let new_root = changes.root_id();
+        if changes.values.is_empty() && new_root == current_root {
             return Ok(current_root);
         }
         let revision = state.revision + 1;
-        let batch = self.commit_batch(revision, changes)?;
-        self.inner.store.write(batch)?;
-        for (key, change) in &changes.nodes {
-            match &change.after {
-                // Branch nodes are on every path and read again and again; a new leaf is rarely
-                // read before it changes, so caching it would only evict branches.
-                Some(node) if !node.children.is_empty() => self.inner.cache.insert(key.clone(), node.clone()),
-                _ => {
-                    self.inner.cache.remove(key);
-                }
-            }
+        let batch = self.commit_batch(revision, &changes)?;
+        let new_root_ref = changes.root.clone();
+        // The write lock keeps readers out until both are done, so the cache may be updated
+        // beside the store write (on the second core); the changes are freed there too.
+        let written = std::thread::scope(|scope| {
+            scope.spawn(|| self.update_cache(changes));
+            self.inner.store.write(batch)
+        });
+        if let Err(e) = written {
+            // The cache may now hold nodes of a revision that was not written: drop it all.
+            self.inner.cache.clear();
+            return Err(e.into());
         }
         state.revision = revision;
-        state.root = changes.root.clone();
-        state.roots.push_back((revision, changes.root_id()));
+        state.root = new_root_ref;
+        state.roots.push_back((revision, new_root));
         while state.roots.len() > self.inner.config.history_length {
             state.roots.pop_front();
         }
-        Ok(changes.root_id())
+        Ok(new_root)
+    }
+
+    fn update_cache(&self, changes: Changes) {
+        for (key, change) in changes.nodes {
+            match change.after {
+                // Branch nodes are on every path and read again and again; a new leaf is rarely
+                // read before it changes, so caching it would only evict branches.
+                Some(node) if !node.children.is_empty() => self.inner.cache.insert(key, node),
+                _ => {
+                    self.inner.cache.remove(&key);
+                }
+            }
+        }
     }
 
     fn commit_batch(&self, revision: u64, changes: &Changes) -> Result<WriteBatch, DbError> {
@@ -544,7 +562,8 @@ impl MerkleDb {
         }
         let rk = history::revision_key(revision);
         batch.put(ks.roots, &rk, &changes.root_id());
-        let record = history::encode_record(changes.values.iter().map(|(k, c)| (k, c.before.as_ref())));
+        let record =
+            history::encode_record(changes.values.iter().map(|(k, c)| (k, c.before.as_ref())));
         batch.put(ks.history, &rk, &record);
         let keep = self.inner.config.history_length.max(1) as u64;
         if let Some(expired) = revision.checked_sub(keep).filter(|r| *r > 0) {
@@ -623,13 +642,11 @@ impl View {
     /// [`DbError::StaleView`] if another commit happened since the view was built; storage
     /// errors (then nothing was written).
     pub fn commit(self) -> Result<Hash, DbError> {
-        self.db.commit_changes(self.base_revision, &self.changes)
+        self.db.commit_changes(self.base_revision, self.changes)
     }
 }
 
-fn validate_ops(
-    ops: impl IntoIterator<Item = BatchOp>,
-) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, DbError> {
+fn validate_ops(ops: impl IntoIterator<Item = BatchOp>) -> Result<Ops, DbError> {
     ops.into_iter()
         .map(|op| {
             let (k, v) = match op {

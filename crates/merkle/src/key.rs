@@ -127,7 +127,7 @@ impl Key {
     /// Whether the key is a whole number of bytes (only such keys may hold values).
     #[must_use]
     pub const fn is_whole_bytes(&self) -> bool {
-        self.bits % 8 == 0
+        self.bits.is_multiple_of(8)
     }
 
     /// The token of `token_bits` bits starting at bit `offset`.
@@ -241,14 +241,15 @@ impl Key {
         if offset + part.bits > self.bits {
             return false;
         }
-        if offset % 8 == 0 {
+        if offset.is_multiple_of(8) {
             let start = offset / 8;
             let whole = part.bits / 8;
             if self.bytes[start..start + whole] != part.bytes[..whole] {
                 return false;
             }
             let rem = part.bits % 8;
-            return rem == 0 || (self.bytes[start + whole] & (0xFF << (8 - rem))) == part.bytes[whole];
+            return rem == 0
+                || (self.bytes[start + whole] & (0xFF << (8 - rem))) == part.bytes[whole];
         }
         (0..part.bits).all(|i| self.bit(offset + i) == part.bit(i))
     }

@@ -32,7 +32,7 @@ mod trie;
 mod varint;
 mod verify;
 
-pub use db::{BatchOp, Config, MAX_KEY_LEN, MAX_VALUE_LEN, MerkleDb, View};
+pub use db::{BatchOp, Config, KeyValue, MAX_KEY_LEN, MAX_VALUE_LEN, MerkleDb, View};
 pub use error::{DbError, ProofError};
 pub use key::{BranchFactor, Key};
 pub use node::{EMPTY_ROOT, Hash};

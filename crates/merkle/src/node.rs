@@ -92,6 +92,9 @@ pub(crate) struct Child {
     pub id: Hash,
     /// Whether the child holds a value (selects where it is stored).
     pub has_value: bool,
+    /// Set while the child's node is changed in a trie builder and its id is stale; cleared
+    /// when hashing recomputes the id. Never stored.
+    pub dirty: bool,
 }
 
 /// A trie node.
@@ -128,6 +131,13 @@ impl Node {
             Ok(p) => self.children[p].1 = child,
             Err(p) => self.children.insert(p, (index, child)),
         }
+    }
+
+    pub(crate) fn child_mut(&mut self, index: u8) -> Option<&mut Child> {
+        self.children
+            .binary_search_by_key(&index, |(i, _)| *i)
+            .ok()
+            .map(|p| &mut self.children[p].1)
     }
 
     pub(crate) fn remove_child(&mut self, index: u8) {
@@ -217,6 +227,7 @@ impl Node {
                     compressed,
                     id,
                     has_value,
+                    dirty: false,
                 },
             ));
         }
@@ -303,6 +314,26 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The id of a node with `key`, `value` and children `(index, id)`, as avalanchego computes it.
+/// For checking ids against other implementations; the trie computes ids itself.
+#[must_use]
+pub fn node_id(key: &Key, value: Option<&[u8]>, children: &[(u8, Hash)]) -> Hash {
+    let mut node = Node::new(key.clone());
+    node.value = value.map_or(NodeValue::None, |v| NodeValue::Value(v.to_vec()));
+    for (index, id) in children {
+        node.set_child(
+            *index,
+            Child {
+                compressed: Key::default(),
+                id: *id,
+                has_value: false,
+                dirty: false,
+            },
+        );
+    }
+    node.id()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +348,7 @@ mod tests {
                 compressed: Key::from_bytes(&[9]).take(4),
                 id: [7; 32],
                 has_value: true,
+                dirty: false,
             },
         );
         node.set_child(
@@ -325,6 +357,7 @@ mod tests {
                 compressed: Key::default(),
                 id: [8; 32],
                 has_value: false,
+                dirty: false,
             },
         );
         let bytes = node.encode();
@@ -350,23 +383,4 @@ mod tests {
         assert_eq!(value_digest(&[1; 32]).len(), 32);
         assert_ne!(value_digest(&[1; 32]), vec![1; 32]);
     }
-}
-
-/// The id of a node with `key`, `value` and children `(index, id)`, as avalanchego computes it.
-/// For checking ids against other implementations; the trie computes ids itself.
-#[must_use]
-pub fn node_id(key: &Key, value: Option<&[u8]>, children: &[(u8, Hash)]) -> Hash {
-    let mut node = Node::new(key.clone());
-    node.value = value.map_or(NodeValue::None, |v| NodeValue::Value(v.to_vec()));
-    for (index, id) in children {
-        node.set_child(
-            *index,
-            Child {
-                compressed: Key::default(),
-                id: *id,
-                has_value: false,
-            },
-        );
-    }
-    node.id()
 }

@@ -25,8 +25,8 @@ pub(crate) struct RootRef {
 /// Key-values in ascending key order.
 pub(crate) type ValueIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), DbError>> + 'a>;
 
-/// One revision of a trie.
-pub(crate) trait NodeSource {
+/// One revision of a trie. Sources are shared by the threads of a parallel build.
+pub(crate) trait NodeSource: Sync {
     /// The root node, `None` for an empty trie.
     fn root(&self) -> Option<RootRef>;
     /// The node at `key`; `has_value` says where to look for it.

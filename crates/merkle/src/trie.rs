@@ -126,14 +126,10 @@ impl<'s> TrieBuilder<'s> {
     fn load_path(&mut self, key: &Key, root: Key) -> Result<Vec<Key>, DbError> {
         let tb = self.token_bits;
         let mut path = vec![root];
-        loop {
-            let Some(current) = path.last() else { break };
-            if current.bit_len() >= key.bit_len() {
-                break;
-            }
+        while let Some(current) = path.last().filter(|c| c.bit_len() < key.bit_len()) {
             let offset = current.bit_len() + tb;
-            let node = self.slot(current)?;
-            let Some(child) = node.child(key.token(current.bit_len(), tb)) else {
+            let index = key.token(current.bit_len(), tb);
+            let Some(child) = self.slot(current)?.child(index) else {
                 break;
             };
             if !key.matches_at(offset, &child.compressed) {
@@ -141,7 +137,11 @@ impl<'s> TrieBuilder<'s> {
             }
             let child_key = key.take(offset + child.compressed.bit_len());
             let has_value = child.has_value;
+            let current = current.clone();
             self.load(&child_key, has_value)?;
+            if let Some(entry) = self.slot_mut(&current)?.child_mut(index) {
+                entry.dirty = true;
+            }
             path.push(child_key);
         }
         Ok(path)
@@ -183,12 +183,13 @@ impl<'s> TrieBuilder<'s> {
                 });
                 (key.clone(), has_value)
             }
-            Some(existing) => self.split_edge(key, value, offset, existing)?,
+            Some(existing) => self.split_edge(key, value, offset, &existing)?,
         };
         let child = Child {
             compressed: child_key.skip(offset),
             id: EMPTY_ROOT,
             has_value: child_has_value,
+            dirty: true,
         };
         self.slot_mut(&closest)?.set_child(index, child);
         Ok(NodeValue::None)
@@ -202,6 +203,7 @@ impl<'s> TrieBuilder<'s> {
             compressed: root.skip(cp + tb),
             id: EMPTY_ROOT, // the old root is in the change map, so hashing recomputes this
             has_value: self.slot(root)?.has_value(),
+            dirty: true,
         };
         let mut new_root = Node::new(root.take(cp));
         new_root.set_child(root.token(cp, tb), old);
@@ -218,7 +220,7 @@ impl<'s> TrieBuilder<'s> {
         key: &Key,
         value: NodeValue,
         offset: usize,
-        existing: Child,
+        existing: &Child,
     ) -> Result<(Key, bool), DbError> {
         let tb = self.token_bits;
         let cp = Key::common_prefix_bits(&existing.compressed, key, offset, tb);
@@ -242,6 +244,7 @@ impl<'s> TrieBuilder<'s> {
                 compressed: key.skip(branch_bits + tb),
                 id: EMPTY_ROOT,
                 has_value: leaf_has_value,
+                dirty: true,
             };
             branch.set_child(key.token(branch_bits, tb), leaf);
         }
@@ -249,6 +252,7 @@ impl<'s> TrieBuilder<'s> {
             compressed: existing.compressed.skip(cp + tb),
             id: existing.id,
             has_value: existing.has_value,
+            dirty: existing.dirty,
         };
         branch.set_child(existing.compressed.token(cp, tb), moved);
         let result = (branch.key.clone(), branch.has_value());
@@ -313,6 +317,7 @@ impl<'s> TrieBuilder<'s> {
                     compressed: child_key.skip(parent.bit_len() + tb),
                     id: child.id,
                     has_value: child.has_value,
+                    dirty: child.dirty,
                 };
                 self.slot_mut(parent)?
                     .set_child(child_key.token(parent.bit_len(), tb), entry);
@@ -338,12 +343,15 @@ impl<'s> TrieBuilder<'s> {
         };
         let mut stack: Vec<(Node, usize)> = vec![(root, 0)];
         while let Some((node, next)) = stack.last_mut() {
-            if let Some((index, child)) = node.children.get(*next) {
-                *next += 1;
+            if let Some(at) = node.children[*next..].iter().position(|(_, c)| c.dirty) {
+                // Only children marked dirty entered the change map: visit just those.
+                *next += at + 1;
+                let (index, child) = &node.children[*next - 1];
                 let child_key = node.key.extend(*index, tb, &child.compressed);
-                if let Some(child_node) = self.take_changed(&child_key) {
-                    stack.push((child_node, 0));
-                }
+                let child_node = self.take_changed(&child_key).ok_or_else(|| {
+                    DbError::MissingNode(format!("{child_key:?} (dirty, not in the change map)"))
+                })?;
+                stack.push((child_node, 0));
                 continue;
             }
             let Some((node, _)) = stack.pop() else { break };
@@ -357,6 +365,7 @@ impl<'s> TrieBuilder<'s> {
                     let (_, child) = &mut parent.children[*next - 1];
                     child.id = id;
                     child.has_value = has_value;
+                    child.dirty = false;
                 }
                 None => return Ok(Some(RootRef { key, has_value, id })),
             }
@@ -388,6 +397,204 @@ impl<'s> TrieBuilder<'s> {
     }
 }
 
+/// Batches at least this large are built in parallel (below it, thread start-up and the merge
+/// cost more than they save).
+pub(crate) const PARALLEL_MIN_OPS: usize = 4096;
+
+/// Operations in key order, `None` deleting.
+pub(crate) type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// Applies key-sorted, deduplicated `ops` to `source` and hashes the result.
+///
+/// Large batches whose keys all lie strictly below the root are split by the root's child
+/// index: each group changes a disjoint subtree, built by its own builder on its own thread;
+/// the root is then rebuilt from the new subtree roots. The result equals a sequential build
+/// (the trie depends only on its contents), which the tests check.
+pub(crate) fn build(
+    source: &dyn NodeSource,
+    token_bits: usize,
+    ops: Ops,
+) -> Result<Changes, DbError> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let root = source.root();
+    match root {
+        Some(root)
+            if threads > 1 && ops.len() >= PARALLEL_MIN_OPS && all_below(&root.key, &ops) =>
+        {
+            build_parallel(source, token_bits, ops, &root, threads)
+        }
+        _ => {
+            let mut builder = TrieBuilder::new(source, token_bits);
+            builder.apply(ops)?;
+            builder.finish()
+        }
+    }
+}
+
+fn all_below(root: &Key, ops: &Ops) -> bool {
+    ops.iter()
+        .all(|(k, _)| k.len() * 8 > root.bit_len() && Key::from_bytes(k).has_prefix(root))
+}
+
+/// The subtree of `source` under one child of its root, as a trie of its own.
+struct Subtree<'a> {
+    source: &'a dyn NodeSource,
+    root: Option<RootRef>,
+}
+
+impl NodeSource for Subtree<'_> {
+    fn root(&self) -> Option<RootRef> {
+        self.root.clone()
+    }
+    fn node(&self, key: &Key, has_value: bool) -> Result<Option<Arc<Node>>, DbError> {
+        self.source.node(key, has_value)
+    }
+    fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        self.source.value(key)
+    }
+    fn values_from(&self, start: &[u8]) -> crate::source::ValueIter<'_> {
+        self.source.values_from(start)
+    }
+}
+
+/// One group's result: the child index, the new subtree root, and its changes.
+type GroupResult = (u8, Option<RootRef>, Changes);
+
+fn build_parallel(
+    source: &dyn NodeSource,
+    tb: usize,
+    ops: Ops,
+    root: &RootRef,
+    threads: usize,
+) -> Result<Changes, DbError> {
+    let root_node = source.expect_node(&root.key, root.has_value)?;
+    let mut groups: Vec<(u8, Ops)> = Vec::new();
+    for op in ops {
+        let index = Key::from_bytes(&op.0).token(root.key.bit_len(), tb);
+        match groups.last_mut() {
+            Some((i, group)) if *i == index => group.push(op),
+            _ => groups.push((index, vec![op])),
+        }
+    }
+    // Largest groups first, each to the least loaded worker.
+    groups.sort_by_key(|(_, g)| std::cmp::Reverse(g.len()));
+    let mut shares: Vec<(usize, Vec<(u8, Ops)>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+    for group in groups {
+        let Some(share) = shares.iter_mut().min_by_key(|(load, _)| *load) else {
+            break;
+        };
+        share.0 += group.1.len();
+        share.1.push(group);
+    }
+    let results: Vec<Result<Vec<GroupResult>, DbError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|(_, share)| scope.spawn(|| build_groups(source, tb, &root_node, share)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(DbError::Corrupt("a build thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut merged = Changes::default();
+    let mut new_root = (*root_node).clone();
+    for result in results {
+        for (index, sub_root, changes) in result? {
+            merged.nodes.extend(changes.nodes);
+            merged.values.extend(changes.values);
+            match sub_root {
+                None => new_root.remove_child(index),
+                Some(r) => new_root.set_child(
+                    index,
+                    Child {
+                        compressed: r.key.skip(root.key.bit_len() + tb),
+                        id: r.id,
+                        has_value: r.has_value,
+                        dirty: false,
+                    },
+                ),
+            }
+        }
+    }
+    merged.root = finish_root(&mut merged, source, tb, new_root)?;
+    Ok(merged)
+}
+
+fn build_groups(
+    source: &dyn NodeSource,
+    tb: usize,
+    root: &Node,
+    share: Vec<(u8, Ops)>,
+) -> Result<Vec<GroupResult>, DbError> {
+    share
+        .into_iter()
+        .map(|(index, ops)| {
+            let sub_root = root.child(index).map(|c| RootRef {
+                key: root.key.extend(index, tb, &c.compressed),
+                has_value: c.has_value,
+                id: c.id,
+            });
+            let sub = Subtree {
+                source,
+                root: sub_root,
+            };
+            let mut builder = TrieBuilder::new(&sub, tb);
+            builder.apply(ops)?;
+            let changes = builder.finish()?;
+            Ok((index, changes.root.clone(), changes))
+        })
+        .collect()
+}
+
+/// Records the rebuilt root node, compressing it away if it kept one child and no value.
+fn finish_root(
+    merged: &mut Changes,
+    source: &dyn NodeSource,
+    tb: usize,
+    root: Node,
+) -> Result<Option<RootRef>, DbError> {
+    let before = Some(root.has_value());
+    if root.has_value() || root.children.len() > 1 {
+        let id = root.id();
+        let root_ref = RootRef {
+            key: root.key.clone(),
+            has_value: root.has_value(),
+            id,
+        };
+        merged.nodes.insert(
+            root.key.clone(),
+            NodeChange {
+                before,
+                after: Some(Arc::new(root)),
+            },
+        );
+        return Ok(Some(root_ref));
+    }
+    merged.nodes.insert(
+        root.key.clone(),
+        NodeChange {
+            before,
+            after: None,
+        },
+    );
+    let Some((index, child)) = root.children.first() else {
+        return Ok(None);
+    };
+    let key = root.key.extend(*index, tb, &child.compressed);
+    if !merged.nodes.contains_key(&key) {
+        // The lone child becomes the root unchanged; make sure it exists.
+        source.expect_node(&key, child.has_value)?;
+    }
+    Ok(Some(RootRef {
+        key,
+        has_value: child.has_value,
+        id: child.id,
+    }))
+}
+
 /// Sorts operations by key and keeps the last operation on each key.
 pub(crate) fn normalize_ops(
     mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
@@ -402,4 +609,120 @@ pub(crate) fn normalize_ops(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{BatchOp, Config, MerkleDb};
+    use crate::key::BranchFactor;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn random_ops(rng: &mut StdRng, n: usize, delete_share: f64) -> Ops {
+        let ops = (0..n)
+            .map(|_| {
+                let len = rng.random_range(1..4);
+                let key: Vec<u8> = (0..len).map(|_| rng.random_range(0..24u8) * 11).collect();
+                let value = (!rng.random_bool(delete_share))
+                    .then(|| vec![rng.random(); rng.random_range(0..40)]);
+                (key, value)
+            })
+            .collect();
+        normalize_ops(ops)
+    }
+
+    /// Both builds must write the same thing: the same root and value changes, and for every
+    /// node either one touched, the same result wherever it differs from the base trie (the
+    /// parallel build may also copy nodes it leaves as they were, which writes nothing new).
+    fn assert_same(src: &dyn NodeSource, a: &Changes, b: &Changes) {
+        assert_eq!(a.root, b.root, "roots");
+        assert_eq!(a.values, b.values, "value changes");
+        let base = |k: &Key, before: Option<bool>| -> Option<Node> {
+            before
+                .and_then(|hv| src.node(k, hv).expect("base node"))
+                .map(|n| (*n).clone())
+        };
+        let effective = |c: &Changes, k: &Key| -> Option<Option<Node>> {
+            c.nodes.get(k).and_then(|n| {
+                let after = n.after.as_deref().cloned();
+                (after != base(k, n.before)).then_some(after)
+            })
+        };
+        for k in a.nodes.keys().chain(b.nodes.keys()) {
+            assert_eq!(effective(a, k), effective(b, k), "node {k:?}");
+        }
+    }
+
+    #[test]
+    fn parallel_build_equals_sequential_build() {
+        for bf in [
+            BranchFactor::Two,
+            BranchFactor::Four,
+            BranchFactor::Sixteen,
+            BranchFactor::TwoFiftySix,
+        ] {
+            for (round, delete_share) in [(0u64, 0.1), (1, 0.5), (2, 0.95), (3, 1.0)] {
+                let mut rng = StdRng::seed_from_u64(round * 31 + bf.arity() as u64);
+                let config = Config {
+                    branch_factor: bf,
+                    ..Config::default()
+                };
+                let db = MerkleDb::open(
+                    std::sync::Arc::new(tributary_store::MemStore::new()),
+                    config,
+                )
+                .expect("open");
+                let base = random_ops(&mut rng, 3000, 0.0);
+                db.commit(
+                    base.iter()
+                        .map(|(k, v)| BatchOp::Put(k.clone(), v.clone().unwrap_or_default())),
+                )
+                .expect("base");
+                let ops = random_ops(&mut rng, 6000, delete_share);
+                let tb = bf.token_bits();
+                db.with_current(|src| {
+                    let mut seq = TrieBuilder::new(src, tb);
+                    seq.apply(ops.clone())?;
+                    let seq = seq.finish()?;
+                    let root = src.root().expect("non-empty base");
+                    if all_below(&root.key, &ops) {
+                        let par = build_parallel(src, tb, ops.clone(), &root, 2)?;
+                        assert_same(src, &seq, &par);
+                    }
+                    Ok(())
+                })
+                .expect("build");
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_commit_reaches_the_same_root_as_small_commits() {
+        let mut rng = StdRng::seed_from_u64(99);
+        let big = MerkleDb::open(
+            std::sync::Arc::new(tributary_store::MemStore::new()),
+            Config::default(),
+        )
+        .expect("open");
+        let small = MerkleDb::open(
+            std::sync::Arc::new(tributary_store::MemStore::new()),
+            Config::default(),
+        )
+        .expect("open");
+        for _ in 0..3 {
+            let ops = random_ops(&mut rng, 3 * PARALLEL_MIN_OPS, 0.3);
+            let to_batch = |o: &(Vec<u8>, Option<Vec<u8>>)| match &o.1 {
+                Some(v) => BatchOp::Put(o.0.clone(), v.clone()),
+                None => BatchOp::Delete(o.0.clone()),
+            };
+            big.commit(ops.iter().map(to_batch)).expect("big commit");
+            for chunk in ops.chunks(100) {
+                small
+                    .commit(chunk.iter().map(to_batch))
+                    .expect("small commit");
+            }
+            assert_eq!(big.root(), small.root());
+        }
+    }
 }

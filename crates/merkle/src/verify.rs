@@ -186,7 +186,7 @@ fn check_syntax(claim: &Claim<'_>) -> Result<(), ProofError> {
 
 fn check_node_shape(node: &ProofNode, bf: BranchFactor) -> Result<(), ProofError> {
     let tb = bf.token_bits();
-    if node.key.bit_len() % tb != 0 {
+    if !node.key.bit_len().is_multiple_of(tb) {
         return Err(ProofError::KeyNotTokenAligned {
             bits: node.key.bit_len(),
             token_bits: tb,
@@ -392,6 +392,7 @@ impl Rebuild<'_> {
                         compressed: Key::default(),
                         id,
                         has_value: false,
+                        dirty: false,
                     },
                 );
             }

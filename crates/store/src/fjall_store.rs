@@ -111,7 +111,9 @@ impl KvStore for FjallStore {
         });
         for i in order {
             let (ks, key, value) = batch.resolve(&entries[i]);
-            let (_, handle) = keyspaces.get(ks.0).ok_or(StoreError::UnknownKeyspace(ks.0))?;
+            let (_, handle) = keyspaces
+                .get(ks.0)
+                .ok_or(StoreError::UnknownKeyspace(ks.0))?;
             match value {
                 Some(v) => fj.insert(handle, key, v),
                 None => fj.remove(handle, key),

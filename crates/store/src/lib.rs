@@ -77,7 +77,10 @@ impl WriteBatch {
     /// An empty batch with room for `n` operations.
     #[must_use]
     pub fn with_capacity(n: usize) -> Self {
-        Self { arena: Vec::with_capacity(n * 64), ops: Vec::with_capacity(n) }
+        Self {
+            arena: Vec::with_capacity(n * 64),
+            ops: Vec::with_capacity(n),
+        }
     }
 
     fn push_bytes(&mut self, bytes: &[u8]) -> (usize, usize) {
@@ -105,7 +108,11 @@ impl WriteBatch {
     /// Removes `key` from keyspace `ks` (a no-op if absent).
     pub fn delete(&mut self, ks: KeyspaceId, key: &[u8]) {
         let key = self.push_bytes(key);
-        self.ops.push(BatchEntry { ks, key, value: None });
+        self.ops.push(BatchEntry {
+            ks,
+            key,
+            value: None,
+        });
     }
 
     /// Number of operations in the batch.

@@ -1,42 +1,29 @@
 //! [`MerkleDb`]: the trie kept in a [`KvStore`], its revisions, views and commits.
 //!
-//! # Layout
-//!
-//! Five keyspaces of one store (the node's fjall database, shared with other components):
-//!
-//! | keyspace | key | value |
-//! |---|---|---|
-//! | `merkle.values` | the key's bytes | node encoding of a node with a value |
-//! | `merkle.branches` | packed key ‖ bit length mod 8 | node encoding of a value-less node |
-//! | `merkle.meta` | `bf`, `rev`, `root` | branch factor, current revision, root key |
-//! | `merkle.roots` | revision (u64 BE) | that revision's root |
-//! | `merkle.history` | revision (u64 BE) | that commit's before-values ([`crate::history`]) |
-//!
-//! Value nodes are keyed by their bytes, so a scan of `merkle.values` is a scan of key-values in
-//! order (as avalanchego's value node DB). A commit writes its nodes, its history record, the
-//! pruning of the oldest record and the new metadata in **one atomic batch**: a crash leaves the
-//! previous revision or the new one, never a mix.
+//! The current revision is the checkpointed trie in the store seen through the pending changes
+//! of the commits since ([`crate::persist`] describes the layout and why). Historical revisions
+//! are the current one seen through the changes that undo later commits ([`crate::history`]).
 //!
 //! # Concurrency
 //!
 //! Building a view (applying a batch and hashing it) holds a read lock, so it runs beside
-//! readers and sees one consistent revision. Applying a commit holds the write lock only while
-//! the batch is written; readers therefore always see a whole revision.
+//! readers and sees one consistent revision. A commit holds the write lock while it writes its
+//! durable record and merges its changes; readers therefore always see a whole revision.
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use quick_cache::sync::Cache;
-use tributary_store::{Durability, FjallStore, KeyspaceId, KvStore, WriteBatch};
+use tributary_store::{Durability, FjallStore, KvStore};
 
 use crate::error::DbError;
 use crate::history::{self, Record};
 use crate::key::{BranchFactor, Key};
-use crate::node::{self, EMPTY_ROOT, Hash, Node};
-use crate::source::{Changes, NodeSource, Overlay, RootRef, ValueIter};
+use crate::node::{EMPTY_ROOT, Hash, Node};
+use crate::persist::{self, Spaces, StoreSource};
+use crate::source::{Changes, NodeSource, Overlay};
 use crate::trie::{Ops, build, normalize_ops};
-use crate::varint;
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 4096;
@@ -50,8 +37,12 @@ pub struct Config {
     pub branch_factor: BranchFactor,
     /// How many recent revisions serve reads and proofs by root (avalanchego: 300).
     pub history_length: usize,
-    /// How many decoded nodes to keep in memory.
+    /// How many decoded checkpointed nodes to keep in memory.
     pub node_cache_entries: usize,
+    /// Write the trie nodes at least every this many commits.
+    pub checkpoint_interval: u64,
+    /// Write the trie nodes once this many are pending (bounds the memory they take).
+    pub max_pending_nodes: usize,
 }
 
 impl Default for Config {
@@ -60,6 +51,8 @@ impl Default for Config {
             branch_factor: BranchFactor::Sixteen,
             history_length: 300,
             node_cache_entries: 1 << 19,
+            checkpoint_interval: 32,
+            max_pending_nodes: 400_000,
         }
     }
 }
@@ -76,19 +69,23 @@ pub enum BatchOp {
     Delete(Vec<u8>),
 }
 
-struct Spaces {
-    values: KeyspaceId,
-    branches: KeyspaceId,
-    meta: KeyspaceId,
-    roots: KeyspaceId,
-    history: KeyspaceId,
-}
-
 struct State {
+    /// The last commit.
     revision: u64,
-    root: Option<RootRef>,
+    /// The revision whose nodes are in the store.
+    checkpoint: u64,
+    /// The root of the checkpointed trie.
+    checkpoint_root: Option<crate::source::RootRef>,
+    /// Node and value changes since the checkpoint; its root is the current root.
+    pending: Changes,
     /// Retained revisions and their roots, oldest first.
     roots: VecDeque<(u64, Hash)>,
+}
+
+impl State {
+    fn root(&self) -> Hash {
+        self.pending.root_id()
+    }
 }
 
 /// A rebuilt historical revision, valid while the database is at `built_at`.
@@ -109,7 +106,8 @@ struct Inner {
 
 /// A Merkle radix trie whose roots equal avalanchego merkledb's, with persisted history.
 ///
-/// Cloning is cheap and shares the database.
+/// Cloning is cheap and shares the database. Dropping the last handle writes the pending trie
+/// nodes; if the process dies first, the next open rebuilds them from the history records.
 #[derive(Clone)]
 pub struct MerkleDb {
     inner: Arc<Inner>,
@@ -118,121 +116,173 @@ pub struct MerkleDb {
 impl std::fmt::Debug for MerkleDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MerkleDb")
-            .field("root", &self.root())
+            .field("root", &hex(&self.root()))
             .finish_non_exhaustive()
     }
 }
 
-/// The current revision of the database, read through its cache.
-pub(crate) struct DbSource<'a> {
-    inner: &'a Inner,
-    root: Option<RootRef>,
-}
-
-fn branch_storage_key(key: &Key) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.packed().len() + 1);
-    branch_storage_key_into(key, &mut k);
-    k
-}
-
-fn branch_storage_key_into(key: &Key, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(key.packed());
-    out.push((key.bit_len() % 8) as u8);
-}
-
-impl NodeSource for DbSource<'_> {
-    fn root(&self) -> Option<RootRef> {
-        self.root.clone()
-    }
-
-    fn node(&self, key: &Key, has_value: bool) -> Result<Option<Arc<Node>>, DbError> {
-        if let Some(node) = self.inner.cache.get(key) {
-            return Ok(Some(node));
-        }
-        let ks = &self.inner.ks;
-        let stored = if has_value {
-            self.inner.store.get(ks.values, key.packed())?
-        } else {
-            self.inner
-                .store
-                .get(ks.branches, &branch_storage_key(key))?
-        };
-        let Some(bytes) = stored else { return Ok(None) };
-        let node = Arc::new(Node::decode(key.clone(), &bytes)?);
-        self.inner.cache.insert(key.clone(), node.clone());
-        Ok(Some(node))
-    }
-
-    fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        match self.inner.store.get(self.inner.ks.values, key)? {
-            Some(bytes) => Ok(node::decode_stored_value(&bytes)?),
-            None => Ok(None),
+impl Inner {
+    fn disk(&self, state: &State) -> StoreSource<'_> {
+        StoreSource {
+            store: self.store.as_ref(),
+            ks: &self.ks,
+            cache: &self.cache,
+            root: state.checkpoint_root.clone(),
         }
     }
 
-    fn values_from(&self, start: &[u8]) -> ValueIter<'_> {
-        Box::new(
-            self.inner
-                .store
-                .scan_from(self.inner.ks.values, start)
-                .filter_map(|r| match r {
-                    Err(e) => Some(Err(e.into())),
-                    Ok((k, v)) => match node::decode_stored_value(&v) {
-                        Err(e) => Some(Err(e.into())),
-                        Ok(value) => value.map(|value| Ok((k, value))),
-                    },
-                }),
-        )
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        // State is updated only after the store accepted a write, by assignments that cannot
+        // panic halfway; a poisoned lock still guards a consistent state.
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Writes the pending nodes; afterwards the store holds the current revision's trie.
+    fn checkpoint(&self, state: &mut State) -> Result<(), DbError> {
+        if state.checkpoint == state.revision {
+            return Ok(());
+        }
+        let batch = persist::checkpoint_batch(&self.ks, state.revision, &state.pending);
+        // Readers are locked out, so the cache can take the new nodes beside the store write.
+        let written = std::thread::scope(|scope| {
+            scope.spawn(|| self.cache_checkpoint(&state.pending));
+            self.store.write(batch)
+        });
+        if let Err(e) = written {
+            // The cache may hold nodes the store did not take: start it over.
+            self.cache.clear();
+            return Err(e.into());
+        }
+        let root = state.pending.root.clone();
+        let done = std::mem::replace(
+            &mut state.pending,
+            Changes {
+                root: root.clone(),
+                ..Changes::default()
+            },
+        );
+        state.checkpoint = state.revision;
+        state.checkpoint_root = root;
+        // Freeing hundreds of thousands of nodes takes a while; nobody needs to wait for it.
+        std::thread::spawn(move || drop(done));
+        Ok(())
+    }
+
+    fn cache_checkpoint(&self, pending: &Changes) {
+        for (key, change) in &pending.nodes {
+            match &change.after {
+                // Branch nodes are on every path and read again and again; a new leaf is rarely
+                // read before it changes, so caching it would only evict branches.
+                Some(node) if !node.children.is_empty() => {
+                    self.cache.insert(key.clone(), node.clone())
+                }
+                _ => {
+                    self.cache.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Brings the checkpointed trie up to the last commit by replaying the records in between.
+    fn recover(&self, state: &mut State) -> Result<(), DbError> {
+        let records = ((state.checkpoint + 1)..=state.revision)
+            .map(|r| load_record(self, r))
+            .collect::<Result<Vec<Record>, DbError>>()?;
+        let disk = self.disk(state);
+        let changes = build(
+            &disk,
+            self.config.branch_factor.token_bits(),
+            history::replay_ops(records),
+        )?;
+        let recorded = recorded_root(state, state.revision).unwrap_or(EMPTY_ROOT);
+        if changes.root_id() != recorded {
+            return Err(DbError::HistoryCorrupt {
+                revision: state.revision,
+                got: changes.root_id(),
+                recorded,
+            });
+        }
+        state.pending = changes;
+        self.checkpoint(state)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let mut state = std::mem::replace(
+            state,
+            State {
+                revision: 0,
+                checkpoint: 0,
+                checkpoint_root: None,
+                pending: Changes::default(),
+                roots: VecDeque::new(),
+            },
+        );
+        // A failure here loses nothing: the records are durable and the next open replays them.
+        let _ = self.checkpoint(&mut state);
+    }
+}
+
+fn load_record(inner: &Inner, revision: u64) -> Result<Record, DbError> {
+    let bytes = inner
+        .store
+        .get(inner.ks.history, &history::revision_key(revision))?
+        .ok_or_else(|| DbError::Corrupt(format!("history record {revision} missing")))?;
+    history::decode_record(&bytes)
 }
 
 impl MerkleDb {
-    /// Opens the trie kept in `store`, creating it if the store holds none.
+    /// Opens the trie kept in `store`, creating it if the store holds none. A trie whose
+    /// process died between checkpoints is caught up from its history records here.
     ///
     /// # Errors
     /// When the store fails, holds a trie of another branch factor, or is corrupt.
     pub fn open(store: Arc<dyn KvStore>, config: Config) -> Result<Self, DbError> {
-        let ks = Spaces {
-            values: store.keyspace("merkle.values")?,
-            branches: store.keyspace("merkle.branches")?,
-            meta: store.keyspace("merkle.meta")?,
-            roots: store.keyspace("merkle.roots")?,
-            history: store.keyspace("merkle.history")?,
-        };
-        check_branch_factor(store.as_ref(), &ks, config.branch_factor)?;
-        let revision = match store.get(ks.meta, b"rev")? {
-            Some(v) => history::decode_revision_key(&v)?,
-            None => 0,
-        };
+        let ks = Spaces::open(store.as_ref())?;
+        persist::check_branch_factor(store.as_ref(), &ks, config.branch_factor)?;
+        let revision = persist::meta_revision(store.as_ref(), &ks, b"rev")?;
+        let checkpoint = persist::meta_revision(store.as_ref(), &ks, b"nodes_rev")?;
+        let keep = config.history_length.max(1) as u64;
+        let roots = persist::load_roots(store.as_ref(), &ks, revision, keep)?;
         let inner = Inner {
             cache: Cache::new(config.node_cache_entries.max(16)),
             state: RwLock::new(State {
                 revision,
-                root: None,
-                roots: VecDeque::new(),
+                checkpoint,
+                checkpoint_root: None,
+                pending: Changes::default(),
+                roots,
             }),
             historical: Mutex::new(None),
             store,
             ks,
             config,
         };
-        let root = load_root(&inner)?;
-        let roots = load_roots(&inner, revision)?;
-        if let Some(&(r, recorded)) = roots.back() {
-            let actual = root.as_ref().map_or(EMPTY_ROOT, |r| r.id);
-            if r != revision || recorded != actual {
+        {
+            let mut state = inner.write_state();
+            let root = persist::load_checkpoint_root(&inner.disk(&state))?;
+            state.checkpoint_root = root.clone();
+            state.pending.root = root;
+            if state.checkpoint > state.revision {
+                return Err(DbError::Corrupt(
+                    "nodes are newer than the last commit".into(),
+                ));
+            }
+            if state.checkpoint < state.revision {
+                inner.recover(&mut state)?;
+            }
+            if let Some(&(r, recorded)) = state.roots.back()
+                && (r != state.revision || recorded != state.root())
+            {
                 return Err(DbError::Corrupt(format!(
-                    "revision {revision} has root {}, history says revision {r} has {}",
-                    hex(&actual),
+                    "revision {} has root {}, history says revision {r} has {}",
+                    state.revision,
+                    hex(&state.root()),
                     hex(&recorded)
                 )));
             }
-        }
-        {
-            let mut state = inner.state.write().unwrap_or_else(PoisonError::into_inner);
-            state.root = root;
-            state.roots = roots;
         }
         Ok(Self {
             inner: Arc::new(inner),
@@ -244,12 +294,7 @@ impl MerkleDb {
     /// # Errors
     /// When the store fails or the stored value is unreadable.
     pub fn stored_branch_factor(store: &dyn KvStore) -> Result<Option<BranchFactor>, DbError> {
-        let meta = store.keyspace("merkle.meta")?;
-        match store.get(meta, b"bf")?.as_deref() {
-            None => Ok(None),
-            Some([bits @ (1 | 2 | 4 | 8)]) => Ok(BranchFactor::from_arity(1 << bits)),
-            Some(_) => Err(DbError::Corrupt("unreadable branch factor".into())),
-        }
+        persist::stored_branch_factor(store, &Spaces::open(store)?)
     }
 
     /// Opens (or creates) the trie in a fjall database in directory `dir`.
@@ -259,6 +304,15 @@ impl MerkleDb {
     pub fn open_dir(dir: &Path, config: Config, durability: Durability) -> Result<Self, DbError> {
         let store = FjallStore::open(dir, durability)?;
         Self::open(Arc::new(store), config)
+    }
+
+    /// Writes the pending trie nodes now (commits are durable without this; it only shortens
+    /// the catch-up of a reopen after a crash).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn flush(&self) -> Result<(), DbError> {
+        self.inner.checkpoint(&mut self.inner.write_state())
     }
 
     pub(crate) fn token_bits(&self) -> usize {
@@ -272,8 +326,6 @@ impl MerkleDb {
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, State> {
-        // Commits update the state only after their batch is written, with plain assignments
-        // that cannot panic halfway; a poisoned lock still guards a consistent state.
         self.inner
             .state
             .read()
@@ -283,7 +335,7 @@ impl MerkleDb {
     /// The current root (32 zero bytes for an empty trie).
     #[must_use]
     pub fn root(&self) -> Hash {
-        self.read_state().root.as_ref().map_or(EMPTY_ROOT, |r| r.id)
+        self.read_state().root()
     }
 
     /// The current revision: the number of commits ever made.
@@ -303,12 +355,7 @@ impl MerkleDb {
     /// # Errors
     /// When the store fails or is corrupt.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        let state = self.read_state();
-        DbSource {
-            inner: &self.inner,
-            root: state.root.clone(),
-        }
-        .value(key)
+        self.with_current(|src| src.value(key))
     }
 
     /// Up to `limit` key-values with keys in `[start, end]` at root `root`.
@@ -340,11 +387,12 @@ impl MerkleDb {
     pub fn view(&self, ops: impl IntoIterator<Item = BatchOp>) -> Result<View, DbError> {
         let ops = normalize_ops(validate_ops(ops)?);
         let state = self.read_state();
-        let source = DbSource {
-            inner: &self.inner,
-            root: state.root.clone(),
+        let disk = self.inner.disk(&state);
+        let current = Overlay {
+            base: &disk,
+            changes: &state.pending,
         };
-        let changes = build(&source, self.token_bits(), ops)?;
+        let changes = build(&current, self.token_bits(), ops)?;
         Ok(View {
             db: self.clone(),
             base_revision: state.revision,
@@ -360,6 +408,19 @@ impl MerkleDb {
         self.view(ops)?.commit()
     }
 
+    /// Runs `f` on the current revision.
+    pub(crate) fn with_current<T>(
+        &self,
+        f: impl FnOnce(&dyn NodeSource) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let state = self.read_state();
+        let disk = self.inner.disk(&state);
+        f(&Overlay {
+            base: &disk,
+            changes: &state.pending,
+        })
+    }
+
     /// Runs `f` on the revision whose root is `root` (current or retained).
     pub(crate) fn with_root<T>(
         &self,
@@ -367,13 +428,6 @@ impl MerkleDb {
         f: impl FnOnce(&dyn NodeSource) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
         let state = self.read_state();
-        let current = DbSource {
-            inner: &self.inner,
-            root: state.root.clone(),
-        };
-        if current.root.as_ref().map_or(EMPTY_ROOT, |r| r.id) == *root {
-            return f(&current);
-        }
         let revision = latest_revision_with_root(&state, root, state.revision)
             .ok_or(DbError::RootNotInHistory(*root))?;
         self.with_revision(&state, revision, f)
@@ -386,9 +440,10 @@ impl MerkleDb {
         revision: u64,
         f: impl FnOnce(&dyn NodeSource) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let current = DbSource {
-            inner: &self.inner,
-            root: state.root.clone(),
+        let disk = self.inner.disk(state);
+        let current = Overlay {
+            base: &disk,
+            changes: &state.pending,
         };
         if revision == state.revision {
             return f(&current);
@@ -405,7 +460,7 @@ impl MerkleDb {
     fn historical_changes(
         &self,
         state: &State,
-        current: &DbSource<'_>,
+        current: &dyn NodeSource,
         revision: u64,
     ) -> Result<Arc<Changes>, DbError> {
         let mut cached = self
@@ -446,12 +501,7 @@ impl MerkleDb {
     }
 
     pub(crate) fn load_record(&self, revision: u64) -> Result<Record, DbError> {
-        let bytes = self
-            .inner
-            .store
-            .get(self.inner.ks.history, &history::revision_key(revision))?
-            .ok_or_else(|| DbError::Corrupt(format!("history record {revision} missing")))?;
-        history::decode_record(&bytes)
+        load_record(&self.inner, revision)
     }
 
     /// Finds the retained revisions of a change proof from `start_root` to `end_root` and runs
@@ -472,110 +522,38 @@ impl MerkleDb {
         self.with_revision(&state, end_rev, |src| f(start_rev, end_rev, src))
     }
 
-    /// Runs `f` on the current revision.
-    pub(crate) fn with_current<T>(
-        &self,
-        f: impl FnOnce(&dyn NodeSource) -> Result<T, DbError>,
-    ) -> Result<T, DbError> {
-        let state = self.read_state();
-        f(&DbSource {
-            inner: &self.inner,
-            root: state.root.clone(),
-        })
-    }
-
     fn commit_changes(&self, base_revision: u64, changes: Changes) -> Result<Hash, DbError> {
-        let mut state = self
-            .inner
-            .state
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let inner = &self.inner;
+        let mut state = inner.write_state();
         if state.revision != base_revision {
             return Err(DbError::StaleView {
                 view: base_revision,
                 current: state.revision,
             });
         }
-        let current_root = state.root.as_ref().map_or(EMPTY_ROOT, |r| r.id);
         let new_root = changes.root_id();
-        if changes.values.is_empty() && new_root == current_root {
-            return Ok(current_root);
+        if changes.values.is_empty() && new_root == state.root() {
+            return Ok(new_root);
         }
         let revision = state.revision + 1;
-        let batch = self.commit_batch(revision, &changes)?;
-        let new_root_ref = changes.root.clone();
-        // The write lock keeps readers out until both are done, so the cache may be updated
-        // beside the store write (on the second core); the changes are freed there too.
-        let written = std::thread::scope(|scope| {
-            scope.spawn(|| self.update_cache(changes));
-            self.inner.store.write(batch)
-        });
-        if let Err(e) = written {
-            // The cache may now hold nodes of a revision that was not written: drop it all.
-            self.inner.cache.clear();
-            return Err(e.into());
-        }
+        let keep = inner.config.history_length.max(1) as u64;
+        inner
+            .store
+            .write(persist::commit_batch(&inner.ks, revision, &changes, keep))?;
+        // Durable from here on.
+        state.pending.absorb(changes);
         state.revision = revision;
-        state.root = new_root_ref;
         state.roots.push_back((revision, new_root));
-        while state.roots.len() > self.inner.config.history_length {
+        while state.roots.len() > inner.config.history_length {
             state.roots.pop_front();
         }
+        // The records since the checkpoint must outlive it: checkpoint before pruning could
+        // remove one (a history of N keeps N records).
+        let due = (revision - state.checkpoint) >= inner.config.checkpoint_interval.clamp(1, keep);
+        if due || state.pending.nodes.len() >= inner.config.max_pending_nodes {
+            inner.checkpoint(&mut state)?;
+        }
         Ok(new_root)
-    }
-
-    fn update_cache(&self, changes: Changes) {
-        for (key, change) in changes.nodes {
-            match change.after {
-                // Branch nodes are on every path and read again and again; a new leaf is rarely
-                // read before it changes, so caching it would only evict branches.
-                Some(node) if !node.children.is_empty() => self.inner.cache.insert(key, node),
-                _ => {
-                    self.inner.cache.remove(&key);
-                }
-            }
-        }
-    }
-
-    fn commit_batch(&self, revision: u64, changes: &Changes) -> Result<WriteBatch, DbError> {
-        let ks = &self.inner.ks;
-        let mut batch = WriteBatch::with_capacity(changes.nodes.len() * 2 + 8);
-        let mut storage_key = Vec::with_capacity(64);
-        for (key, change) in &changes.nodes {
-            let after_has_value = change.after.as_ref().map(|n| n.has_value());
-            if let Some(node) = &change.after {
-                if node.has_value() {
-                    batch.put_with(ks.values, key.packed(), |out| node.encode_into(out));
-                } else {
-                    branch_storage_key_into(key, &mut storage_key);
-                    batch.put_with(ks.branches, &storage_key, |out| node.encode_into(out));
-                }
-            }
-            match (change.before, after_has_value) {
-                (Some(true), None | Some(false)) => batch.delete(ks.values, key.packed()),
-                (Some(false), None | Some(true)) => {
-                    branch_storage_key_into(key, &mut storage_key);
-                    batch.delete(ks.branches, &storage_key);
-                }
-                _ => {}
-            }
-        }
-        let rk = history::revision_key(revision);
-        batch.put(ks.roots, &rk, &changes.root_id());
-        let record =
-            history::encode_record(changes.values.iter().map(|(k, c)| (k, c.before.as_ref())));
-        batch.put(ks.history, &rk, &record);
-        let keep = self.inner.config.history_length.max(1) as u64;
-        if let Some(expired) = revision.checked_sub(keep).filter(|r| *r > 0) {
-            batch.delete(ks.roots, &history::revision_key(expired));
-            batch.delete(ks.history, &history::revision_key(expired));
-        }
-        batch.put(ks.meta, b"rev", &rk);
-        match &changes.root {
-            Some(root) => batch.put(ks.meta, b"root", &encode_root(root)),
-            None => batch.delete(ks.meta, b"root"),
-        }
-        Ok(batch)
     }
 }
 
@@ -622,25 +600,22 @@ impl View {
         if let Some(change) = self.changes.values.get(key) {
             return Ok(change.after.clone());
         }
-        let state = self.db.read_state();
-        if state.revision != self.base_revision {
+        let current = self.db.revision();
+        if current != self.base_revision {
             return Err(DbError::StaleView {
                 view: self.base_revision,
-                current: state.revision,
+                current,
             });
         }
-        DbSource {
-            inner: &self.db.inner,
-            root: state.root.clone(),
-        }
-        .value(key)
+        self.db.get(key)
     }
 
-    /// Makes this view the current revision, atomically; returns its root.
+    /// Makes this view the current revision, durably and atomically; returns its root.
     ///
     /// # Errors
     /// [`DbError::StaleView`] if another commit happened since the view was built; storage
-    /// errors (then nothing was written).
+    /// errors (then the revision was not committed, unless the error came from writing the
+    /// checkpoint that may follow a commit).
     pub fn commit(self) -> Result<Hash, DbError> {
         self.db.commit_changes(self.base_revision, self.changes)
     }
@@ -672,80 +647,8 @@ fn validate_ops(ops: impl IntoIterator<Item = BatchOp>) -> Result<Ops, DbError> 
         .collect()
 }
 
-fn check_branch_factor(
-    store: &dyn KvStore,
-    ks: &Spaces,
-    requested: BranchFactor,
-) -> Result<(), DbError> {
-    match store.get(ks.meta, b"bf")? {
-        Some(stored) => {
-            let arity = match stored.as_slice() {
-                [bits @ (1 | 2 | 4 | 8)] => 1usize << bits,
-                _ => return Err(DbError::Corrupt("unreadable branch factor".into())),
-            };
-            if arity != requested.arity() {
-                return Err(DbError::BranchFactorMismatch {
-                    stored: arity,
-                    requested: requested.arity(),
-                });
-            }
-            Ok(())
-        }
-        None => {
-            let mut batch = WriteBatch::default();
-            batch.put(ks.meta, b"bf", &[requested.token_bits() as u8]);
-            Ok(store.write(batch)?)
-        }
-    }
-}
-
-fn encode_root(root: &RootRef) -> Vec<u8> {
-    let mut out = vec![u8::from(root.has_value)];
-    varint::put(&mut out, root.key.bit_len() as u64);
-    out.extend_from_slice(root.key.packed());
-    out
-}
-
-fn load_root(inner: &Inner) -> Result<Option<RootRef>, DbError> {
-    let Some(bytes) = inner.store.get(inner.ks.meta, b"root")? else {
-        return Ok(None);
-    };
-    let corrupt = || DbError::Corrupt("unreadable root record".into());
-    let (&flag, rest) = bytes.split_first().ok_or_else(corrupt)?;
-    let (bits, used) = varint::get(rest).ok_or_else(corrupt)?;
-    let bits = usize::try_from(bits).map_err(|_| corrupt())?;
-    let key = Key::from_packed(bits, rest[used..].to_vec()).ok_or_else(corrupt)?;
-    let has_value = flag == 1;
-    let source = DbSource { inner, root: None };
-    let node = source.expect_node(&key, has_value)?;
-    Ok(Some(RootRef {
-        key,
-        has_value,
-        id: node.id(),
-    }))
-}
-
-fn load_roots(inner: &Inner, revision: u64) -> Result<VecDeque<(u64, Hash)>, DbError> {
-    let keep = inner.config.history_length.max(1) as u64;
-    let oldest = revision.saturating_sub(keep - 1).max(1);
-    let mut roots = VecDeque::new();
-    let mut stale = WriteBatch::default();
-    for entry in inner.store.scan_from(inner.ks.roots, &[]) {
-        let (k, v) = entry?;
-        let r = history::decode_revision_key(&k)?;
-        if r < oldest || r > revision {
-            stale.delete(inner.ks.roots, &k);
-            stale.delete(inner.ks.history, &k);
-        } else {
-            roots.push_back((r, history::decode_root(&v)?));
-        }
-    }
-    inner.store.write(stale)?;
-    Ok(roots)
-}
-
 fn latest_revision_with_root(state: &State, root: &Hash, at_most: u64) -> Option<u64> {
-    if state.revision <= at_most && state.root.as_ref().map_or(EMPTY_ROOT, |r| r.id) == *root {
+    if state.revision <= at_most && state.root() == *root {
         return Some(state.revision);
     }
     state

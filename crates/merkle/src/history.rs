@@ -1,16 +1,20 @@
 //! Persisted history: what each commit changed, so that any of the last N revisions can be
 //! rebuilt for reads and proofs.
 //!
-//! Revision `r`'s record holds its root and, for every key whose value the commit changed, the
-//! value *before* it (sorted by key). The trie is a function of its key-values (history
-//! independence), so revision `b` is the current trie with each key touched since `b` set back
-//! to its value before the earliest later commit that touched it; [`revert_ops`] computes those
-//! operations, and the trie builder turns them into the nodes of revision `b`.
+//! Revision `r`'s record holds, for every key whose value the commit changed, the value before
+//! and after it (sorted by key); its root is stored beside it. The trie is a function of its
+//! key-values (history independence), so:
 //!
-//! Records are small (a key and a value per changed key, not trie nodes) and live in the
-//! store, written in the same atomic batch as the commit they describe; only the list of
-//! retained roots is kept in memory. avalanchego keeps its 300 change summaries in memory only,
-//! so a restarted node loses them; here they survive restarts.
+//! - revision `b` is the current trie with each key touched since `b` set back to its value
+//!   before the earliest later commit that touched it ([`revert_ops`]);
+//! - the current trie is the last node checkpoint with each key touched since then set to its
+//!   value after the latest commit that touched it ([`replay_ops`]): this is how a database
+//!   reopened after a crash catches its nodes up (see `persist`).
+//!
+//! Records are small (keys and values, not trie nodes) and are the durable part of a commit,
+//! written in one atomic batch with its root; only the list of retained roots is kept in memory.
+//! avalanchego keeps its 300 change summaries in memory only, so a restarted node loses them;
+//! here they survive restarts.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +22,16 @@ use crate::error::DbError;
 use crate::node::Hash;
 use crate::varint;
 
-/// The before-values of one commit, sorted by key.
-pub(crate) type Record = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+/// One commit's value changes, sorted by key.
+pub(crate) type Record = Vec<RecordEntry>;
+
+/// A key with its value before and after a commit (`None`: absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RecordEntry {
+    pub key: Vec<u8>,
+    pub before: Option<Vec<u8>>,
+    pub after: Option<Vec<u8>>,
+}
 
 /// Storage key of revision `r`'s entries (big-endian, so revisions scan in order).
 pub(crate) fn revision_key(r: u64) -> Vec<u8> {
@@ -38,59 +50,82 @@ pub(crate) fn decode_root(v: &[u8]) -> Result<Hash, DbError> {
         .map_err(|_| DbError::Corrupt("history root is not 32 bytes".into()))
 }
 
-/// Encodes a record: `uvarint(n) ‖ (uvarint(len) key ‖ 0 | 1 uvarint(len) value)*`.
+fn put_maybe(out: &mut Vec<u8>, v: Option<&Vec<u8>>) {
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            varint::put(out, v.len() as u64);
+            out.extend_from_slice(v);
+        }
+    }
+}
+
+/// Encodes a record: `uvarint(n) ‖ (uvarint(len) key ‖ maybe before ‖ maybe after)*`, where a
+/// maybe is `0`, or `1 ‖ uvarint(len) ‖ bytes`.
 pub(crate) fn encode_record<'a>(
-    entries: impl ExactSizeIterator<Item = (&'a Vec<u8>, Option<&'a Vec<u8>>)>,
+    entries: impl ExactSizeIterator<Item = (&'a Vec<u8>, Option<&'a Vec<u8>>, Option<&'a Vec<u8>>)>,
 ) -> Vec<u8> {
     let mut out = Vec::new();
     varint::put(&mut out, entries.len() as u64);
-    for (k, before) in entries {
+    for (k, before, after) in entries {
         varint::put(&mut out, k.len() as u64);
         out.extend_from_slice(k);
-        match before {
-            None => out.push(0),
-            Some(v) => {
-                out.push(1);
-                varint::put(&mut out, v.len() as u64);
-                out.extend_from_slice(v);
-            }
-        }
+        put_maybe(&mut out, before);
+        put_maybe(&mut out, after);
     }
     out
 }
 
-pub(crate) fn decode_record(mut buf: &[u8]) -> Result<Record, DbError> {
-    let corrupt = || DbError::Corrupt("undecodable history record".into());
-    let next_varint = |buf: &mut &[u8]| -> Result<usize, DbError> {
-        let (v, used) = varint::get(buf).ok_or_else(corrupt)?;
-        *buf = &buf[used..];
-        usize::try_from(v).map_err(|_| corrupt())
-    };
-    let take = |buf: &mut &[u8], n: usize| -> Result<Vec<u8>, DbError> {
-        if buf.len() < n {
-            return Err(corrupt());
+struct RecordReader<'a> {
+    buf: &'a [u8],
+}
+
+impl RecordReader<'_> {
+    fn corrupt() -> DbError {
+        DbError::Corrupt("undecodable history record".into())
+    }
+
+    fn varint(&mut self) -> Result<usize, DbError> {
+        let (v, used) = varint::get(self.buf).ok_or_else(Self::corrupt)?;
+        self.buf = &self.buf[used..];
+        usize::try_from(v).map_err(|_| Self::corrupt())
+    }
+
+    fn take(&mut self, n: usize) -> Result<Vec<u8>, DbError> {
+        if self.buf.len() < n {
+            return Err(Self::corrupt());
         }
-        let (head, tail) = buf.split_at(n);
-        *buf = tail;
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
         Ok(head.to_vec())
-    };
-    let n = next_varint(&mut buf)?;
+    }
+
+    fn maybe(&mut self) -> Result<Option<Vec<u8>>, DbError> {
+        match self.take(1)?.as_slice() {
+            [0] => Ok(None),
+            [1] => {
+                let len = self.varint()?;
+                Ok(Some(self.take(len)?))
+            }
+            _ => Err(Self::corrupt()),
+        }
+    }
+}
+
+pub(crate) fn decode_record(buf: &[u8]) -> Result<Record, DbError> {
+    let mut r = RecordReader { buf };
+    let n = r.varint()?;
     let mut record = Vec::with_capacity(n.min(1 << 16));
     for _ in 0..n {
-        let klen = next_varint(&mut buf)?;
-        let key = take(&mut buf, klen)?;
-        let before = match take(&mut buf, 1)?.as_slice() {
-            [0] => None,
-            [1] => {
-                let vlen = next_varint(&mut buf)?;
-                Some(take(&mut buf, vlen)?)
-            }
-            _ => return Err(corrupt()),
-        };
-        record.push((key, before));
+        let klen = r.varint()?;
+        let key = r.take(klen)?;
+        let before = r.maybe()?;
+        let after = r.maybe()?;
+        record.push(RecordEntry { key, before, after });
     }
-    if !buf.is_empty() {
-        return Err(corrupt());
+    if !r.buf.is_empty() {
+        return Err(RecordReader::corrupt());
     }
     Ok(record)
 }
@@ -102,8 +137,22 @@ pub(crate) fn revert_ops(
 ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     let mut ops = BTreeMap::new();
     for record in newest_first {
-        for (k, before) in record {
-            ops.insert(k, before);
+        for e in record {
+            ops.insert(e.key, e.before);
+        }
+    }
+    ops.into_iter().collect()
+}
+
+/// The operations that take a trie forward through the records given, oldest record first:
+/// each key gets its after-value from the newest record that touched it.
+pub(crate) fn replay_ops(
+    oldest_first: impl IntoIterator<Item = Record>,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut ops = BTreeMap::new();
+    for record in oldest_first {
+        for e in record {
+            ops.insert(e.key, e.after);
         }
     }
     ops.into_iter().collect()
@@ -113,17 +162,34 @@ pub(crate) fn revert_ops(
 mod tests {
     use super::*;
 
+    fn entry(k: &[u8], before: Option<&[u8]>, after: Option<&[u8]>) -> RecordEntry {
+        RecordEntry {
+            key: k.to_vec(),
+            before: before.map(<[u8]>::to_vec),
+            after: after.map(<[u8]>::to_vec),
+        }
+    }
+
     #[test]
-    fn record_round_trip_and_revert_takes_oldest_before() {
-        let a: Record = vec![(b"k".to_vec(), None), (b"z".to_vec(), Some(b"1".to_vec()))];
-        let bytes = encode_record(a.iter().map(|(k, v)| (k, v.as_ref())));
-        assert_eq!(decode_record(&bytes).expect("decodes"), a);
+    fn record_round_trip_revert_and_replay() {
+        let older: Record = vec![entry(b"k", None, Some(b"1")), entry(b"z", Some(b"1"), None)];
+        let bytes = encode_record(
+            older
+                .iter()
+                .map(|e| (&e.key, e.before.as_ref(), e.after.as_ref())),
+        );
+        assert_eq!(decode_record(&bytes).expect("decodes"), older);
         assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
-        let newer: Record = vec![(b"k".to_vec(), Some(b"new".to_vec()))];
-        let ops = revert_ops([newer, a]);
+        let newer: Record = vec![entry(b"k", Some(b"1"), Some(b"2"))];
+        let revert = revert_ops([newer.clone(), older.clone()]);
         assert_eq!(
-            ops,
+            revert,
             vec![(b"k".to_vec(), None), (b"z".to_vec(), Some(b"1".to_vec()))]
+        );
+        let replay = replay_ops([older, newer]);
+        assert_eq!(
+            replay,
+            vec![(b"k".to_vec(), Some(b"2".to_vec())), (b"z".to_vec(), None)]
         );
     }
 }

@@ -16,14 +16,16 @@
 //! - [`proto`] converts proofs to and from the classic `sync.proto` messages.
 //!
 //! Module map: [`key`] (bit strings and tokens) → [`node`] (ids and storage encoding) →
-//! `trie` (the builder shared by commits, history and verification) → `db` (storage layout,
-//! revisions) → `proof` (generation) and `verify` (verification).
+//! `trie` (the builder shared by commits, history and verification) → `persist` (storage
+//! layout, durable commits, node checkpoints) → `db` (revisions, views, commits) → `proof`
+//! (generation) and `verify` (verification).
 
 mod db;
 mod error;
 pub mod history;
 pub mod key;
 pub mod node;
+mod persist;
 mod proof;
 pub mod proto;
 mod source;

@@ -205,11 +205,12 @@ impl MerkleDb {
         self.with_change_span(start_root, end_root, |start_rev, end_rev, src| {
             let mut before: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
             for r in (start_rev + 1)..=end_rev {
-                for (k, v) in self.load_record(r)? {
+                for entry in self.load_record(r)? {
+                    let k = entry.key;
                     let in_range = start.is_none_or(|s| k.as_slice() >= s)
                         && end.is_none_or(|e| k.as_slice() <= e);
                     if let (true, Entry::Vacant(slot)) = (in_range, before.entry(k)) {
-                        slot.insert(v);
+                        slot.insert(entry.before);
                     }
                 }
             }

@@ -89,6 +89,30 @@ impl Changes {
     pub(crate) fn root_id(&self) -> Hash {
         self.root.as_ref().map_or(crate::node::EMPTY_ROOT, |r| r.id)
     }
+
+    /// Adds the changes `newer` made on top of these: each node and value keeps its first
+    /// `before` (relative to what these changes started from) and takes `newer`'s `after`.
+    pub(crate) fn absorb(&mut self, newer: Self) {
+        use std::collections::btree_map;
+        use std::collections::hash_map;
+        for (k, c) in newer.nodes {
+            match self.nodes.entry(k) {
+                hash_map::Entry::Occupied(mut e) => e.get_mut().after = c.after,
+                hash_map::Entry::Vacant(e) => {
+                    e.insert(c);
+                }
+            }
+        }
+        for (k, v) in newer.values {
+            match self.values.entry(k) {
+                btree_map::Entry::Occupied(mut e) => e.get_mut().after = v.after,
+                btree_map::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+            }
+        }
+        self.root = newer.root;
+    }
 }
 
 /// A revision seen as `base` with `changes` applied on top.

@@ -174,7 +174,7 @@ impl Inner {
                 // Branch nodes are on every path and read again and again; a new leaf is rarely
                 // read before it changes, so caching it would only evict branches.
                 Some(node) if !node.children.is_empty() => {
-                    self.cache.insert(key.clone(), node.clone())
+                    self.cache.insert(key.clone(), node.clone());
                 }
                 _ => {
                     self.cache.remove(key);

@@ -52,7 +52,14 @@ fn main() {
         inner: FjallStore::open(dir.path(), durability()).expect("open"),
         writing: Mutex::new((Duration::ZERO, 0)),
     });
-    let db = MerkleDb::open(store.clone(), Config::default()).expect("open");
+    let mut config = Config::default();
+    if let Some(n) = std::env::var("MAX_PENDING")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        config.max_pending_nodes = n;
+    }
+    let db = MerkleDb::open(store.clone(), config).expect("open");
     let t = Instant::now();
     let (mut building, mut committing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for chunk in pairs.chunks(10_000) {
@@ -69,6 +76,9 @@ fn main() {
         building += t1 - t0;
         committing += t1.elapsed();
     }
+    let t2 = Instant::now();
+    db.flush().expect("flush");
+    committing += t2.elapsed();
     let (writing, records) = *store.writing.lock().expect("lock");
     println!(
         "{n} keys in {:?}: building views {building:?}, committing {committing:?} of which store writes {writing:?} ({records} records)",

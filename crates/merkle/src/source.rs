@@ -95,6 +95,7 @@ impl Changes {
     pub(crate) fn absorb(&mut self, newer: Self) {
         use std::collections::btree_map;
         use std::collections::hash_map;
+        self.nodes.reserve(newer.nodes.len());
         for (k, c) in newer.nodes {
             match self.nodes.entry(k) {
                 hash_map::Entry::Occupied(mut e) => e.get_mut().after = c.after,

@@ -100,16 +100,31 @@ impl KvStore for FjallStore {
             Durability::Buffered => Some(PersistMode::Buffer),
         };
         let mut fj = self.db.batch().durability(mode);
-        let mut order: Vec<usize> = (0..batch.len()).collect();
         // Key order makes successive memtable inserts land next to each other (measured: the
         // skiplist search was the largest single cost of a commit). The sort is stable, so
-        // operations on one key keep their order.
+        // operations on one key keep their order; comparing an 8-byte prefix first avoids most
+        // full key comparisons.
         let entries = batch.entries();
-        order.sort_by(|&a, &b| {
-            let (ka, kb) = (batch.resolve(&entries[a]), batch.resolve(&entries[b]));
-            (ka.0.0, ka.1).cmp(&(kb.0.0, kb.1))
+        let mut order: Vec<(usize, u64, usize)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let (ks, key, _) = batch.resolve(e);
+                let mut prefix = [0u8; 8];
+                let n = key.len().min(8);
+                prefix[..n].copy_from_slice(&key[..n]);
+                (ks.0, u64::from_be_bytes(prefix), i)
+            })
+            .collect();
+        order.sort_by(|a, b| {
+            (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+                batch
+                    .resolve(&entries[a.2])
+                    .1
+                    .cmp(batch.resolve(&entries[b.2]).1)
+            })
         });
-        for i in order {
+        for (_, _, i) in order {
             let (ks, key, value) = batch.resolve(&entries[i]);
             let (_, handle) = keyspaces
                 .get(ks.0)

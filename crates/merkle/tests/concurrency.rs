@@ -12,7 +12,11 @@ use tributary_store::MemStore;
 
 #[test]
 fn readers_see_whole_revisions_during_commits() {
-    let config = Config { checkpoint_interval: 3, history_length: 64, ..Config::default() };
+    let config = Config {
+        checkpoint_interval: 3,
+        history_length: 64,
+        ..Config::default()
+    };
     let db = MerkleDb::open(Arc::new(MemStore::new()), config).expect("open");
     // Revision r sets every key k in 0..64 to [r, k]: a reader seeing two different r in one
     // revision would have seen half a commit.
@@ -26,12 +30,22 @@ fn readers_see_whole_revisions_during_commits() {
                     let mut checked = 0;
                     while !stop.load(Ordering::Relaxed) {
                         let root = db.root();
-                        let proof = db.range_proof(&root, None, None, 100).expect("proof at an observed root");
-                        proof.verify(None, None, &root, BranchFactor::Sixteen).expect("verifies");
+                        let proof = db
+                            .range_proof(&root, None, None, 100)
+                            .expect("proof at an observed root");
+                        proof
+                            .verify(None, None, &root, BranchFactor::Sixteen)
+                            .expect("verifies");
                         let revision = proof.key_values[0].1[0];
-                        assert!(proof.key_values.iter().all(|(_, v)| v[0] == revision), "a proof mixed revisions");
+                        assert!(
+                            proof.key_values.iter().all(|(_, v)| v[0] == revision),
+                            "a proof mixed revisions"
+                        );
                         let all = db.key_values(&root, None, None, 100).expect("scan");
-                        assert!(all.iter().all(|(_, v)| v[0] == all[0].1[0]), "a scan mixed revisions");
+                        assert!(
+                            all.iter().all(|(_, v)| v[0] == all[0].1[0]),
+                            "a scan mixed revisions"
+                        );
                         checked += 1;
                     }
                     checked

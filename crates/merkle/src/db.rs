@@ -239,7 +239,8 @@ impl MerkleDb {
     ///
     /// # Errors
     /// When the store fails, holds a trie of another branch factor, or is corrupt.
-    pub fn open(store: Arc<dyn KvStore>, config: Config) -> Result<Self, DbError> {
+    pub fn open(store: Arc<dyn KvStore>, mut config: Config) -> Result<Self, DbError> {
+        config.history_length = config.history_length.max(1);
         let ks = Spaces::open(store.as_ref())?;
         persist::check_branch_factor(store.as_ref(), &ks, config.branch_factor)?;
         let revision = persist::meta_revision(store.as_ref(), &ks, b"rev")?;

@@ -61,6 +61,29 @@ impl NodeSource for EmptySource {
     }
 }
 
+/// The part of `base` under one of its nodes, seen as a trie of its own whose root is that
+/// node (`None`: nothing there). Parallel builds give each group of keys the subtree they
+/// change; proof verification rebuilds in-range subtrees from the local ones.
+pub(crate) struct Subtree<'a> {
+    pub base: &'a dyn NodeSource,
+    pub root: Option<RootRef>,
+}
+
+impl NodeSource for Subtree<'_> {
+    fn root(&self) -> Option<RootRef> {
+        self.root.clone()
+    }
+    fn node(&self, key: &Key, has_value: bool) -> Result<Option<Arc<Node>>, DbError> {
+        self.base.node(key, has_value)
+    }
+    fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        self.base.value(key)
+    }
+    fn values_from(&self, start: &[u8]) -> ValueIter<'_> {
+        self.base.values_from(start)
+    }
+}
+
 /// A change to one node: where it was stored before (`None` if new) and what it became
 /// (`None` if deleted).
 #[derive(Clone, Debug)]

@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 use crate::error::DbError;
 use crate::key::Key;
 use crate::node::{Child, EMPTY_ROOT, Node, NodeValue};
-use crate::source::{Changes, NodeChange, NodeSource, RootRef, ValueChange};
+use crate::source::{Changes, NodeChange, NodeSource, RootRef, Subtree, ValueChange};
 
 struct Slot {
     before: Option<bool>,
@@ -436,27 +436,6 @@ fn all_below(root: &Key, ops: &Ops) -> bool {
         .all(|(k, _)| k.len() * 8 > root.bit_len() && Key::from_bytes(k).has_prefix(root))
 }
 
-/// The subtree of `source` under one child of its root, as a trie of its own.
-struct Subtree<'a> {
-    source: &'a dyn NodeSource,
-    root: Option<RootRef>,
-}
-
-impl NodeSource for Subtree<'_> {
-    fn root(&self) -> Option<RootRef> {
-        self.root.clone()
-    }
-    fn node(&self, key: &Key, has_value: bool) -> Result<Option<Arc<Node>>, DbError> {
-        self.source.node(key, has_value)
-    }
-    fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        self.source.value(key)
-    }
-    fn values_from(&self, start: &[u8]) -> crate::source::ValueIter<'_> {
-        self.source.values_from(start)
-    }
-}
-
 /// One group's result: the child index, the new subtree root, and its changes.
 type GroupResult = (u8, Option<RootRef>, Changes);
 
@@ -538,7 +517,7 @@ fn build_groups(
                 id: c.id,
             });
             let sub = Subtree {
-                source,
+                base: source,
                 root: sub_root,
             };
             let mut builder = TrieBuilder::new(&sub, tb);

@@ -31,7 +31,7 @@ use crate::error::ProofError;
 use crate::key::{BranchFactor, Key};
 use crate::node::{Child, EMPTY_ROOT, Hash, Node, NodeValue, value_digest};
 use crate::proof::{ChangeProof, ProofNode, RangeProof};
-use crate::source::{EmptySource, NodeSource, RootRef, ValueIter};
+use crate::source::{EmptySource, NodeSource, RootRef, Subtree};
 use crate::trie::TrieBuilder;
 
 /// The parts of a proof that verification looks at.
@@ -450,7 +450,7 @@ impl Rebuild<'_> {
     /// local subtree there with the changes under `prefix` applied; `None` if empty.
     fn subtree_id(&self, prefix: &Key) -> Result<Option<Hash>, ProofError> {
         let sub = Subtree {
-            local: self.local,
+            base: self.local,
             root: subtree_root(self.local, prefix, self.bf.token_bits())?,
         };
         let first = self.changes.partition_point(|(k, _)| *k < prefix.packed());
@@ -521,30 +521,5 @@ fn subtree_root(
             return Ok(None);
         }
         node = local.expect_node(&child_key, child.has_value)?;
-    }
-}
-
-/// The local subtree under a prefix, seen as a trie of its own.
-struct Subtree<'a> {
-    local: &'a dyn NodeSource,
-    root: Option<RootRef>,
-}
-
-impl NodeSource for Subtree<'_> {
-    fn root(&self) -> Option<RootRef> {
-        self.root.clone()
-    }
-    fn node(
-        &self,
-        key: &Key,
-        has_value: bool,
-    ) -> Result<Option<std::sync::Arc<Node>>, crate::DbError> {
-        self.local.node(key, has_value)
-    }
-    fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, crate::DbError> {
-        self.local.value(key)
-    }
-    fn values_from(&self, start: &[u8]) -> ValueIter<'_> {
-        self.local.values_from(start)
     }
 }

@@ -62,7 +62,11 @@ fn main() {
     let db = MerkleDb::open(store.clone(), config).expect("open");
     let t = Instant::now();
     let (mut building, mut committing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-    for chunk in pairs.chunks(10_000) {
+    let batch: usize = std::env::var("BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    for chunk in pairs.chunks(batch) {
         let t0 = std::time::Instant::now();
         let view = db
             .view(

@@ -416,19 +416,52 @@ pub(crate) fn build(
     ops: Ops,
 ) -> Result<Changes, DbError> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let root = source.root();
-    match root {
-        Some(root)
-            if threads > 1 && ops.len() >= PARALLEL_MIN_OPS && all_below(&root.key, &ops) =>
-        {
-            build_parallel(source, token_bits, ops, &root, threads)
+    let big = threads > 1 && ops.len() >= PARALLEL_MIN_OPS;
+    match source.root() {
+        Some(root) if big && all_below(&root.key, &ops) => {
+            let node = (*source.expect_node(&root.key, root.has_value)?).clone();
+            build_parallel(source, token_bits, ops, node, Some(root.has_value), threads)
         }
+        None if big => build_from_empty(source, token_bits, ops, threads),
         _ => {
             let mut builder = TrieBuilder::new(source, token_bits);
             builder.apply(ops)?;
             builder.finish()
         }
     }
+}
+
+/// A parallel build into an empty trie: the root will sit at the longest common prefix of the
+/// keys put (deletes change nothing), so the build starts from a new node there.
+fn build_from_empty(
+    source: &dyn NodeSource,
+    tb: usize,
+    ops: Ops,
+    threads: usize,
+) -> Result<Changes, DbError> {
+    let mut puts: Ops = ops.into_iter().filter(|(_, v)| v.is_some()).collect();
+    let (Some(first), Some(last)) = (puts.first(), puts.last()) else {
+        return Ok(Changes::default());
+    };
+    let (first, last) = (Key::from_bytes(&first.0), Key::from_bytes(&last.0));
+    // Keys are sorted, so the first and last share the prefix all of them share.
+    let mut root = Node::new(first.take(Key::common_prefix_bits(&first, &last, 0, tb)));
+    let mut root_value = None;
+    if first == root.key {
+        // The first key is the prefix itself: its value sits on the root.
+        let (k, v) = puts.remove(0);
+        root.value = v.clone().map_or(NodeValue::None, NodeValue::Value);
+        root_value = Some((
+            k,
+            ValueChange {
+                before: None,
+                after: v,
+            },
+        ));
+    }
+    let mut changes = build_parallel(source, tb, puts, root, None, threads)?;
+    changes.values.extend(root_value);
+    Ok(changes)
 }
 
 fn all_below(root: &Key, ops: &Ops) -> bool {
@@ -443,13 +476,14 @@ fn build_parallel(
     source: &dyn NodeSource,
     tb: usize,
     ops: Ops,
-    root: &RootRef,
+    root_node: Node,
+    root_before: Option<bool>,
     threads: usize,
 ) -> Result<Changes, DbError> {
-    let root_node = source.expect_node(&root.key, root.has_value)?;
+    let root_bits = root_node.key.bit_len();
     let mut groups: Vec<(u8, Ops)> = Vec::new();
     for op in ops {
-        let index = Key::from_bytes(&op.0).token(root.key.bit_len(), tb);
+        let index = Key::from_bytes(&op.0).token(root_bits, tb);
         match groups.last_mut() {
             Some((i, group)) if *i == index => group.push(op),
             _ => groups.push((index, vec![op])),
@@ -479,7 +513,7 @@ fn build_parallel(
             .collect()
     });
     let mut merged = Changes::default();
-    let mut new_root = (*root_node).clone();
+    let mut new_root = root_node;
     for result in results {
         for (index, sub_root, changes) in result? {
             merged.nodes.extend(changes.nodes);
@@ -489,7 +523,7 @@ fn build_parallel(
                 Some(r) => new_root.set_child(
                     index,
                     Child {
-                        compressed: r.key.skip(root.key.bit_len() + tb),
+                        compressed: r.key.skip(root_bits + tb),
                         id: r.id,
                         has_value: r.has_value,
                         dirty: false,
@@ -498,7 +532,7 @@ fn build_parallel(
             }
         }
     }
-    merged.root = finish_root(&mut merged, source, tb, new_root)?;
+    merged.root = finish_root(&mut merged, source, tb, new_root, root_before)?;
     Ok(merged)
 }
 
@@ -534,8 +568,8 @@ fn finish_root(
     source: &dyn NodeSource,
     tb: usize,
     root: Node,
+    before: Option<bool>,
 ) -> Result<Option<RootRef>, DbError> {
-    let before = Some(root.has_value());
     if root.has_value() || root.children.len() > 1 {
         let id = root.id();
         let root_ref = RootRef {
@@ -666,12 +700,46 @@ mod tests {
                     let seq = seq.finish()?;
                     let root = src.root().expect("non-empty base");
                     if all_below(&root.key, &ops) {
-                        let par = build_parallel(src, tb, ops.clone(), &root, 2)?;
+                        let node = (*src.expect_node(&root.key, root.has_value)?).clone();
+                        let par =
+                            build_parallel(src, tb, ops.clone(), node, Some(root.has_value), 2)?;
                         assert_same(src, &seq, &par);
                     }
                     Ok(())
                 })
                 .expect("build");
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_build_from_empty_equals_sequential_build() {
+        let src = crate::source::EmptySource;
+        for bf in [
+            BranchFactor::Two,
+            BranchFactor::Sixteen,
+            BranchFactor::TwoFiftySix,
+        ] {
+            let tb = bf.token_bits();
+            for (round, prefix) in [vec![], vec![0xABu8], vec![0xAB, 0xC0]]
+                .into_iter()
+                .enumerate()
+            {
+                let mut rng = StdRng::seed_from_u64(round as u64);
+                let mut ops = random_ops(&mut rng, PARALLEL_MIN_OPS + 100, 0.2);
+                for (k, _) in &mut ops {
+                    k.splice(0..0, prefix.iter().copied());
+                }
+                if round == 2 {
+                    // A key equal to the common prefix puts a value on the root.
+                    ops.push((prefix.clone(), Some(b"root".to_vec())));
+                }
+                let ops = normalize_ops(ops);
+                let mut seq = TrieBuilder::new(&src, tb);
+                seq.apply(ops.clone()).expect("sequential");
+                let seq = seq.finish().expect("hash");
+                let par = build_from_empty(&src, tb, ops, 2).expect("parallel");
+                assert_same(&src, &seq, &par);
             }
         }
     }

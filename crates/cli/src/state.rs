@@ -97,6 +97,43 @@ pub struct Bounds {
 }
 
 #[derive(Args)]
+pub struct ProofOutput {
+    /// Most key-values (or key changes) in the proof, 1 to 2048.
+    #[arg(long, default_value_t = DEFAULT_PROOF_LIMIT)]
+    limit: usize,
+    /// Write the proof here instead of stdout.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+impl ProofOutput {
+    fn limit(&self) -> Result<usize> {
+        ensure!(
+            (1..=DEFAULT_PROOF_LIMIT).contains(&self.limit),
+            "--limit must be between 1 and {DEFAULT_PROOF_LIMIT}"
+        );
+        Ok(self.limit)
+    }
+
+    fn write(&self, bytes: &[u8]) -> Result<()> {
+        match &self.out {
+            Some(path) => {
+                fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+            }
+            None => {
+                let mut stdout = io::stdout().lock();
+                ensure!(
+                    !stdout.is_terminal(),
+                    "refusing to write a binary proof to a terminal: redirect stdout or use --out"
+                );
+                stdout.write_all(bytes)?;
+                Ok(stdout.flush()?)
+            }
+        }
+    }
+}
+
+#[derive(Args)]
 pub struct RangeProofArgs {
     #[command(flatten)]
     db: DbArg,
@@ -105,12 +142,8 @@ pub struct RangeProofArgs {
     root: Option<String>,
     #[command(flatten)]
     bounds: Bounds,
-    /// Most key-values in the proof.
-    #[arg(long, default_value_t = DEFAULT_PROOF_LIMIT)]
-    limit: usize,
-    /// Write the proof here instead of stdout.
-    #[arg(long, short)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    output: ProofOutput,
 }
 
 #[derive(Args)]
@@ -139,12 +172,8 @@ pub struct ChangeProofArgs {
     to_root: String,
     #[command(flatten)]
     bounds: Bounds,
-    /// Most key changes in the proof.
-    #[arg(long, default_value_t = DEFAULT_PROOF_LIMIT)]
-    limit: usize,
-    /// Write the proof here instead of stdout.
-    #[arg(long, short)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    output: ProofOutput,
 }
 
 #[derive(Args)]
@@ -325,21 +354,6 @@ fn import(args: &ImportArgs) -> Result<()> {
     print_root(root)
 }
 
-fn write_proof(out: Option<&Path>, bytes: &[u8]) -> Result<()> {
-    match out {
-        Some(path) => fs::write(path, bytes).with_context(|| format!("writing {}", path.display())),
-        None => {
-            let mut stdout = io::stdout().lock();
-            ensure!(
-                !stdout.is_terminal(),
-                "refusing to write a binary proof to a terminal: redirect stdout or use --out"
-            );
-            stdout.write_all(bytes)?;
-            Ok(stdout.flush()?)
-        }
-    }
-}
-
 fn read_proof_file(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     fs::File::open(path)
@@ -350,10 +364,7 @@ fn read_proof_file(path: &Path) -> Result<Vec<u8>> {
 
 fn range_proof(args: &RangeProofArgs) -> Result<()> {
     let (start, end) = bounds(&args.bounds)?;
-    ensure!(
-        (1..=DEFAULT_PROOF_LIMIT).contains(&args.limit),
-        "--limit must be between 1 and {DEFAULT_PROOF_LIMIT}"
-    );
+    let limit = args.output.limit()?;
     let db = open_existing(&args.db)?;
     let root = match &args.root {
         Some(r) => parse_root("--root", r)?,
@@ -364,8 +375,8 @@ fn range_proof(args: &RangeProofArgs) -> Result<()> {
         "the trie at root {} is empty: there is nothing to prove",
         to_hex(&root)
     );
-    let proof = db.range_proof(&root, start.as_deref(), end.as_deref(), args.limit)?;
-    write_proof(args.out.as_deref(), &proof.to_bytes())
+    let proof = db.range_proof(&root, start.as_deref(), end.as_deref(), limit)?;
+    args.output.write(&proof.to_bytes())
 }
 
 fn verify_range_proof(args: &VerifyRangeArgs) -> Result<()> {
@@ -387,15 +398,12 @@ fn verify_range_proof(args: &VerifyRangeArgs) -> Result<()> {
 
 fn change_proof(args: &ChangeProofArgs) -> Result<()> {
     let (start, end) = bounds(&args.bounds)?;
-    ensure!(
-        (1..=DEFAULT_PROOF_LIMIT).contains(&args.limit),
-        "--limit must be between 1 and {DEFAULT_PROOF_LIMIT}"
-    );
+    let limit = args.output.limit()?;
     let from = parse_root("--from-root", &args.from_root)?;
     let to = parse_root("--to-root", &args.to_root)?;
     let db = open_existing(&args.db)?;
-    let proof = db.change_proof(&from, &to, start.as_deref(), end.as_deref(), args.limit)?;
-    write_proof(args.out.as_deref(), &proof.to_bytes())
+    let proof = db.change_proof(&from, &to, start.as_deref(), end.as_deref(), limit)?;
+    args.output.write(&proof.to_bytes())
 }
 
 fn verify_change_proof(args: &VerifyChangeArgs) -> Result<()> {

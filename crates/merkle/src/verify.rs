@@ -25,6 +25,7 @@
 //! claim is true (up to SHA-256 collisions).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::db::{MAX_KEY_LEN, MerkleDb};
 use crate::error::ProofError;
@@ -316,64 +317,97 @@ impl Rebuild<'_> {
     }
 
     /// The end root: proof nodes hashed deepest first, each from its children's ids.
+    ///
+    /// Each proof node is linked to its nearest proof ancestor once (a prefix stack over the
+    /// nodes in key order), and only child indices that hold something — a proof child, a
+    /// deeper proof node, a local subtree or a change — are visited, so the cost is linear in
+    /// the proof and the range's changes, whatever the branch factor.
     fn root(&self, start_proof: &[ProofNode], end_proof: &[ProofNode]) -> Result<Hash, ProofError> {
         let mut nodes: Vec<&ProofNode> = start_proof.iter().chain(end_proof).collect();
-        nodes.sort_by(|a, b| {
-            a.key
-                .bit_len()
-                .cmp(&b.key.bit_len())
-                .then_with(|| a.key.cmp(&b.key))
-        });
+        nodes.sort_by(|a, b| a.key.cmp(&b.key));
         nodes.dedup_by(|a, b| a.key == b.key && a == b);
         if nodes.windows(2).any(|w| w[0].key == w[1].key) {
             return Err(ProofError::ConflictingProofNodes);
         }
-        let Some(top) = nodes.first() else {
-            return Ok(EMPTY_ROOT);
+        // Keys sort prefixes first, so each node's nearest proof ancestor is on the stack.
+        let mut kids: HashMap<&Key, Vec<&ProofNode>> = HashMap::with_capacity(nodes.len());
+        let mut stack: Vec<&ProofNode> = Vec::new();
+        let mut tops = Vec::new();
+        for &node in &nodes {
+            while stack.last().is_some_and(|s| !node.key.has_prefix(&s.key)) {
+                stack.pop();
+            }
+            match stack.last() {
+                Some(parent) => kids.entry(&parent.key).or_default().push(node),
+                None => tops.push(node),
+            }
+            stack.push(node);
+        }
+        let [top] = tops.as_slice() else {
+            return if tops.is_empty() {
+                Ok(EMPTY_ROOT)
+            } else {
+                Err(ProofError::ConflictingProofNodes)
+            };
         };
-        if nodes.iter().any(|n| !n.key.has_prefix(&top.key)) {
-            return Err(ProofError::ConflictingProofNodes);
-        }
         self.check_gap(None, Some(&top.key))?;
+        nodes.sort_by_key(|n| std::cmp::Reverse(n.key.bit_len()));
         let mut ids: HashMap<&Key, Hash> = HashMap::with_capacity(nodes.len());
-        let mut used = vec![false; nodes.len()];
-        used[0] = true;
-        for at in (0..nodes.len()).rev() {
-            let id = self.node_id(nodes[at], &nodes[at + 1..], &ids, &mut used[at + 1..])?;
-            ids.insert(&nodes[at].key, id);
-        }
-        if used.iter().any(|u| !u) {
-            return Err(ProofError::ConflictingProofNodes);
+        for node in nodes {
+            let id = self.node_id(
+                node,
+                kids.get(&node.key).map_or(&[][..], Vec::as_slice),
+                &ids,
+            )?;
+            ids.insert(&node.key, id);
         }
         Ok(ids.get(&top.key).copied().unwrap_or(EMPTY_ROOT))
     }
 
-    /// The id of one proof node; `deeper` are the longer proof nodes, whose ids are in `ids`.
+    /// The id of one proof node, given its proof children (`kids`, already in `ids`).
     fn node_id(
         &self,
         node: &ProofNode,
-        deeper: &[&ProofNode],
+        kids: &[&ProofNode],
         ids: &HashMap<&Key, Hash>,
-        used: &mut [bool],
     ) -> Result<Hash, ProofError> {
         let tb = self.bf.token_bits();
+        let bits = node.key.bit_len();
+        let local = LocalChildren::at(self.local, &node.key, tb)?;
+        let mut indices: Vec<u8> = node.children.keys().copied().collect();
+        indices.extend(kids.iter().map(|k| k.key.token(bits, tb)));
+        indices.extend(local.indices(bits, tb));
+        let first = self
+            .changes
+            .partition_point(|(k, _)| *k < node.key.packed());
+        for (k, _) in &self.changes[first..] {
+            let key = Key::from_bytes(k);
+            if !key.has_prefix(&node.key) {
+                break;
+            }
+            if key.bit_len() > bits {
+                indices.push(key.token(bits, tb));
+            }
+        }
+        indices.sort_unstable();
+        indices.dedup();
         let mut out = Node::new(node.key.clone());
         out.value = node
             .value_or_hash
             .clone()
             .map_or(NodeValue::None, NodeValue::Digest);
-        for index in 0..=u8::try_from(self.bf.arity() - 1).unwrap_or(u8::MAX) {
+        for index in indices {
             let prefix = node.key.extend(index, tb, &Key::default());
-            let below = deeper.iter().position(|d| d.key.has_prefix(&prefix));
-            let id = if let Some(pos) = below {
-                used[pos] = true;
-                let child = deeper[pos];
-                self.check_gap(Some(&prefix), Some(&child.key))?;
-                ids.get(&child.key).copied()
-            } else {
-                match self.span(&prefix) {
+            let mut below = kids.iter().filter(|k| k.key.has_prefix(&prefix));
+            let id = match (below.next(), below.next()) {
+                (Some(_), Some(_)) => return Err(ProofError::ConflictingProofNodes),
+                (Some(kid), None) => {
+                    self.check_gap(Some(&prefix), Some(&kid.key))?;
+                    ids.get(&kid.key).copied()
+                }
+                (None, _) => match self.span(&prefix) {
                     Span::Outside => node.children.get(&index).copied(),
-                    Span::Inside => self.subtree_id(&prefix)?,
+                    Span::Inside => self.subtree_id(&prefix, local.under(index, &node.key, tb))?,
                     Span::Straddles => {
                         // The proof shows no node here, so the end trie has nothing under this
                         // prefix: neither may the range.
@@ -383,7 +417,7 @@ impl Rebuild<'_> {
                         }
                         None
                     }
-                }
+                },
             };
             if let Some(id) = id {
                 out.set_child(
@@ -447,12 +481,8 @@ impl Rebuild<'_> {
     }
 
     /// The id of the end trie's subtree under `prefix`, which lies wholly inside the range: the
-    /// local subtree there with the changes under `prefix` applied; `None` if empty.
-    fn subtree_id(&self, prefix: &Key) -> Result<Option<Hash>, ProofError> {
-        let sub = Subtree {
-            base: self.local,
-            root: subtree_root(self.local, prefix, self.bf.token_bits())?,
-        };
+    /// local subtree there (`local`) with the changes under `prefix` applied; `None` if empty.
+    fn subtree_id(&self, prefix: &Key, local: Option<RootRef>) -> Result<Option<Hash>, ProofError> {
         let first = self.changes.partition_point(|(k, _)| *k < prefix.packed());
         let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.changes[first..]
             .iter()
@@ -460,11 +490,55 @@ impl Rebuild<'_> {
             .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
             .collect();
         if ops.is_empty() {
-            return Ok(sub.root.map(|r| r.id));
+            return Ok(local.map(|r| r.id));
         }
+        let sub = Subtree {
+            base: self.local,
+            root: local,
+        };
         let mut builder = TrieBuilder::new(&sub, self.bf.token_bits());
         builder.apply(ops)?;
         Ok(builder.hash()?.map(|r| r.id))
+    }
+}
+
+/// The local trie's content under one proof node's key: nothing, one subtree whose root lies
+/// deeper (a compressed edge), or a node exactly there with its children.
+enum LocalChildren {
+    None,
+    Deeper(RootRef),
+    At(Arc<Node>),
+}
+
+impl LocalChildren {
+    fn at(local: &dyn NodeSource, key: &Key, tb: usize) -> Result<Self, ProofError> {
+        Ok(match subtree_root(local, key, tb)? {
+            None => Self::None,
+            Some(r) if r.key == *key => Self::At(local.expect_node(&r.key, r.has_value)?),
+            Some(r) => Self::Deeper(r),
+        })
+    }
+
+    /// Child indices (tokens after `bits` bits) under which the local trie has keys.
+    fn indices(&self, bits: usize, tb: usize) -> Vec<u8> {
+        match self {
+            Self::None => Vec::new(),
+            Self::Deeper(r) => vec![r.key.token(bits, tb)],
+            Self::At(n) => n.children.iter().map(|(i, _)| *i).collect(),
+        }
+    }
+
+    /// The local subtree under child `index` of the node at `key`.
+    fn under(&self, index: u8, key: &Key, tb: usize) -> Option<RootRef> {
+        match self {
+            Self::None => None,
+            Self::Deeper(r) => (r.key.token(key.bit_len(), tb) == index).then(|| r.clone()),
+            Self::At(n) => n.child(index).map(|c| RootRef {
+                key: key.extend(index, tb, &c.compressed),
+                has_value: c.has_value,
+                id: c.id,
+            }),
+        }
     }
 }
 
@@ -521,5 +595,40 @@ fn subtree_root(
             return Ok(None);
         }
         node = local.expect_node(&child_key, child.has_value)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A long chain of proof nodes, each the prefix of the next, with every index of a
+    /// branch-factor-256 node to consider: refused, in time linear in the chain (the rebuild
+    /// once scanned all deeper nodes for each of the 256 indices of each node).
+    #[test]
+    fn long_adversarial_chain_is_refused() {
+        let key: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8).collect();
+        let chain: Vec<ProofNode> = (0..=key.len())
+            .map(|n| ProofNode {
+                key: Key::from_bytes(&key[..n]),
+                value_or_hash: None,
+                children: key
+                    .get(n)
+                    .map(|&b| (b, [7u8; 32]))
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+            })
+            .collect();
+        let proof = RangeProof {
+            start_proof: Vec::new(),
+            end_proof: chain,
+            key_values: Vec::new(),
+        };
+        let result = proof.verify(None, Some(&key), &[1; 32], BranchFactor::TwoFiftySix);
+        assert!(
+            matches!(result, Err(ProofError::InvalidProof { .. })),
+            "{result:?}"
+        );
     }
 }

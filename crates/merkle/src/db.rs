@@ -76,7 +76,10 @@ struct State {
     checkpoint: u64,
     /// The root of the checkpointed trie.
     checkpoint_root: Option<crate::source::RootRef>,
-    /// Node and value changes since the checkpoint; its root is the current root.
+    /// A checkpoint being written in the background, if any.
+    inflight: Option<Inflight>,
+    /// Node and value changes not yet written (on top of the in-flight checkpoint's); its root
+    /// is the current root.
     pending: Changes,
     /// Retained revisions and their roots, oldest first.
     roots: VecDeque<(u64, Hash)>,
@@ -86,6 +89,14 @@ impl State {
     fn root(&self) -> Hash {
         self.pending.root_id()
     }
+}
+
+/// A checkpoint being written by a background thread: the pending changes it froze and the
+/// revision they bring the store to. Readers see the store through them until it is finished.
+struct Inflight {
+    revision: u64,
+    changes: Arc<Changes>,
+    writer: std::thread::JoinHandle<Result<(), DbError>>,
 }
 
 /// A rebuilt historical revision, valid while the database is at `built_at`.
@@ -100,7 +111,7 @@ struct Inner {
     ks: Spaces,
     config: Config,
     state: RwLock<State>,
-    cache: Cache<Key, Arc<Node>>,
+    cache: Arc<Cache<Key, Arc<Node>>>,
     historical: Mutex<Option<Historical>>,
 }
 
@@ -137,50 +148,103 @@ impl Inner {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes the pending nodes; afterwards the store holds the current revision's trie.
+    /// Runs `f` on the current revision: the store, seen through the in-flight checkpoint's
+    /// changes and the pending ones.
+    fn with_current<T>(&self, state: &State, f: impl FnOnce(&dyn NodeSource) -> T) -> T {
+        let disk = self.disk(state);
+        match &state.inflight {
+            Some(inflight) => {
+                let frozen = Overlay {
+                    base: &disk,
+                    changes: &inflight.changes,
+                };
+                f(&Overlay {
+                    base: &frozen,
+                    changes: &state.pending,
+                })
+            }
+            None => f(&Overlay {
+                base: &disk,
+                changes: &state.pending,
+            }),
+        }
+    }
+
+    /// Writes every pending node now; afterwards the store holds the current revision's trie.
     fn checkpoint(&self, state: &mut State) -> Result<(), DbError> {
+        self.finish_inflight(state, true)?;
         if state.checkpoint == state.revision {
             return Ok(());
         }
-        let batch = persist::checkpoint_batch(&self.ks, state.revision, &state.pending);
-        // Readers are locked out, so the cache can take the new nodes beside the store write.
-        let written = std::thread::scope(|scope| {
-            scope.spawn(|| self.cache_checkpoint(&state.pending));
-            self.store.write(batch)
+        let changes = Arc::new(std::mem::take(&mut state.pending));
+        state.pending.root = changes.root.clone();
+        let written = write_checkpoint(
+            self.store.as_ref(),
+            &self.ks,
+            &self.cache,
+            state.revision,
+            &changes,
+        );
+        self.finish(state, state.revision, changes, written)
+    }
+
+    /// Starts writing the pending nodes on a background thread, unless a write is in flight.
+    fn start_checkpoint(&self, state: &mut State) {
+        if state.inflight.is_some() || state.checkpoint == state.revision {
+            return;
+        }
+        let changes = Arc::new(std::mem::take(&mut state.pending));
+        state.pending.root = changes.root.clone();
+        let (store, ks, cache) = (self.store.clone(), self.ks, self.cache.clone());
+        let (revision, frozen) = (state.revision, changes.clone());
+        let writer = std::thread::spawn(move || {
+            write_checkpoint(store.as_ref(), &ks, &cache, revision, &frozen)
         });
+        state.inflight = Some(Inflight {
+            revision,
+            changes,
+            writer,
+        });
+    }
+
+    /// Completes the in-flight checkpoint if it is done, or (with `wait`) once it is.
+    fn finish_inflight(&self, state: &mut State, wait: bool) -> Result<(), DbError> {
+        let Some(inflight) = state.inflight.take() else {
+            return Ok(());
+        };
+        if !wait && !inflight.writer.is_finished() {
+            state.inflight = Some(inflight);
+            return Ok(());
+        }
+        let written = inflight
+            .writer
+            .join()
+            .unwrap_or(Err(DbError::CheckpointWriterPanicked));
+        self.finish(state, inflight.revision, inflight.changes, written)
+    }
+
+    /// Records a checkpoint's outcome. On failure its changes go back under the pending ones,
+    /// so the next checkpoint writes them again.
+    fn finish(
+        &self,
+        state: &mut State,
+        revision: u64,
+        changes: Arc<Changes>,
+        written: Result<(), DbError>,
+    ) -> Result<(), DbError> {
         if let Err(e) = written {
             // The cache may hold nodes the store did not take: start it over.
             self.cache.clear();
-            return Err(e.into());
+            let mut merged = Arc::try_unwrap(changes).unwrap_or_else(|shared| (*shared).clone());
+            merged.absorb(std::mem::take(&mut state.pending));
+            state.pending = merged;
+            return Err(e);
         }
-        let root = state.pending.root.clone();
-        let done = std::mem::replace(
-            &mut state.pending,
-            Changes {
-                root: root.clone(),
-                ..Changes::default()
-            },
-        );
-        state.checkpoint = state.revision;
-        state.checkpoint_root = root;
+        state.checkpoint = revision;
+        state.checkpoint_root = changes.root.clone();
         // Freeing hundreds of thousands of nodes takes a while; nobody needs to wait for it.
-        std::thread::spawn(move || drop(done));
+        std::thread::spawn(move || drop(changes));
         Ok(())
-    }
-
-    fn cache_checkpoint(&self, pending: &Changes) {
-        for (key, change) in &pending.nodes {
-            match &change.after {
-                // Branch nodes are on every path and read again and again; a new leaf is rarely
-                // read before it changes, so caching it would only evict branches.
-                Some(node) if !node.children.is_empty() => {
-                    self.cache.insert(key.clone(), node.clone());
-                }
-                _ => {
-                    self.cache.remove(key);
-                }
-            }
-        }
     }
 
     /// Brings the checkpointed trie up to the last commit by replaying the records in between.
@@ -216,6 +280,7 @@ impl Drop for Inner {
                 revision: 0,
                 checkpoint: 0,
                 checkpoint_root: None,
+                inflight: None,
                 pending: Changes::default(),
                 roots: VecDeque::new(),
             },
@@ -223,6 +288,31 @@ impl Drop for Inner {
         // A failure here loses nothing: the records are durable and the next open replays them.
         let _ = self.checkpoint(&mut state);
     }
+}
+
+/// Writes `changes` as the checkpoint of `revision` and puts its branch nodes in the cache.
+///
+/// Safe beside readers: they look nodes up in `changes` before the cache or the store for as
+/// long as the checkpoint is unfinished.
+fn write_checkpoint(
+    store: &dyn KvStore,
+    ks: &Spaces,
+    cache: &Cache<Key, Arc<Node>>,
+    revision: u64,
+    changes: &Changes,
+) -> Result<(), DbError> {
+    store.write(persist::checkpoint_batch(ks, revision, changes))?;
+    for (key, change) in &changes.nodes {
+        match &change.after {
+            // Branch nodes are on every path and read again and again; a new leaf is rarely
+            // read before it changes, so caching it would only evict branches.
+            Some(node) if !node.children.is_empty() => cache.insert(key.clone(), node.clone()),
+            _ => {
+                cache.remove(key);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load_record(inner: &Inner, revision: u64) -> Result<Record, DbError> {
@@ -248,11 +338,12 @@ impl MerkleDb {
         let keep = config.history_length.max(1) as u64;
         let roots = persist::load_roots(store.as_ref(), &ks, revision, keep)?;
         let inner = Inner {
-            cache: Cache::new(config.node_cache_entries.max(16)),
+            cache: Arc::new(Cache::new(config.node_cache_entries.max(16))),
             state: RwLock::new(State {
                 revision,
                 checkpoint,
                 checkpoint_root: None,
+                inflight: None,
                 pending: Changes::default(),
                 roots,
             }),
@@ -388,12 +479,9 @@ impl MerkleDb {
     pub fn view(&self, ops: impl IntoIterator<Item = BatchOp>) -> Result<View, DbError> {
         let ops = normalize_ops(validate_ops(ops)?);
         let state = self.read_state();
-        let disk = self.inner.disk(&state);
-        let current = Overlay {
-            base: &disk,
-            changes: &state.pending,
-        };
-        let changes = build(&current, self.token_bits(), ops)?;
+        let changes = self
+            .inner
+            .with_current(&state, |current| build(current, self.token_bits(), ops))?;
         Ok(View {
             db: self.clone(),
             base_revision: state.revision,
@@ -415,11 +503,7 @@ impl MerkleDb {
         f: impl FnOnce(&dyn NodeSource) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
         let state = self.read_state();
-        let disk = self.inner.disk(&state);
-        f(&Overlay {
-            base: &disk,
-            changes: &state.pending,
-        })
+        self.inner.with_current(&state, f)
     }
 
     /// Runs `f` on the revision whose root is `root` (current or retained).
@@ -441,18 +525,15 @@ impl MerkleDb {
         revision: u64,
         f: impl FnOnce(&dyn NodeSource) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let disk = self.inner.disk(state);
-        let current = Overlay {
-            base: &disk,
-            changes: &state.pending,
-        };
-        if revision == state.revision {
-            return f(&current);
-        }
-        let changes = self.historical_changes(state, &current, revision)?;
-        f(&Overlay {
-            base: &current,
-            changes: &changes,
+        self.inner.with_current(state, |current| {
+            if revision == state.revision {
+                return f(current);
+            }
+            let changes = self.historical_changes(state, current, revision)?;
+            f(&Overlay {
+                base: current,
+                changes: &changes,
+            })
         })
     }
 
@@ -538,6 +619,11 @@ impl MerkleDb {
         }
         let revision = state.revision + 1;
         let keep = inner.config.history_length.max(1) as u64;
+        // This commit prunes record `revision - keep`; a reopen after a crash needs every
+        // record after the stored checkpoint, so the store must not lag further behind.
+        if revision - state.checkpoint > keep {
+            inner.checkpoint(&mut state)?;
+        }
         inner
             .store
             .write(persist::commit_batch(&inner.ks, revision, &changes, keep))?;
@@ -548,11 +634,22 @@ impl MerkleDb {
         while state.roots.len() > inner.config.history_length {
             state.roots.pop_front();
         }
-        // The records since the checkpoint must outlive it: checkpoint before pruning could
-        // remove one (a history of N keeps N records).
-        let due = (revision - state.checkpoint) >= inner.config.checkpoint_interval.clamp(1, keep);
-        if due || state.pending.nodes.len() >= inner.config.max_pending_nodes {
-            inner.checkpoint(&mut state)?;
+        inner.finish_inflight(&mut state, false)?;
+        let written = state
+            .inflight
+            .as_ref()
+            .map_or(state.checkpoint, |i| i.revision);
+        let due = revision - written >= inner.config.checkpoint_interval.max(1);
+        let full = state.pending.nodes.len() >= inner.config.max_pending_nodes;
+        if full
+            && state.inflight.is_some()
+            && state.pending.nodes.len() >= 2 * inner.config.max_pending_nodes
+        {
+            // Writing falls behind: wait rather than let pending nodes grow without bound.
+            inner.finish_inflight(&mut state, true)?;
+        }
+        if due || full {
+            inner.start_checkpoint(&mut state);
         }
         Ok(new_root)
     }

@@ -72,6 +72,9 @@ pub enum DbError {
         /// The limit.
         max: usize,
     },
+    /// The thread writing a checkpoint panicked (a bug); its nodes stay pending.
+    #[error("the checkpoint writer panicked")]
+    CheckpointWriterPanicked,
     /// A value longer than [`crate::MAX_VALUE_LEN`].
     #[error("value of {len} bytes exceeds the limit of {max}")]
     ValueTooLong {

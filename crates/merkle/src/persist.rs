@@ -37,6 +37,7 @@ use crate::source::{Changes, NodeSource, RootRef, ValueIter};
 use crate::varint;
 
 /// The keyspaces of the layout.
+#[derive(Clone, Copy)]
 pub(crate) struct Spaces {
     pub values: KeyspaceId,
     pub branches: KeyspaceId,

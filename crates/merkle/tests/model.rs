@@ -367,9 +367,11 @@ fn check_change_proof(
 
 fn run(bf: BranchFactor, seed: u64) -> Tally {
     let mut rng = StdRng::seed_from_u64(seed);
+    // Short checkpoint intervals put background checkpoints in flight under the proofs.
     let config = Config {
         branch_factor: bf,
         history_length: 16,
+        checkpoint_interval: 1 + seed % 5,
         ..Config::default()
     };
     let db = MerkleDb::open(Arc::new(MemStore::new()), config).expect("open");

@@ -111,7 +111,12 @@ const TEST_NAME: &str = "killed_commit_reopens_at_a_whole_revision";
 
 /// In the child: commit seeded batches forever, printing each root once its commit returned.
 fn child_main(dir: &Path, seed: u64) {
-    let db = MerkleDb::open_dir(dir, config(8), Durability::Sync).expect("child open");
+    // Checkpoints every other commit, so the kill often lands in a background write.
+    let cfg = Config {
+        checkpoint_interval: 2,
+        ..config(8)
+    };
+    let db = MerkleDb::open_dir(dir, cfg, Durability::Sync).expect("child open");
     for round in 0.. {
         let root = db.commit(batch(seed, round, 3000)).expect("child commit");
         println!("ROOT {}", tributary_merkle::to_hex(&root));

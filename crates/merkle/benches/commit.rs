@@ -2,7 +2,9 @@
 //! the same run. Not part of CI: `cargo bench -p tributary-merkle --bench commit`.
 //!
 //! Workload (issue #2): `BENCH_KEYS` (default 1,000,000) random 32-byte keys with 32-byte
-//! values, committed in batches of 10,000 and in one batch; then range proofs of 2,048 keys
+//! values, committed in batches of 10,000 and in one batch, `BENCH_RUNS` (default 3) times
+//! each, alternating the two stores, with every run and the medians printed; then range proofs
+//! of 2,048 keys
 //! generated (both) and verified (Tributary; firewood 0.3.1's `verify_range_proof` is a
 //! `todo!()`). Tributary fsyncs every commit (`Durability::Sync`) and its time includes the
 //! final write of pending trie nodes; firewood 0.3.1 never calls fsync. Prints keys/s and the
@@ -116,41 +118,47 @@ fn proofs(db: &MerkleDb, fw: &Db, n: usize) {
     );
 }
 
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 fn main() {
-    let n: usize = std::env::var("BENCH_KEYS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
-    let proof_count: usize = std::env::var("BENCH_PROOFS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    println!("merkledb commit benchmark: {n} random 32-byte keys, 32-byte values, seed {SEED:#x}");
+    let n: usize = std::env::var("BENCH_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let proof_count: usize = std::env::var("BENCH_PROOFS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
+    println!("merkledb commit benchmark: {n} random 32-byte keys, 32-byte values, seed {SEED:#x}, {runs} runs each (alternating)");
     let data = pairs(n);
     for batch in [10_000, n] {
-        let (ours, db, _dir) = tributary_load(&data, batch);
-        let (theirs, fw, _fwdir) = firewood_load(&data, batch);
-        assert_eq!(
-            tributary_merkle::to_hex(&db.root()),
-            tributary_merkle::to_hex(
-                &fw.root_hash()
-                    .expect("root")
-                    .as_ref()
-                    .try_into()
-                    .expect("32 bytes")
-            ),
-            "roots differ"
-        );
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            let (t_ours, db, _dir) = tributary_load(&data, batch);
+            let (t_theirs, fw, _fwdir) = firewood_load(&data, batch);
+            assert_eq!(
+                tributary_merkle::to_hex(&db.root()),
+                tributary_merkle::to_hex(&fw.root_hash().expect("root").as_ref().try_into().expect("32 bytes")),
+                "roots differ"
+            );
+            println!(
+                "  run {run}: batches of {batch:>9}: tributary {:>6.2}s | firewood {:>6.2}s | ratio {:.2}x",
+                t_ours.as_secs_f64(),
+                t_theirs.as_secs_f64(),
+                t_theirs.as_secs_f64() / t_ours.as_secs_f64()
+            );
+            if batch == 10_000 && run + 1 == runs {
+                proofs(&db, &fw, proof_count);
+            }
+            ours.push(t_ours);
+            theirs.push(t_theirs);
+        }
+        let (ours, theirs) = (median(ours), median(theirs));
         println!(
-            "batches of {batch:>9}: tributary {:>7.2}s {:>10.0} keys/s | firewood {:>7.2}s {:>10.0} keys/s | ratio {:.2}x",
+            "median, batches of {batch:>9}: tributary {:>6.2}s {:>9.0} keys/s | firewood {:>6.2}s {:>9.0} keys/s | ratio {:.2}x",
             ours.as_secs_f64(),
             rate(n, ours),
             theirs.as_secs_f64(),
             rate(n, theirs),
             theirs.as_secs_f64() / ours.as_secs_f64()
         );
-        if batch == 10_000 {
-            proofs(&db, &fw, proof_count);
-        }
     }
 }

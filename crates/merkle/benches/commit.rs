@@ -124,10 +124,22 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_KEYS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let proof_count: usize = std::env::var("BENCH_PROOFS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
-    println!("merkledb commit benchmark: {n} random 32-byte keys, 32-byte values, seed {SEED:#x}, {runs} runs each (alternating)");
+    let n: usize = std::env::var("BENCH_KEYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let proof_count: usize = std::env::var("BENCH_PROOFS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    println!(
+        "merkledb commit benchmark: {n} random 32-byte keys, 32-byte values, seed {SEED:#x}, {runs} runs each (alternating)"
+    );
     let data = pairs(n);
     for batch in [10_000, n] {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -136,7 +148,13 @@ fn main() {
             let (t_theirs, fw, _fwdir) = firewood_load(&data, batch);
             assert_eq!(
                 tributary_merkle::to_hex(&db.root()),
-                tributary_merkle::to_hex(&fw.root_hash().expect("root").as_ref().try_into().expect("32 bytes")),
+                tributary_merkle::to_hex(
+                    &fw.root_hash()
+                        .expect("root")
+                        .as_ref()
+                        .try_into()
+                        .expect("32 bytes")
+                ),
                 "roots differ"
             );
             println!(

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use crate::error::DbError;
 use crate::node::Hash;
+use crate::trie::{Op, Ops};
 use crate::varint;
 
 /// One commit's value changes, sorted by key.
@@ -132,29 +133,19 @@ pub(crate) fn decode_record(buf: &[u8]) -> Result<Record, DbError> {
 
 /// The operations that take the current trie back to the revision before the records given,
 /// newest record first: each key gets its before-value from the oldest record that touched it.
-pub(crate) fn revert_ops(
-    newest_first: impl IntoIterator<Item = Record>,
-) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    let mut ops = BTreeMap::new();
-    for record in newest_first {
-        for e in record {
-            ops.insert(e.key, e.before);
-        }
-    }
-    ops.into_iter().collect()
+pub(crate) fn revert_ops(newest_first: impl IntoIterator<Item = Record>) -> Ops {
+    last_wins(newest_first, |e| (e.key, e.before))
 }
 
 /// The operations that take a trie forward through the records given, oldest record first:
 /// each key gets its after-value from the newest record that touched it.
-pub(crate) fn replay_ops(
-    oldest_first: impl IntoIterator<Item = Record>,
-) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    let mut ops = BTreeMap::new();
-    for record in oldest_first {
-        for e in record {
-            ops.insert(e.key, e.after);
-        }
-    }
+pub(crate) fn replay_ops(oldest_first: impl IntoIterator<Item = Record>) -> Ops {
+    last_wins(oldest_first, |e| (e.key, e.after))
+}
+
+/// One operation per key, in key order: `pick`'s choice from the last record touching it.
+fn last_wins(records: impl IntoIterator<Item = Record>, pick: fn(RecordEntry) -> Op) -> Ops {
+    let ops: BTreeMap<_, _> = records.into_iter().flatten().map(pick).collect();
     ops.into_iter().collect()
 }
 

@@ -9,7 +9,7 @@
 //! - [`MerkleDb::view`] applies a batch to the current revision and yields the new root without
 //!   writing; [`View::commit`] makes it the next revision in one atomic write.
 //! - The last N revisions (default 300) serve reads and proofs by root; their history is
-//!   persisted ([`history`]), so it survives restarts.
+//!   persisted (module `history`), so it survives restarts.
 //! - [`MerkleDb::range_proof`] / [`RangeProof::verify`] and [`MerkleDb::change_proof`] /
 //!   [`MerkleDb::verify_change_proof`] produce and check proofs; every way a proof can be wrong
 //!   is its own [`ProofError`].
@@ -22,7 +22,7 @@
 
 mod db;
 mod error;
-pub mod history;
+mod history;
 pub mod key;
 pub mod node;
 mod persist;

@@ -401,8 +401,11 @@ impl<'s> TrieBuilder<'s> {
 /// cost more than they save).
 pub(crate) const PARALLEL_MIN_OPS: usize = 4096;
 
-/// Operations in key order, `None` deleting.
-pub(crate) type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+/// One operation: a key and its new value, `None` deleting.
+pub(crate) type Op = (Vec<u8>, Option<Vec<u8>>);
+
+/// Operations in key order.
+pub(crate) type Ops = Vec<Op>;
 
 /// Applies key-sorted, deduplicated `ops` to `source` and hashes the result.
 ///

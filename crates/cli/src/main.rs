@@ -3,6 +3,7 @@
 //! Errors are printed as one line on stderr (`error: …`) with exit status 1; usage errors exit
 //! with status 2 (clap's convention).
 
+mod chunk;
 mod state;
 
 use std::process::ExitCode;
@@ -22,12 +23,16 @@ enum Command {
     /// Work on a state database (an avalanchego-compatible Merkle trie) in a data directory.
     #[command(subcommand)]
     State(state::StateCommand),
+    /// Swarm-compatible chunks and file references.
+    #[command(subcommand)]
+    Chunk(chunk::ChunkCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::State(cmd) => state::run(cmd),
+        Command::Chunk(cmd) => chunk::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

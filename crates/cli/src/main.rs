@@ -4,6 +4,7 @@
 //! with status 2 (clap's convention).
 
 mod chunk;
+mod files;
 mod state;
 
 use std::process::ExitCode;
@@ -26,6 +27,10 @@ enum Command {
     /// Swarm-compatible chunks and file references.
     #[command(subcommand)]
     Chunk(chunk::ChunkCommand),
+    /// Store a file in a data directory's chunk store; print its reference.
+    Upload(files::UploadArgs),
+    /// Write a stored file back out, verifying every chunk.
+    Download(files::DownloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +38,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::State(cmd) => state::run(cmd),
         Command::Chunk(cmd) => chunk::run(cmd),
+        Command::Upload(args) => files::upload(&args),
+        Command::Download(args) => files::download(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

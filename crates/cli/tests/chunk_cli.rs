@@ -49,3 +49,78 @@ fn chunk_hash_prints_swarm_references() {
         "{err}"
     );
 }
+
+#[test]
+fn upload_download_round_trip_and_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("data");
+    let db = db.to_str().expect("utf-8");
+    let input = dir.path().join("in.bin");
+    let bytes: Vec<u8> = (0..600_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&input, &bytes).expect("write");
+    let up = tributary(&["upload", input.to_str().expect("utf-8"), "--db", db], b"");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let reference = String::from_utf8_lossy(&up.stdout).trim().to_owned();
+    let hashed = tributary(&["chunk", "hash", "-"], &bytes);
+    assert_eq!(
+        String::from_utf8_lossy(&hashed.stdout).trim(),
+        reference,
+        "upload and hash agree"
+    );
+    let again = tributary(&["upload", "-", "--db", db, "--json"], &bytes);
+    let json: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(json["reference"], reference.as_str());
+    assert_eq!(
+        json["chunks_stored"], 0,
+        "storing the same file twice stores nothing new"
+    );
+    let out = dir.path().join("out.bin");
+    let down = tributary(
+        &[
+            "download",
+            &reference,
+            "-o",
+            out.to_str().expect("utf-8"),
+            "--db",
+            db,
+        ],
+        b"",
+    );
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(
+        std::fs::read(&out).expect("read") == bytes,
+        "download returns the upload"
+    );
+    let missing = "11".repeat(32);
+    for (reference, needle) in [("abc", "64 hex"), (missing.as_str(), "missing")] {
+        let target = dir.path().join("nope.bin");
+        let failed = tributary(
+            &[
+                "download",
+                reference,
+                "-o",
+                target.to_str().expect("utf-8"),
+                "--db",
+                db,
+            ],
+            b"",
+        );
+        assert!(!failed.status.success());
+        let err = String::from_utf8_lossy(&failed.stderr);
+        assert!(err.contains(needle), "{err}");
+        assert!(
+            !target.exists() && !target.with_extension("partial").exists(),
+            "no partial output"
+        );
+    }
+}

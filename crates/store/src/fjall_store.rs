@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::{PoisonError, RwLock};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
 use crate::{Durability, KeyspaceId, KvIter, KvStore, StoreError, WriteBatch};
 
@@ -41,6 +41,32 @@ impl FjallStore {
         })
     }
 
+    fn open_keyspace(&self, name: &str, large_values: bool) -> Result<KeyspaceId, StoreError> {
+        let mut keyspaces = self
+            .keyspaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = keyspaces.iter().position(|(n, _)| n == name) {
+            return Ok(KeyspaceId(i));
+        }
+        if keyspaces.len() >= Self::MAX_KEYSPACES {
+            return Err(StoreError::TooManyKeyspaces {
+                max: Self::MAX_KEYSPACES,
+            });
+        }
+        let options = move || {
+            let options = KeyspaceCreateOptions::default();
+            if large_values {
+                options.with_kv_separation(Some(KvSeparationOptions::default()))
+            } else {
+                options
+            }
+        };
+        let handle = self.db.keyspace(name, options)?;
+        keyspaces.push((name.to_owned(), handle));
+        Ok(KeyspaceId(keyspaces.len() - 1))
+    }
+
     fn handle(&self, ks: KeyspaceId) -> Result<Keyspace, StoreError> {
         let keyspaces = self
             .keyspaces
@@ -55,21 +81,11 @@ impl FjallStore {
 
 impl KvStore for FjallStore {
     fn keyspace(&self, name: &str) -> Result<KeyspaceId, StoreError> {
-        let mut keyspaces = self
-            .keyspaces
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = keyspaces.iter().position(|(n, _)| n == name) {
-            return Ok(KeyspaceId(i));
-        }
-        if keyspaces.len() >= Self::MAX_KEYSPACES {
-            return Err(StoreError::TooManyKeyspaces {
-                max: Self::MAX_KEYSPACES,
-            });
-        }
-        let handle = self.db.keyspace(name, KeyspaceCreateOptions::default)?;
-        keyspaces.push((name.to_owned(), handle));
-        Ok(KeyspaceId(keyspaces.len() - 1))
+        self.open_keyspace(name, false)
+    }
+
+    fn keyspace_for_large_values(&self, name: &str) -> Result<KeyspaceId, StoreError> {
+        self.open_keyspace(name, true)
     }
 
     fn get(&self, ks: KeyspaceId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -153,6 +153,16 @@ pub trait KvStore: Send + Sync {
     /// When the engine fails or the keyspace cannot be created.
     fn keyspace(&self, name: &str) -> Result<KeyspaceId, StoreError>;
 
+    /// As [`KvStore::keyspace`], for a keyspace of large values (kilobytes, such as chunk
+    /// data): stores that can keep such values apart from the keys (fjall's key-value
+    /// separation) do, so compaction does not rewrite them.
+    ///
+    /// # Errors
+    /// As [`KvStore::keyspace`].
+    fn keyspace_for_large_values(&self, name: &str) -> Result<KeyspaceId, StoreError> {
+        self.keyspace(name)
+    }
+
     /// Reads the value of `key` in `ks`.
     ///
     /// # Errors

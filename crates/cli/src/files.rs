@@ -1,5 +1,5 @@
 //! `tributary upload` and `tributary download`: files into and out of a data directory's chunk
-//! store (the node's HTTP API route, `--api`, comes with the node runtime).
+//! store (`--db`), or through a running node's HTTP API (`--api`).
 //!
 //! Bins are relative to the node's overlay address; until a node has run on the directory,
 //! chunks are indexed relative to the zero address, and the node re-indexes them when it first
@@ -27,8 +27,16 @@ pub struct UploadArgs {
     /// The file to upload, or - for stdin.
     file: String,
     /// Data directory holding the chunk store (created if missing).
-    #[arg(long, value_name = "DIR")]
-    db: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "api",
+        conflicts_with = "api"
+    )]
+    db: Option<PathBuf>,
+    /// A running node's HTTP API to upload through.
+    #[arg(long, value_name = "HOST:PORT")]
+    api: Option<String>,
     /// Print a JSON object instead of the bare reference.
     #[arg(long)]
     json: bool,
@@ -42,8 +50,16 @@ pub struct DownloadArgs {
     #[arg(long, short, value_name = "FILE")]
     out: PathBuf,
     /// Data directory holding the chunk store.
-    #[arg(long, value_name = "DIR")]
-    db: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "api",
+        conflicts_with = "api"
+    )]
+    db: Option<PathBuf>,
+    /// A running node's HTTP API to download through.
+    #[arg(long, value_name = "HOST:PORT")]
+    api: Option<String>,
     /// Print a JSON object when done.
     #[arg(long)]
     json: bool,
@@ -55,24 +71,23 @@ fn open_store(dir: &Path) -> Result<ChunkStore> {
     ChunkStore::open(Arc::new(store), Address::default()).with_context(context)
 }
 
+fn open_input(file: &str) -> Result<(Box<dyn io::Read + Send>, Option<u64>)> {
+    if file == "-" {
+        return Ok((Box::new(io::stdin()), None));
+    }
+    let f = File::open(file).with_context(|| format!("opening {file}"))?;
+    let len = f.metadata().ok().map(|m| m.len());
+    Ok((Box::new(f), len))
+}
+
 pub fn upload(args: &UploadArgs) -> Result<()> {
-    fs::create_dir_all(&args.db).with_context(|| format!("creating {}", args.db.display()))?;
-    let store = open_store(&args.db)?;
-    let (reader, len): (Box<dyn io::Read>, Option<u64>) = if args.file == "-" {
-        (Box::new(io::stdin().lock()), None)
-    } else {
-        let f = File::open(&args.file).with_context(|| format!("opening {}", args.file))?;
-        let len = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), len)
-    };
+    let (reader, len) = open_input(&args.file)?;
     let bar = progress(len);
-    let mut splitter = Splitter::new(Batched::new(&store, UPLOAD_BATCH));
-    splitter
-        .write_from(bar.wrap_read(reader))
-        .with_context(|| format!("uploading {}", args.file))?;
-    let size = splitter.size();
-    let (reference, mut sink) = splitter.finish()?;
-    let stored = sink.flush()?;
+    let (reference, size, stored) = match (&args.db, &args.api) {
+        (_, Some(api)) => upload_via_api(api, bar.wrap_read(reader), len)?,
+        (Some(db), None) => upload_to_dir(db, bar.wrap_read(reader), &args.file)?,
+        (None, None) => anyhow::bail!("give --db DIR or --api HOST:PORT"),
+    };
     bar.finish_and_clear();
     if args.json {
         println!(
@@ -85,36 +100,139 @@ pub fn upload(args: &UploadArgs) -> Result<()> {
     Ok(())
 }
 
+fn upload_to_dir(
+    db: &Path,
+    reader: impl io::Read,
+    name: &str,
+) -> Result<(Address, u64, Option<u64>)> {
+    fs::create_dir_all(db).with_context(|| format!("creating {}", db.display()))?;
+    let store = open_store(db)?;
+    let mut splitter = Splitter::new(Batched::new(&store, UPLOAD_BATCH));
+    splitter
+        .write_from(reader)
+        .with_context(|| format!("uploading {name}"))?;
+    let size = splitter.size();
+    let (reference, mut sink) = splitter.finish()?;
+    let stored = sink.flush()?;
+    Ok((reference, size, Some(stored)))
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// The message of an API error response (`{"message", "code"}`), or its status.
+fn api_error(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Error {
+    let status = response.status();
+    let message = response
+        .body_mut()
+        .read_to_string()
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| status.to_string());
+    anyhow::anyhow!("the node answered {}: {message}", status.as_u16())
+}
+
+fn upload_via_api(
+    api: &str,
+    reader: impl io::Read + Send,
+    len: Option<u64>,
+) -> Result<(Address, u64, Option<u64>)> {
+    let mut request = agent().post(format!("http://{api}/bytes"));
+    if let Some(len) = len {
+        request = request.header("content-length", len.to_string());
+    }
+    let mut reader = reader;
+    let mut response = request
+        .send(ureq::SendBody::from_reader(&mut reader))
+        .with_context(|| format!("uploading through {api}"))?;
+    if response.status() != 201 {
+        return Err(api_error(response));
+    }
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .context("reading the node's answer")?;
+    let reply: serde_json::Value =
+        serde_json::from_str(&text).context("reading the node's answer")?;
+    let reference: Address = reply["reference"].as_str().unwrap_or_default().parse()?;
+    Ok((reference, len.unwrap_or_default(), None))
+}
+
 pub fn download(args: &DownloadArgs) -> Result<()> {
     let reference: Address = args.reference.parse()?;
-    ensure!(
-        args.db.join("store").is_dir(),
-        "no chunk store in {}",
-        args.db.display()
-    );
-    let store = open_store(&args.db)?;
-    let joiner = Joiner::new(&store, reference)?;
     // Write beside the target and rename at the end: a failed download leaves no partial file.
     let partial = args.out.with_extension("partial");
-    let bar = progress(Some(joiner.size()));
-    let result = (|| -> Result<()> {
-        let mut out = BufWriter::new(
-            File::create(&partial).with_context(|| format!("creating {}", partial.display()))?,
-        );
-        joiner.read_all(&mut bar.wrap_write(&mut out))?;
-        out.flush()?;
-        fs::rename(&partial, &args.out).with_context(|| format!("writing {}", args.out.display()))
-    })();
-    bar.finish_and_clear();
-    if result.is_err() {
-        let _ = fs::remove_file(&partial);
+    let result = match (&args.db, &args.api) {
+        (_, Some(api)) => download_via_api(api, reference, &partial),
+        (Some(db), None) => download_from_dir(db, reference, &partial),
+        (None, None) => Err(anyhow::anyhow!("give --db DIR or --api HOST:PORT")),
     }
-    result?;
+    .and_then(|size| {
+        fs::rename(&partial, &args.out)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        Ok(size)
+    });
+    let size = result.inspect_err(|_| {
+        let _ = fs::remove_file(&partial);
+    })?;
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "reference": reference.to_string(), "bytes": joiner.size(), "path": args.out })
+            serde_json::json!({ "reference": reference.to_string(), "bytes": size, "path": args.out })
         );
     }
     Ok(())
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>> {
+    Ok(BufWriter::new(
+        File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    ))
+}
+
+fn download_from_dir(db: &Path, reference: Address, partial: &Path) -> Result<u64> {
+    ensure!(
+        db.join("store").is_dir(),
+        "no chunk store in {}",
+        db.display()
+    );
+    let store = open_store(db)?;
+    let joiner = Joiner::new(&store, reference)?;
+    let bar = progress(Some(joiner.size()));
+    let mut out = create(partial)?;
+    joiner.read_all(&mut bar.wrap_write(&mut out))?;
+    out.flush()?;
+    bar.finish_and_clear();
+    Ok(joiner.size())
+}
+
+fn download_via_api(api: &str, reference: Address, partial: &Path) -> Result<u64> {
+    let mut response = agent()
+        .get(format!("http://{api}/bytes/{reference}"))
+        .call()
+        .with_context(|| format!("downloading through {api}"))?;
+    if response.status() != 200 {
+        return Err(api_error(response));
+    }
+    let len = response.body().content_length();
+    let bar = progress(len);
+    let mut out = create(partial)?;
+    let copied = io::copy(
+        &mut bar.wrap_read(response.body_mut().as_reader()),
+        &mut out,
+    )
+    .with_context(|| format!("downloading through {api}"))?;
+    out.flush()?;
+    bar.finish_and_clear();
+    ensure!(
+        len.is_none_or(|l| l == copied),
+        "the node sent {copied} of {} bytes",
+        len.unwrap_or_default()
+    );
+    Ok(copied)
 }

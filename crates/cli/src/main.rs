@@ -5,6 +5,7 @@
 
 mod chunk;
 mod files;
+mod node;
 mod state;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Upload(files::UploadArgs),
     /// Write a stored file back out, verifying every chunk.
     Download(files::DownloadArgs),
+    /// Run a node on a data directory (its HTTP API) until Ctrl-C.
+    Node(node::NodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Chunk(cmd) => chunk::run(cmd),
         Command::Upload(args) => files::upload(&args),
         Command::Download(args) => files::download(&args),
+        Command::Node(args) => node::node(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

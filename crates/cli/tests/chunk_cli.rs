@@ -124,3 +124,75 @@ fn upload_download_round_trip_and_errors() {
         );
     }
 }
+
+/// `tributary node` on 127.0.0.1 port 0, with upload and download through its API.
+#[test]
+fn upload_download_through_a_running_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("node");
+    let mut node = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args([
+            "node",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start node");
+    let info = data.join("node.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !info.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node did not write node.json"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&info).expect("read")).expect("json");
+    let api = json["api"].as_str().expect("api").to_owned();
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let up = tributary(&["upload", "-", "--api", &api], &bytes);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let reference = String::from_utf8_lossy(&up.stdout).trim().to_owned();
+    let out = dir.path().join("out.bin");
+    let down = tributary(
+        &[
+            "download",
+            &reference,
+            "-o",
+            out.to_str().expect("utf-8"),
+            "--api",
+            &api,
+        ],
+        b"",
+    );
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(std::fs::read(&out).expect("read") == bytes);
+    let missing = tributary(
+        &[
+            "download",
+            &"22".repeat(32),
+            "-o",
+            out.to_str().expect("utf-8"),
+            "--api",
+            &api,
+        ],
+        b"",
+    );
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    let _ = node.kill();
+    let _ = node.wait();
+}

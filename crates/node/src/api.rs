@@ -1,0 +1,306 @@
+//! The node's HTTP API, with bee's routes and error shape (`{"message", "code"}`):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /health` | `{"status": "ok"}` |
+//! | `POST /bytes` | stores the body as a file; `201 {"reference"}` |
+//! | `GET /bytes/{ref}` | streams the file; a single `Range: bytes=…` gives `206` |
+//! | `POST /chunks` | stores one chunk (span ‖ payload); `201 {"reference"}` |
+//! | `POST /chunks/{addr}` | the same, refused with `400` unless the chunk hashes to `addr` |
+//! | `GET /chunks/{addr}` | the chunk's wire data |
+//!
+//! Files stream in both directions: the request body feeds the splitter and the joiner feeds
+//! the response through bounded channels (at most 16 frames in flight), so memory does not grow
+//! with the file. Chunk store work runs on blocking threads, never on the async runtime.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tributary_chunk::bmt::CHUNK_SIZE;
+use tributary_chunk::file::{FileError, Joiner, Splitter};
+use tributary_chunk::store::{Batched, ChunkStore};
+use tributary_chunk::{Address, Chunk};
+
+/// Frames in flight between the HTTP body and the splitter or joiner.
+const FRAMES_IN_FLIGHT: usize = 16;
+/// Bytes per frame of a streamed file.
+const FRAME: usize = 64 * 1024;
+
+type Store = Arc<ChunkStore>;
+
+/// The API's routes over a chunk store.
+pub fn router(store: Store) -> Router {
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/bytes",
+            post(post_bytes).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/bytes/{reference}", get(get_bytes))
+        .route(
+            "/chunks",
+            post(post_chunk).layer(DefaultBodyLimit::max(8 + CHUNK_SIZE)),
+        )
+        .route(
+            "/chunks/{address}",
+            post(post_chunk_at)
+                .get(get_chunk)
+                .layer(DefaultBodyLimit::max(8 + CHUNK_SIZE)),
+        )
+        .with_state(store)
+}
+
+/// An error answer: its status, and a message naming what is wrong.
+#[derive(Debug)]
+struct ApiError {
+    code: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "message": self.message, "code": self.code.as_u16() });
+        (self.code, axum::Json(body)).into_response()
+    }
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        code,
+        message: message.into(),
+    }
+}
+
+fn parse_address(text: &str) -> Result<Address, ApiError> {
+    text.parse()
+        .map_err(|e: tributary_chunk::ChunkError| error(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn file_error(e: &FileError) -> ApiError {
+    match e {
+        FileError::Missing(address) => {
+            error(StatusCode::NOT_FOUND, format!("chunk {address} not found"))
+        }
+        FileError::Io(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn post_bytes(State(store): State<Store>, body: Body) -> Result<Response, ApiError> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(FRAMES_IN_FLIGHT);
+    let split = tokio::task::spawn_blocking(move || -> Result<Address, FileError> {
+        let mut splitter = Splitter::new(Batched::new(&store, 512));
+        while let Some(frame) = rx.blocking_recv() {
+            splitter.write(&frame)?;
+        }
+        let (reference, mut sink) = splitter.finish()?;
+        sink.flush().map_err(|e| FileError::Store(Box::new(e)))?;
+        Ok(reference)
+    });
+    let mut frames = body.into_data_stream();
+    while let Some(frame) = frames.next().await {
+        let frame = frame.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request body: {e}"),
+            )
+        })?;
+        if tx.send(frame).await.is_err() {
+            break; // the splitter stopped: its error is reported below
+        }
+    }
+    drop(tx);
+    let reference = split
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| file_error(&e))?;
+    Ok(created(reference))
+}
+
+fn created(reference: Address) -> Response {
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({ "reference": reference.to_string() })),
+    )
+        .into_response()
+}
+
+/// Parses a single `Range: bytes=…` against a file of `size` bytes into `start..end`.
+/// `Ok(None)`: no range (or several, which may be ignored); `Err`: unsatisfiable.
+fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let spec = value
+        .to_str()
+        .map_err(|_| ())?
+        .trim()
+        .strip_prefix("bytes=")
+        .ok_or(())?;
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (first, last) = spec.split_once('-').ok_or(())?;
+    let range = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| ())?;
+            (size.saturating_sub(n), size)
+        }
+        (a, "") => (a.parse().map_err(|_| ())?, size),
+        (a, b) => {
+            let (a, b): (u64, u64) = (a.parse().map_err(|_| ())?, b.parse().map_err(|_| ())?);
+            (a, b.saturating_add(1).min(size))
+        }
+    };
+    if range.0 >= range.1 || range.0 >= size {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+/// Writes into a bounded channel of response frames (blocking while the client is slow).
+struct FrameWriter(mpsc::Sender<Result<Bytes, io::Error>>);
+
+impl Write for FrameWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn get_bytes(
+    State(store): State<Store>,
+    Path(reference): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let reference = parse_address(&reference)?;
+    let probe = store.clone();
+    let size = blocking(move || Joiner::new(&*probe, reference).map(|j| j.size()))
+        .await?
+        .map_err(|e| file_error(&e))?;
+    let Ok(range) = parse_range(&headers, size) else {
+        let mut response = error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            format!("the file has {size} bytes"),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        return Ok(response);
+    };
+    let (start, end) = range.unwrap_or((0, size));
+    let (tx, rx) = mpsc::channel(FRAMES_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let failed = tx.clone();
+        let result = Joiner::new(&*store, reference).and_then(|joiner| {
+            let mut out = io::BufWriter::with_capacity(FRAME, FrameWriter(tx));
+            joiner.read_range(start, end, &mut out)?;
+            Ok(out.flush()?)
+        });
+        if let Err(e) = result {
+            // Headers are gone already: end the body with an error, so the client sees a
+            // truncated response rather than a short file.
+            let _ = failed.blocking_send(Err(io::Error::other(e.to_string())));
+        }
+    });
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    let mut response = Response::new(Body::from_stream(frames));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
+}
+
+async fn store_chunk(
+    store: Store,
+    data: Bytes,
+    expected: Option<Address>,
+) -> Result<Response, ApiError> {
+    let chunk = Chunk::from_wire(data.to_vec())
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if let Some(expected) = expected
+        && expected != chunk.address()
+    {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "chunk content hashes to {}, not to {expected}",
+                chunk.address()
+            ),
+        ));
+    }
+    let address = chunk.address();
+    blocking(move || store.put(&chunk))
+        .await?
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(created(address))
+}
+
+async fn post_chunk(State(store): State<Store>, data: Bytes) -> Result<Response, ApiError> {
+    store_chunk(store, data, None).await
+}
+
+async fn post_chunk_at(
+    State(store): State<Store>,
+    Path(address): Path<String>,
+    data: Bytes,
+) -> Result<Response, ApiError> {
+    store_chunk(store, data, Some(parse_address(&address)?)).await
+}
+
+async fn get_chunk(
+    State(store): State<Store>,
+    Path(address): Path<String>,
+) -> Result<Response, ApiError> {
+    let address = parse_address(&address)?;
+    match blocking(move || store.get(&address)).await? {
+        Ok(Some(data)) => {
+            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+        }
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("chunk {address} not found"),
+        )),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}

@@ -1,0 +1,208 @@
+//! The HTTP API end to end on 127.0.0.1 (port 0): bytes in and out with ranges, chunks in and
+//! out, and each kind of bad input with its status.
+
+use std::time::Duration;
+
+use tributary_node::{NodeConfig, run};
+
+struct Node {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(dir: &std::path::Path) -> Self {
+        let config = NodeConfig {
+            data_dir: dir.to_path_buf(),
+            api: "127.0.0.1:0".parse().expect("addr"),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(run(config, async move {
+                let _ = stopped.await;
+            }))
+            .expect("node runs");
+        });
+        let info = dir.join("node.json");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !info.exists() {
+            assert!(std::time::Instant::now() < deadline, "node did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&info).expect("node.json")).expect("json");
+        let base = format!("http://{}", json["api"].as_str().expect("api address"));
+        Self {
+            base,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn body(mut response: ureq::http::Response<ureq::Body>) -> (u16, Vec<u8>) {
+    let status = response.status().as_u16();
+    (
+        status,
+        response
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .expect("body"),
+    )
+}
+
+#[test]
+fn bytes_and_chunks_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path());
+    let http = agent();
+    let health = body(
+        http.get(format!("{}/health", node.base))
+            .call()
+            .expect("health"),
+    );
+    assert_eq!(health.0, 200);
+
+    // A file of (i mod 255): bee's reference for 4096 bytes.
+    let file: Vec<u8> = (0..4096).map(|i| (i % 255) as u8).collect();
+    let (status, reply) = body(
+        http.post(format!("{}/bytes", node.base))
+            .send(&file[..])
+            .expect("post bytes"),
+    );
+    assert_eq!(status, 201);
+    let reply: serde_json::Value = serde_json::from_slice(&reply).expect("json");
+    assert_eq!(
+        reply["reference"],
+        "c10090961e7682a10890c334d759a28426647141213abda93b096b892824d2ef"
+    );
+
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (_, reply) = body(
+        http.post(format!("{}/bytes", node.base))
+            .send(&big[..])
+            .expect("post big"),
+    );
+    let reference = serde_json::from_slice::<serde_json::Value>(&reply).expect("json")["reference"]
+        .as_str()
+        .expect("ref")
+        .to_owned();
+    let (status, got) = body(
+        http.get(format!("{}/bytes/{reference}", node.base))
+            .call()
+            .expect("get"),
+    );
+    assert_eq!((status, got.len()), (200, big.len()));
+    assert!(got == big);
+    let ranged = http
+        .get(format!("{}/bytes/{reference}", node.base))
+        .header("Range", "bytes=4090-8200")
+        .call()
+        .expect("range");
+    assert_eq!(
+        ranged
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok()),
+        Some("bytes 4090-8200/300000")
+    );
+    let (status, got) = body(ranged);
+    assert_eq!(status, 206);
+    assert!(got == big[4090..=8200]);
+    let (status, got) = body(
+        http.get(format!("{}/bytes/{reference}", node.base))
+            .header("Range", "bytes=-10")
+            .call()
+            .expect("suffix"),
+    );
+    assert_eq!((status, got.as_slice()), (206, &big[big.len() - 10..]));
+    let (status, _) = body(
+        http.get(format!("{}/bytes/{reference}", node.base))
+            .header("Range", "bytes=400000-")
+            .call()
+            .expect("416"),
+    );
+    assert_eq!(status, 416);
+
+    // Chunks.
+    let mut chunk = 3u64.to_le_bytes().to_vec();
+    chunk.extend_from_slice(b"foo");
+    let (status, reply) = body(
+        http.post(format!("{}/chunks", node.base))
+            .send(&chunk[..])
+            .expect("post chunk"),
+    );
+    assert_eq!(status, 201);
+    let foo = "2387e8e7d8a48c2a9339c97c1dc3461a9a7aa07e994c5cb8b38fd7c1b3e6ea48";
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&reply).expect("json")["reference"],
+        foo
+    );
+    let (status, got) = body(
+        http.get(format!("{}/chunks/{foo}", node.base))
+            .call()
+            .expect("get chunk"),
+    );
+    assert_eq!((status, got), (200, chunk.clone()));
+    let wrong = "0000e8e7d8a48c2a9339c97c1dc3461a9a7aa07e994c5cb8b38fd7c1b3e6ea48";
+    let (status, reply) = body(
+        http.post(format!("{}/chunks/{wrong}", node.base))
+            .send(&chunk[..])
+            .expect("mismatch"),
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&reply));
+    let (status, _) = body(
+        http.get(format!("{}/chunks/{wrong}", node.base))
+            .call()
+            .expect("not stored"),
+    );
+    assert_eq!(status, 404, "a refused chunk was not stored");
+    let (status, _) = body(
+        http.post(format!("{}/chunks", node.base))
+            .send(&vec![0u8; 5000][..])
+            .expect("too big"),
+    );
+    assert_eq!(status, 413);
+
+    // Bad references and missing data.
+    let (status, _) = body(
+        http.get(format!("{}/bytes/xyz", node.base))
+            .call()
+            .expect("bad ref"),
+    );
+    assert_eq!(status, 400);
+    let missing = "11".repeat(32);
+    let (status, reply) = body(
+        http.get(format!("{}/bytes/{missing}", node.base))
+            .call()
+            .expect("missing"),
+    );
+    assert_eq!(status, 404);
+    assert!(
+        String::from_utf8_lossy(&reply).contains(&missing),
+        "the 404 names the missing chunk"
+    );
+}

@@ -8,25 +8,22 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
 use clap::Args;
 use tributary_chunk::Address;
 use tributary_chunk::file::{Joiner, Splitter};
-use tributary_chunk::store::{Batched, ChunkStore};
-use tributary_store::{Durability, FjallStore};
+use tributary_chunk::store::Batched;
 
 use crate::chunk::progress;
 
 /// Chunks per durable write while uploading.
 const UPLOAD_BATCH: usize = 512;
 
+/// Where files go or come from, and how to report.
 #[derive(Args)]
-pub struct UploadArgs {
-    /// The file to upload, or - for stdin.
-    file: String,
-    /// Data directory holding the chunk store (created if missing).
+pub struct Target {
+    /// Data directory holding the chunk store (upload creates it).
     #[arg(
         long,
         value_name = "DIR",
@@ -34,12 +31,36 @@ pub struct UploadArgs {
         conflicts_with = "api"
     )]
     db: Option<PathBuf>,
-    /// A running node's HTTP API to upload through.
+    /// A running node's HTTP API to go through instead.
     #[arg(long, value_name = "HOST:PORT")]
     api: Option<String>,
-    /// Print a JSON object instead of the bare reference.
+    /// Print a JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// One of `--db` and `--api` (clap requires exactly one).
+enum Via<'a> {
+    Dir(&'a Path),
+    Api(&'a str),
+}
+
+impl Target {
+    fn via(&self) -> Result<Via<'_>> {
+        match (&self.db, &self.api) {
+            (_, Some(api)) => Ok(Via::Api(api)),
+            (Some(db), None) => Ok(Via::Dir(db)),
+            (None, None) => Err(anyhow::anyhow!("give --db DIR or --api HOST:PORT")),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct UploadArgs {
+    /// The file to upload, or - for stdin.
+    file: String,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Args)]
@@ -49,26 +70,8 @@ pub struct DownloadArgs {
     /// Where to write the file.
     #[arg(long, short, value_name = "FILE")]
     out: PathBuf,
-    /// Data directory holding the chunk store.
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "api",
-        conflicts_with = "api"
-    )]
-    db: Option<PathBuf>,
-    /// A running node's HTTP API to download through.
-    #[arg(long, value_name = "HOST:PORT")]
-    api: Option<String>,
-    /// Print a JSON object when done.
-    #[arg(long)]
-    json: bool,
-}
-
-fn open_store(dir: &Path) -> Result<ChunkStore> {
-    let context = || format!("opening the chunk store in {}", dir.display());
-    let store = FjallStore::open(&dir.join("store"), Durability::Sync).with_context(context)?;
-    ChunkStore::open(Arc::new(store), Address::default()).with_context(context)
+    #[command(flatten)]
+    target: Target,
 }
 
 fn open_input(file: &str) -> Result<(Box<dyn io::Read + Send>, Option<u64>)> {
@@ -83,13 +86,12 @@ fn open_input(file: &str) -> Result<(Box<dyn io::Read + Send>, Option<u64>)> {
 pub fn upload(args: &UploadArgs) -> Result<()> {
     let (reader, len) = open_input(&args.file)?;
     let bar = progress(len);
-    let (reference, size, stored) = match (&args.db, &args.api) {
-        (_, Some(api)) => upload_via_api(api, bar.wrap_read(reader), len)?,
-        (Some(db), None) => upload_to_dir(db, bar.wrap_read(reader), &args.file)?,
-        (None, None) => anyhow::bail!("give --db DIR or --api HOST:PORT"),
+    let (reference, size, stored) = match args.target.via()? {
+        Via::Api(api) => upload_via_api(api, bar.wrap_read(reader), len)?,
+        Via::Dir(db) => upload_to_dir(db, bar.wrap_read(reader), &args.file)?,
     };
     bar.finish_and_clear();
-    if args.json {
+    if args.target.json {
         println!(
             "{}",
             serde_json::json!({ "reference": reference.to_string(), "bytes": size, "chunks_stored": stored })
@@ -106,7 +108,7 @@ fn upload_to_dir(
     name: &str,
 ) -> Result<(Address, u64, Option<u64>)> {
     fs::create_dir_all(db).with_context(|| format!("creating {}", db.display()))?;
-    let store = open_store(db)?;
+    let store = tributary_node::open_chunks(db)?;
     let mut splitter = Splitter::new(Batched::new(&store, UPLOAD_BATCH));
     splitter
         .write_from(reader)
@@ -167,20 +169,22 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
     let reference: Address = args.reference.parse()?;
     // Write beside the target and rename at the end: a failed download leaves no partial file.
     let partial = args.out.with_extension("partial");
-    let result = match (&args.db, &args.api) {
-        (_, Some(api)) => download_via_api(api, reference, &partial),
-        (Some(db), None) => download_from_dir(db, reference, &partial),
-        (None, None) => Err(anyhow::anyhow!("give --db DIR or --api HOST:PORT")),
-    }
-    .and_then(|size| {
-        fs::rename(&partial, &args.out)
-            .with_context(|| format!("writing {}", args.out.display()))?;
-        Ok(size)
-    });
+    let result = args
+        .target
+        .via()
+        .and_then(|via| match via {
+            Via::Api(api) => download_via_api(api, reference, &partial),
+            Via::Dir(db) => download_from_dir(db, reference, &partial),
+        })
+        .and_then(|size| {
+            fs::rename(&partial, &args.out)
+                .with_context(|| format!("writing {}", args.out.display()))?;
+            Ok(size)
+        });
     let size = result.inspect_err(|_| {
         let _ = fs::remove_file(&partial);
     })?;
-    if args.json {
+    if args.target.json {
         println!(
             "{}",
             serde_json::json!({ "reference": reference.to_string(), "bytes": size, "path": args.out })
@@ -201,8 +205,8 @@ fn download_from_dir(db: &Path, reference: Address, partial: &Path) -> Result<u6
         "no chunk store in {}",
         db.display()
     );
-    let store = open_store(db)?;
-    let joiner = Joiner::new(&store, reference)?;
+    let store = tributary_node::open_chunks(db)?;
+    let joiner = Joiner::new(&*store, reference)?;
     let bar = progress(Some(joiner.size()));
     let mut out = create(partial)?;
     joiner.read_all(&mut bar.wrap_write(&mut out))?;

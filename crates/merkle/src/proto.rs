@@ -79,18 +79,20 @@ impl ProofNode {
     /// The wire form.
     #[must_use]
     pub fn to_wire(&self) -> pb::ProofNode {
-        pb::ProofNode {
+        let mut node = pb::ProofNode {
             key: Some(pb::Key {
                 length: self.key.bit_len() as u64,
                 value: self.key.packed().to_vec(),
             }),
             value_or_hash: Some(maybe_to_wire(self.value_or_hash.as_deref())),
-            children: self
-                .children
+            children: Vec::new(),
+        };
+        node.set_children(
+            self.children
                 .iter()
-                .map(|(i, id)| (u32::from(*i), id.to_vec()))
-                .collect(),
-        }
+                .map(|(i, id)| (u32::from(*i), id.to_vec())),
+        );
+        node
     }
 
     /// Strictly decodes the wire form.
@@ -98,12 +100,13 @@ impl ProofNode {
     /// # Errors
     /// The [`DecodeError`] of the first rule broken.
     pub fn from_wire(node: pb::ProofNode) -> Result<Self, DecodeError> {
+        let entries = node.children_map();
         let key = node.key.ok_or(DecodeError::NilKey)?;
         let bits = usize::try_from(key.length).map_err(|_| DecodeError::InvalidKeyLength)?;
         let key = Key::from_packed(bits, key.value).ok_or(DecodeError::InvalidKeyLength)?;
         let value_or_hash = maybe_from_wire(node.value_or_hash, DecodeError::NilValueOrHash)?;
         let mut children = BTreeMap::new();
-        for (index, id) in node.children {
+        for (index, id) in entries {
             let index = u8::try_from(index).map_err(|_| DecodeError::ChildIndexTooLarge(index))?;
             let id: Hash = id
                 .as_slice()

@@ -128,9 +128,46 @@ pub struct ProofNode {
     /// The value digest: the value if shorter than 32 bytes, else its SHA-256; Nothing if none.
     #[prost(message, optional, tag = "2")]
     pub value_or_hash: Option<MaybeBytes>,
-    /// Child index → child id (32 bytes). A `BTreeMap` so encoding is deterministic.
-    #[prost(btree_map = "uint32, bytes", tag = "3")]
-    pub children: BTreeMap<u32, Vec<u8>>,
+    /// The `map<uint32, bytes> children` field (child index → 32-byte id), as the repeated
+    /// entry messages a protobuf map is on the wire. Entries carry their key and value with
+    /// explicit presence so that, like Go's and Python's encoders, a zero key is written
+    /// (prost's own map encoding leaves it out). Decoders treat a missing key as 0 and a
+    /// repeated key as replacing the earlier entry, as for any protobuf map.
+    #[prost(message, repeated, tag = "3")]
+    pub children: Vec<ChildEntry>,
+}
+
+/// One entry of [`ProofNode::children`].
+#[derive(Clone, PartialEq, Message)]
+pub struct ChildEntry {
+    /// The child index.
+    #[prost(uint32, optional, tag = "1")]
+    pub key: Option<u32>,
+    /// The child id.
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub value: Option<Vec<u8>>,
+}
+
+impl ProofNode {
+    /// The children as a map, with protobuf map semantics (missing key = 0, last entry wins).
+    #[must_use]
+    pub fn children_map(&self) -> BTreeMap<u32, Vec<u8>> {
+        self.children
+            .iter()
+            .map(|e| (e.key.unwrap_or(0), e.value.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    /// Sets the children from a map, in ascending key order.
+    pub fn set_children(&mut self, children: impl IntoIterator<Item = (u32, Vec<u8>)>) {
+        self.children = children
+            .into_iter()
+            .map(|(k, v)| ChildEntry {
+                key: Some(k),
+                value: Some(v),
+            })
+            .collect();
+    }
 }
 
 /// `KeyChange`.

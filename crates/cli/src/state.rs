@@ -21,6 +21,8 @@ use tributary_merkle::{
 };
 use tributary_store::{Durability, FjallStore};
 
+mod sync;
+
 /// Default and largest key limit of a proof, as x/sync's `maxKeyValuesLimit`.
 const DEFAULT_PROOF_LIMIT: usize = 2048;
 
@@ -62,6 +64,9 @@ pub enum StateCommand {
     /// Verify a change proof file against the database (which must hold the start root's state
     /// in the proof's range); print the number of key changes it proves.
     VerifyChangeProof(VerifyChangeArgs),
+    /// Bring this database to a root held by another one (--from) through the state-sync
+    /// client and server, verifying every proof; print the new root.
+    Sync(sync::SyncArgs),
 }
 
 #[derive(Args)]
@@ -230,6 +235,7 @@ pub fn run(cmd: StateCommand) -> Result<()> {
         StateCommand::VerifyRangeProof(args) => verify_range_proof(&args),
         StateCommand::ChangeProof(args) => change_proof(&args),
         StateCommand::VerifyChangeProof(args) => verify_change_proof(&args),
+        StateCommand::Sync(args) => sync::sync(&args),
     }
 }
 

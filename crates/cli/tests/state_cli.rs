@@ -321,3 +321,53 @@ fn bad_input_fails_cleanly_and_changes_nothing() {
         "failed commands changed nothing"
     );
 }
+
+#[test]
+fn sync_brings_a_database_to_an_old_or_current_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let lines: String = (0..3000u32)
+        .map(|i| format!("{:08x} {:04x}\n", i.wrapping_mul(2_654_435_761), i))
+        .collect();
+    let out = tributary(&["state", "import", "--db", path(&src), "-"], Some(&lines));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let second = ok(&["state", "put", "--db", path(&src), "00", "ff"]);
+
+    let (d, s) = (path(&dst), path(&src));
+    let synced = ok(&sync_args(d, s, &["--root", &first, "--key-limit", "100"]));
+    assert_eq!(synced, first);
+    let synced = ok(&sync_args(d, s, &[]));
+    assert_eq!(
+        synced, second,
+        "moved to the current root with change proofs"
+    );
+    assert_eq!(ok(&["state", "root", "--db", d]), second);
+
+    let unknown = "ab".repeat(32);
+    fails(
+        &sync_args(d, s, &["--root", &unknown]),
+        None,
+        "does not hold root",
+    );
+    let missing = dir.path().join("nope");
+    fails(
+        &sync_args(d, path(&missing), &[]),
+        None,
+        "no such directory",
+    );
+    let out = tributary(&sync_args(d, s, &["--key-limit", "0"]), None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 is not in 1..=2048"));
+}
+
+fn sync_args<'a>(dst: &'a str, src: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["state", "sync", "--db", dst, "--from", src][..], extra].concat()
+}

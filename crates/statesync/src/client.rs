@@ -1,0 +1,550 @@
+//! The state-sync client: x/sync's `Manager` as a sans-IO state machine.
+//!
+//! It brings a [`MerkleDb`] to a target root with proofs from untrusted peers. Nothing here
+//! touches a socket or a clock: the runtime asks [`Client::poll_request`] what to send to whom,
+//! and reports back with [`Client::handle_response`] or [`Client::handle_failure`] (a timeout
+//! or a transport error), passing the current time for backoff.
+//!
+//! As upstream:
+//! - The key space is split into work items `[start, end]` (unbounded ends allowed), each with a
+//!   priority (retry > high > medium > low) and the root its keys were last synced at (none yet:
+//!   fetch a range proof; otherwise: fetch a change proof from that root to the target).
+//! - At most `work_limit` requests are in flight (`SimultaneousWorkLimit`, default 8).
+//! - A proof that fails verification penalizes the peer that sent it and sends the item back
+//!   as a retry, with backoff `min(10 ms · 1.5^attempt, 1 s)`, to another peer.
+//! - A verified proof is committed; if it stopped short of the item's end, the rest is split at
+//!   the [`midpoint`](crate::midpoint) (while few items are queued) and queued again.
+//! - [`Client::update_target`] sends every finished range back to be brought to the new root
+//!   with change proofs.
+//! - When nothing is queued or in flight, the database root must be the target, else
+//!   [`ClientError::FinishedWithUnexpectedRoot`].
+//!
+//! Peers are chosen round robin among those with the fewest penalties, so a peer that lied is
+//! asked again only if every peer has lied as often. A timeout is not a penalty (the network may
+//! be at fault) but its item goes back with backoff. Upstream weighs peers by bandwidth
+//! instead; that belongs to the runtime, which may pass a different peer list to a new client.
+//!
+//! Every proof is verified before anything is committed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tributary_merkle::{ChangeProof, DbError, EMPTY_ROOT, Hash, MerkleDb, ProofError, RangeProof};
+use tributary_wire::sync::{self as pb, change_proof_response, request};
+
+use crate::midpoint;
+use crate::server::{MAX_BYTES_LIMIT, MAX_KEY_LIMIT};
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Requests in flight at once (x/sync `SimultaneousWorkLimit`).
+    pub work_limit: usize,
+    /// Keys asked for per request.
+    pub key_limit: u32,
+    /// Bytes asked for per request.
+    pub bytes_limit: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            work_limit: 8,
+            key_limit: MAX_KEY_LIMIT,
+            bytes_limit: MAX_BYTES_LIMIT,
+        }
+    }
+}
+
+/// Why syncing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The local database failed.
+    #[error("local database")]
+    Db(#[from] DbError),
+    /// All work is done but the root is not the target (x/sync `ErrFinishedWithUnexpectedRoot`).
+    #[error("finished syncing with an unexpected root")]
+    FinishedWithUnexpectedRoot,
+    /// No peer to ask.
+    #[error("no peers to sync from")]
+    NoPeers,
+    /// A limit of zero, or above what servers accept.
+    #[error(
+        "invalid config: work limit must be positive, key limit in 1..={MAX_KEY_LIMIT}, bytes limit in 1..={MAX_BYTES_LIMIT}"
+    )]
+    InvalidConfig,
+}
+
+/// A request to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing<P> {
+    /// Identifies the request in [`Client::handle_response`] and [`Client::handle_failure`].
+    pub id: u64,
+    /// Whom to send it to.
+    pub peer: P,
+    /// The encoded `Request`.
+    pub bytes: Vec<u8>,
+}
+
+const RETRY: u8 = 4;
+const HIGH: u8 = 3;
+const MEDIUM: u8 = 2;
+const LOW: u8 = 1;
+
+const INITIAL_RETRY_WAIT: Duration = Duration::from_millis(10);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Work {
+    start: Option<Vec<u8>>,
+    end: Option<Vec<u8>>,
+    priority: u8,
+    /// The root this range's keys were last synced at; `EMPTY_ROOT` if never.
+    local_root: Hash,
+    attempt: u32,
+    /// Not to be sent before this.
+    not_before: Option<Instant>,
+}
+
+/// x/sync's backoff: `min(10 ms · 1.5^attempt, 1 s)`, none for a first attempt.
+fn backoff(attempt: u32) -> Duration {
+    if attempt == 0 {
+        return Duration::ZERO;
+    }
+    let factor = 1.5f64.powi(i32::try_from(attempt).unwrap_or(i32::MAX));
+    INITIAL_RETRY_WAIT
+        .mul_f64(factor.min(1_000.0))
+        .min(MAX_RETRY_WAIT)
+}
+
+/// The state-sync client; `P` identifies peers.
+pub struct Client<P> {
+    db: MerkleDb,
+    config: ClientConfig,
+    target: Hash,
+    queued: Vec<Work>,
+    /// Requests sent: the item, the peer asked and the root asked for.
+    in_flight: HashMap<u64, (Work, P, Hash)>,
+    /// Finished ranges by start, with the root they were synced at.
+    done: BTreeMap<Option<Vec<u8>>, Work>,
+    peers: Vec<P>,
+    penalties: HashMap<P, u32>,
+    next_peer: usize,
+    next_id: u64,
+}
+
+impl<P: Clone + Eq + std::hash::Hash> Client<P> {
+    /// A client bringing `db` to `target` with the help of `peers`.
+    ///
+    /// A database that already holds keys (a restart, or a previous sync) is brought over with
+    /// change proofs from its root; a peer that does not hold that root answers with a range
+    /// proof instead, so a half-synced database is fixed either way.
+    ///
+    /// # Errors
+    /// [`ClientError::NoPeers`] without peers; [`ClientError::InvalidConfig`] for limits out of
+    /// range; [`ClientError::Db`] if clearing the database
+    /// for an empty target fails.
+    pub fn new(
+        db: MerkleDb,
+        target: Hash,
+        peers: Vec<P>,
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
+        if peers.is_empty() {
+            return Err(ClientError::NoPeers);
+        }
+        let valid = config.work_limit > 0
+            && (1..=MAX_KEY_LIMIT).contains(&config.key_limit)
+            && (1..=MAX_BYTES_LIMIT).contains(&config.bytes_limit);
+        if !valid {
+            return Err(ClientError::InvalidConfig);
+        }
+        let first = Work {
+            start: None,
+            end: None,
+            priority: LOW,
+            local_root: db.root(),
+            attempt: 0,
+            not_before: None,
+        };
+        let mut client = Self {
+            db,
+            config,
+            target,
+            queued: vec![first],
+            in_flight: HashMap::new(),
+            done: BTreeMap::new(),
+            peers,
+            penalties: HashMap::new(),
+            next_peer: 0,
+            next_id: 0,
+        };
+        if target == EMPTY_ROOT {
+            client.clear()?;
+        }
+        Ok(client)
+    }
+
+    /// The database being synced.
+    #[must_use]
+    pub const fn db(&self) -> &MerkleDb {
+        &self.db
+    }
+
+    /// The root being synced to.
+    #[must_use]
+    pub const fn target(&self) -> Hash {
+        self.target
+    }
+
+    /// How many times each peer sent an invalid proof.
+    #[must_use]
+    pub fn penalties(&self) -> &HashMap<P, u32> {
+        &self.penalties
+    }
+
+    /// Whether all work is done: then the database is at the target root.
+    ///
+    /// # Errors
+    /// [`ClientError::FinishedWithUnexpectedRoot`] if all work is done at another root.
+    pub fn is_done(&self) -> Result<bool, ClientError> {
+        if !self.queued.is_empty() || !self.in_flight.is_empty() {
+            return Ok(false);
+        }
+        if self.db.root() != self.target {
+            return Err(ClientError::FinishedWithUnexpectedRoot);
+        }
+        Ok(true)
+    }
+
+    /// Changes the target root mid-sync: every finished range is brought to it again with
+    /// change proofs; answers to requests already sent are still verified against the root
+    /// they asked for, committed, and brought over too.
+    ///
+    /// The empty root has no proofs: for it the database is cleared here and all work ends.
+    ///
+    /// # Errors
+    /// [`ClientError::Db`] if clearing the database fails.
+    pub fn update_target(&mut self, target: Hash) -> Result<(), ClientError> {
+        if target == self.target {
+            return Ok(());
+        }
+        self.target = target;
+        for (_, mut work) in std::mem::take(&mut self.done) {
+            work.priority = HIGH;
+            work.attempt = 0;
+            work.not_before = None;
+            self.queued.push(work);
+        }
+        if target == EMPTY_ROOT {
+            self.clear()?;
+        }
+        Ok(())
+    }
+
+    /// The empty root has no proofs: the database is cleared and all work ends.
+    fn clear(&mut self) -> Result<(), ClientError> {
+        self.db
+            .commit_range_proof(None, None, &RangeProof::default())?;
+        self.queued.clear();
+        self.in_flight.clear();
+        self.done.clear();
+        self.finish(Work {
+            start: None,
+            end: None,
+            priority: LOW,
+            local_root: EMPTY_ROOT,
+            attempt: 0,
+            not_before: None,
+        });
+        Ok(())
+    }
+
+    /// The earliest time a queued item may be sent, if one is waiting on backoff.
+    #[must_use]
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.queued.iter().filter_map(|w| w.not_before).min()
+    }
+
+    /// The next request to send, if any may go now.
+    pub fn poll_request(&mut self, now: Instant) -> Option<Outgoing<P>> {
+        while self.in_flight.len() < self.config.work_limit {
+            let work = self.take_ready(now)?;
+            if work.local_root == self.target {
+                // Already at the target (a restart at the target, or a target moved back).
+                self.finish(work);
+                continue;
+            }
+            let bytes = self.encode(&work);
+            let peer = self.pick_peer();
+            let id = self.next_id;
+            self.next_id += 1;
+            self.in_flight.insert(id, (work, peer.clone(), self.target));
+            return Some(Outgoing { id, peer, bytes });
+        }
+        None
+    }
+
+    fn take_ready(&mut self, now: Instant) -> Option<Work> {
+        let best = self
+            .queued
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.not_before.is_none_or(|t| t <= now))
+            .max_by(|(_, a), (_, b)| {
+                a.priority
+                    .cmp(&b.priority)
+                    .then_with(|| b.start.cmp(&a.start))
+            })
+            .map(|(i, _)| i)?;
+        Some(self.queued.swap_remove(best))
+    }
+
+    /// Round robin over peers, skipping those with more penalties than the best peer.
+    fn pick_peer(&mut self) -> P {
+        let fewest = self
+            .peers
+            .iter()
+            .map(|p| self.penalties.get(p).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        for _ in 0..self.peers.len() {
+            let peer = &self.peers[self.next_peer];
+            self.next_peer = (self.next_peer + 1) % self.peers.len();
+            if self.penalties.get(peer).copied().unwrap_or(0) == fewest {
+                return peer.clone();
+            }
+        }
+        // Unreachable: some peer has the fewest penalties, and the loop visits every peer.
+        self.peers[0].clone()
+    }
+
+    fn encode(&self, work: &Work) -> Vec<u8> {
+        // A range's keys are either untouched (empty) or at a root some peer may hold.
+        let bound = |b: &Option<Vec<u8>>| {
+            b.as_ref().map(|v| pb::MaybeBytes {
+                value: v.clone(),
+                is_nothing: false,
+            })
+        };
+        let message = if work.local_root == EMPTY_ROOT {
+            request::Message::RangeProofRequest(pb::SyncGetRangeProofRequest {
+                root_hash: self.target.to_vec(),
+                start_key: bound(&work.start),
+                end_key: bound(&work.end),
+                key_limit: self.config.key_limit,
+                bytes_limit: self.config.bytes_limit,
+            })
+        } else {
+            request::Message::ChangeProofRequest(pb::SyncGetChangeProofRequest {
+                start_root_hash: work.local_root.to_vec(),
+                end_root_hash: self.target.to_vec(),
+                start_key: bound(&work.start),
+                end_key: bound(&work.end),
+                key_limit: self.config.key_limit,
+                bytes_limit: self.config.bytes_limit,
+            })
+        };
+        pb::Request {
+            message: Some(message),
+        }
+        .encode_to_vec()
+    }
+
+    /// A request failed in transit (timeout, disconnect): try again elsewhere, later.
+    pub fn handle_failure(&mut self, now: Instant, id: u64) {
+        if let Some((work, _, _)) = self.in_flight.remove(&id) {
+            self.retry(now, work);
+        }
+    }
+
+    fn retry(&mut self, now: Instant, mut work: Work) {
+        work.priority = RETRY;
+        work.attempt += 1;
+        work.not_before = Some(now + backoff(work.attempt));
+        self.queued.push(work);
+    }
+
+    /// Handles the answer to request `id`: verifies it against the root asked for, commits it,
+    /// queues what is left. Answers to unknown or cancelled requests are ignored.
+    ///
+    /// # Errors
+    /// Only local database failures; an invalid answer penalizes its peer and is retried.
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        id: u64,
+        bytes: &[u8],
+    ) -> Result<(), ClientError> {
+        let Some((work, peer, asked)) = self.in_flight.remove(&id) else {
+            return Ok(());
+        };
+        match self.apply(&work, &asked, bytes) {
+            Ok(largest) => {
+                self.advance(work, &asked, largest);
+                Ok(())
+            }
+            Err(Rejected::Peer) => {
+                *self.penalties.entry(peer).or_default() += 1;
+                self.retry(now, work);
+                Ok(())
+            }
+            Err(Rejected::Local(e)) => Err(e.into()),
+        }
+    }
+
+    /// Verifies and commits one answer about root `asked`; returns the largest key it covered
+    /// (`None`: the range held nothing more).
+    fn apply(&self, work: &Work, asked: &Hash, bytes: &[u8]) -> Result<Option<Vec<u8>>, Rejected> {
+        let (start, end) = (work.start.as_deref(), work.end.as_deref());
+        if bytes.len() > self.config.bytes_limit as usize {
+            return Err(Rejected::Peer);
+        }
+        let range = |proof: RangeProof| -> Result<Option<Vec<u8>>, Rejected> {
+            if proof.key_values.len() > self.config.key_limit as usize {
+                return Err(Rejected::Peer);
+            }
+            proof
+                .verify(start, end, asked, self.db.branch_factor())
+                .map_err(Rejected::from)?;
+            self.db
+                .commit_range_proof(start, end, &proof)
+                .map_err(Rejected::Local)?;
+            Ok(proof.key_values.last().map(|(k, _)| k.clone()))
+        };
+        if work.local_root == EMPTY_ROOT {
+            return range(RangeProof::from_bytes(bytes).map_err(|_| Rejected::Peer)?);
+        }
+        let response = pb::SyncGetChangeProofResponse::decode(bytes).map_err(|_| Rejected::Peer)?;
+        match response.response.ok_or(Rejected::Peer)? {
+            change_proof_response::Response::RangeProof(wire) => {
+                range(RangeProof::from_wire(wire).map_err(|_| Rejected::Peer)?)
+            }
+            change_proof_response::Response::ChangeProof(wire) => {
+                let proof = ChangeProof::from_wire(wire).map_err(|_| Rejected::Peer)?;
+                if proof.key_changes.len() > self.config.key_limit as usize {
+                    return Err(Rejected::Peer);
+                }
+                self.db
+                    .verify_change_proof(&proof, start, end, asked)
+                    .map_err(Rejected::from)?;
+                self.db
+                    .commit_change_proof(&proof)
+                    .map_err(Rejected::Local)?;
+                Ok(proof.key_changes.last().map(|(k, _)| k.clone()))
+            }
+        }
+    }
+
+    /// After a committed proof about root `asked` covering keys up to `largest`: finish the
+    /// item (or queue it again if the target moved meanwhile) and queue the rest, split at the
+    /// midpoint while few items are queued.
+    fn advance(&mut self, work: Work, asked: &Hash, largest: Option<Vec<u8>>) {
+        // The smallest key after `largest` (upstream's fallback of `findNextKey`), if the item
+        // goes on past it.
+        let next = largest
+            .as_ref()
+            .filter(|l| work.end.as_ref() != Some(*l))
+            .map(|l| {
+                let mut n = l.clone();
+                n.push(0);
+                n
+            })
+            .filter(|n| work.end.as_ref().is_none_or(|e| n <= e));
+        // Items are inclusive: the part done ends at the last key proven, and no key lies
+        // between it and `next`, so the two parts neither overlap nor leave a gap.
+        let covered = Work {
+            end: if next.is_some() {
+                largest
+            } else {
+                work.end.clone()
+            },
+            local_root: *asked,
+            ..work.clone()
+        };
+        if *asked == self.target {
+            self.finish(covered);
+        } else {
+            // Synced to a root that is no longer the target: bring it over with change proofs.
+            self.queued.push(Work {
+                priority: HIGH,
+                attempt: 0,
+                not_before: None,
+                ..covered
+            });
+        }
+        if let Some(next) = next {
+            let rest = Work {
+                start: Some(next),
+                priority: work.priority.min(HIGH),
+                attempt: 0,
+                not_before: None,
+                ..work
+            };
+            self.enqueue(rest);
+        }
+    }
+
+    fn finish(&mut self, work: Work) {
+        self.done.insert(work.start.clone(), work);
+    }
+
+    fn enqueue(&mut self, work: Work) {
+        let busy = self.queued.len() + self.in_flight.len();
+        if busy < 2 * self.config.work_limit {
+            let mid = midpoint(work.start.as_deref(), work.end.as_deref());
+            if mid.is_some() && mid != work.start && mid != work.end {
+                let first = Work {
+                    end: mid.clone(),
+                    priority: MEDIUM,
+                    ..work.clone()
+                };
+                let second = Work {
+                    start: mid,
+                    priority: LOW,
+                    ..work
+                };
+                self.queued.push(first);
+                self.queued.push(second);
+                return;
+            }
+        }
+        self.queued.push(work);
+    }
+}
+
+/// Why an answer was not used.
+enum Rejected {
+    /// The peer sent something invalid.
+    Peer,
+    /// The local database failed.
+    Local(DbError),
+}
+
+impl From<ProofError> for Rejected {
+    fn from(e: ProofError) -> Self {
+        match e {
+            ProofError::Db(db) => Self::Local(db),
+            _ => Self::Peer,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_by_half_up_to_a_second() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::from_millis(15));
+        assert_eq!(backoff(2), Duration::from_micros(22_500));
+        assert_eq!(
+            backoff(12),
+            MAX_RETRY_WAIT,
+            "10 ms · 1.5^12 ≈ 1.3 s is capped"
+        );
+        assert_eq!(backoff(u32::MAX), MAX_RETRY_WAIT);
+    }
+}

@@ -1,0 +1,437 @@
+//! The state-sync client driven against in-process servers (`server::handle` on a source
+//! MerkleDB), as x/sync's sync tests: it reaches the target root from an empty database, from a
+//! database holding stale keys, after a restart, and after the target moves mid-sync; peers that
+//! lie are penalized and nothing they send reaches the store; timeouts are retried elsewhere.
+//!
+//! Requests are answered in a random (seeded) order, one at a time, on a simulated clock.
+
+#[path = "../../merkle/tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::seed;
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tributary_merkle::{BatchOp, Config, EMPTY_ROOT, Hash, MerkleDb};
+use tributary_statesync::client::{Client, ClientConfig, ClientError};
+use tributary_statesync::server::{MAX_BYTES_LIMIT, MAX_KEY_LIMIT, Reply, handle};
+use tributary_store::MemStore;
+use tributary_wire::sync::{self as pb, change_proof_response, request};
+
+/// How a simulated peer answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peer {
+    Honest,
+    /// Changes one value of the honest answer.
+    Tamper,
+    /// Leaves one key out of the honest answer.
+    Omit,
+    /// Random bytes.
+    Garbage,
+    /// Never answers: the request times out.
+    Silent,
+}
+
+#[derive(Default, Debug)]
+struct Stats {
+    range_requests: usize,
+    change_requests: usize,
+}
+
+struct Net {
+    source: MerkleDb,
+    peers: Vec<Peer>,
+    rng: StdRng,
+    stats: Stats,
+}
+
+fn open(store: &Arc<MemStore>) -> MerkleDb {
+    MerkleDb::open(store.clone(), Config::default()).expect("open db")
+}
+
+fn random_pairs(rng: &mut StdRng, n: usize) -> Vec<BatchOp> {
+    (0..n)
+        .map(|_| {
+            let key: Vec<u8> = (0..rng.random_range(1..24)).map(|_| rng.random()).collect();
+            let value: Vec<u8> = (0..rng.random_range(0..80)).map(|_| rng.random()).collect();
+            BatchOp::Put(key, value)
+        })
+        .collect()
+}
+
+/// Changes a third of `source`'s keys, deletes a third, and adds `n / 3` new ones.
+fn churn(source: &MerkleDb, rng: &mut StdRng, n: usize) -> Hash {
+    let root = source.root();
+    let keys: Vec<Vec<u8>> = source
+        .key_values(&root, None, None, usize::MAX)
+        .expect("read source")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut ops: Vec<BatchOp> = keys
+        .into_iter()
+        .filter_map(|k| match rng.random_range(0..3) {
+            0 => Some(BatchOp::Put(k, vec![rng.random(); 9])),
+            1 => Some(BatchOp::Delete(k)),
+            _ => None,
+        })
+        .collect();
+    ops.extend(random_pairs(rng, n / 3));
+    source.commit(ops).expect("commit churn")
+}
+
+impl Net {
+    fn new(rng: &mut StdRng, keys: usize, peers: Vec<Peer>) -> Self {
+        let source = open(&Arc::new(MemStore::new()));
+        source.commit(random_pairs(rng, keys)).expect("fill source");
+        Self {
+            source,
+            peers,
+            rng: StdRng::seed_from_u64(rng.random()),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The answer `peer` sends, or `None` for a timeout.
+    fn answer(&mut self, peer: usize, request: &[u8]) -> Option<Vec<u8>> {
+        let is_range = matches!(
+            pb::Request::decode(request)
+                .expect("client sends valid requests")
+                .message,
+            Some(request::Message::RangeProofRequest(_))
+        );
+        if is_range {
+            self.stats.range_requests += 1;
+        } else {
+            self.stats.change_requests += 1;
+        }
+        let honest = match handle(&self.source, request) {
+            Ok(Reply::Bytes(bytes)) => bytes,
+            Ok(Reply::Drop) => return None,
+            Err(e) => panic!("the client sent a request the server refuses: {e}"),
+        };
+        match self.peers[peer] {
+            Peer::Honest => Some(honest),
+            Peer::Silent => None,
+            Peer::Garbage => Some(
+                (0..self.rng.random_range(1..300))
+                    .map(|_| self.rng.random())
+                    .collect(),
+            ),
+            lie => Some(if is_range {
+                let mut proof = pb::RangeProof::decode(honest.as_slice()).expect("honest proof");
+                lie_about_range(lie, &mut proof);
+                proof.encode_to_vec()
+            } else {
+                let mut response = pb::SyncGetChangeProofResponse::decode(honest.as_slice())
+                    .expect("honest response");
+                match response.response.as_mut().expect("answer") {
+                    change_proof_response::Response::RangeProof(proof) => {
+                        lie_about_range(lie, proof);
+                    }
+                    change_proof_response::Response::ChangeProof(proof) => {
+                        lie_about_changes(lie, proof);
+                    }
+                }
+                response.encode_to_vec()
+            }),
+        }
+    }
+}
+
+fn lie_about_range(lie: Peer, proof: &mut pb::RangeProof) {
+    let n = proof.key_values.len();
+    match lie {
+        Peer::Tamper if n > 0 => proof.key_values[n / 2].value.push(1),
+        Peer::Omit if n > 1 => drop(proof.key_values.remove(n / 2)),
+        _ => proof.key_values.push(pb::KeyValue {
+            key: vec![0xff; 40],
+            value: vec![1],
+        }),
+    }
+}
+
+fn lie_about_changes(lie: Peer, proof: &mut pb::ChangeProof) {
+    let n = proof.key_changes.len();
+    match lie {
+        Peer::Tamper if n > 0 => {
+            let change = &mut proof.key_changes[n / 2];
+            change.value = Some(pb::MaybeBytes {
+                value: b"forged".to_vec(),
+                is_nothing: false,
+            });
+        }
+        Peer::Omit if n > 1 => drop(proof.key_changes.remove(n / 2)),
+        _ => proof.key_changes.push(pb::KeyChange {
+            key: vec![0xff; 40],
+            value: Some(pb::MaybeBytes {
+                value: vec![1],
+                is_nothing: false,
+            }),
+        }),
+    }
+}
+
+/// Runs the client until it is done (`Ok(true)`), `stop_after` answers were handled
+/// (`Ok(false)`), or it fails. `on_answer` runs after each answer with the number handled.
+fn drive(
+    client: &mut Client<usize>,
+    net: &mut Net,
+    stop_after: usize,
+    mut on_answer: impl FnMut(usize, &mut Client<usize>, &mut Net),
+) -> Result<bool, ClientError> {
+    let mut now = Instant::now();
+    let mut pending = Vec::new();
+    let mut answered = 0;
+    while answered < stop_after {
+        while let Some(out) = client.poll_request(now) {
+            pending.push(out);
+        }
+        if pending.is_empty() {
+            if client.is_done()? {
+                return Ok(true);
+            }
+            let wake = client
+                .next_wakeup()
+                .expect("work that cannot go now waits on backoff");
+            assert!(wake > now, "a ready item was not sent");
+            now = wake;
+            continue;
+        }
+        let out = pending.swap_remove(net.rng.random_range(0..pending.len()));
+        match net.answer(out.peer, &out.bytes) {
+            Some(bytes) => client.handle_response(now, out.id, &bytes)?,
+            None => client.handle_failure(now, out.id),
+        }
+        now += Duration::from_millis(1);
+        answered += 1;
+        on_answer(answered, client, net);
+    }
+    Ok(false)
+}
+
+fn small_requests() -> ClientConfig {
+    ClientConfig {
+        key_limit: 200,
+        ..ClientConfig::default()
+    }
+}
+
+const STEPS: usize = 20_000;
+
+#[test]
+fn an_empty_database_reaches_the_target() {
+    let mut rng = StdRng::seed_from_u64(seed("an_empty_database_reaches_the_target"));
+    let mut net = Net::new(&mut rng, 6000, vec![Peer::Honest, Peer::Honest]);
+    let target = net.source.root();
+    let db = open(&Arc::new(MemStore::new()));
+    let mut client = Client::new(db, target, vec![0, 1], small_requests()).expect("client");
+    assert!(
+        drive(&mut client, &mut net, STEPS, |_, _, _| {}).expect("sync"),
+        "finished"
+    );
+    assert_eq!(client.db().root(), target);
+    assert!(net.stats.range_requests >= 6000 / 200, "{:?}", net.stats);
+    assert_eq!(net.stats.change_requests, 0);
+}
+
+#[test]
+fn stale_keys_are_removed_and_changed_ones_fixed() {
+    let mut rng = StdRng::seed_from_u64(seed("stale_keys_are_removed_and_changed_ones_fixed"));
+    let mut net = Net::new(&mut rng, 3000, vec![Peer::Honest]);
+    let target = net.source.root();
+    let db = open(&Arc::new(MemStore::new()));
+    // Half the source's keys with other values, plus keys the source never had.
+    let root = net.source.root();
+    let mut ops: Vec<BatchOp> = net
+        .source
+        .key_values(&root, None, None, usize::MAX)
+        .expect("read")
+        .into_iter()
+        .step_by(2)
+        .map(|(k, _)| BatchOp::Put(k, b"stale".to_vec()))
+        .collect();
+    ops.extend(random_pairs(&mut rng, 1000));
+    db.commit(ops).expect("stale db");
+    let mut client = Client::new(db, target, vec![0], small_requests()).expect("client");
+    assert!(drive(&mut client, &mut net, STEPS, |_, _, _| {}).expect("sync"));
+    assert_eq!(client.db().root(), target);
+}
+
+#[test]
+fn the_target_moves_mid_sync() {
+    let mut rng = StdRng::seed_from_u64(seed("the_target_moves_mid_sync"));
+    let mut net = Net::new(
+        &mut rng,
+        6000,
+        vec![Peer::Honest, Peer::Honest, Peer::Honest],
+    );
+    let first = net.source.root();
+    let db = open(&Arc::new(MemStore::new()));
+    let mut client = Client::new(db, first, vec![0, 1, 2], small_requests()).expect("client");
+    let mut churn_rng = StdRng::seed_from_u64(rng.random());
+    let mut targets = vec![first];
+    let done = drive(&mut client, &mut net, STEPS, |answered, client, net| {
+        // Move the target twice, while requests for the old one are still in flight.
+        if answered == 10 || answered == 25 {
+            let next = churn(&net.source, &mut churn_rng, 6000);
+            targets.push(next);
+            client.update_target(next).expect("update target");
+        }
+    })
+    .expect("sync");
+    assert!(done);
+    assert_eq!(targets.len(), 3);
+    assert_eq!(client.db().root(), targets[2]);
+    assert!(
+        client.penalties().is_empty(),
+        "honest answers to an old target are not lies: {:?}",
+        client.penalties()
+    );
+    assert!(
+        net.stats.change_requests > 0,
+        "finished ranges were brought over with change proofs: {:?}",
+        net.stats
+    );
+}
+
+#[test]
+fn a_restart_resumes_from_what_was_stored() {
+    let mut rng = StdRng::seed_from_u64(seed("a_restart_resumes_from_what_was_stored"));
+    let mut net = Net::new(&mut rng, 6000, vec![Peer::Honest]);
+    let target = net.source.root();
+    let store = Arc::new(MemStore::new());
+    let mut client = Client::new(open(&store), target, vec![0], small_requests()).expect("client");
+    assert!(!drive(&mut client, &mut net, 12, |_, _, _| {}).expect("partial sync"));
+    let partial = client.db().root();
+    assert_ne!(
+        partial, EMPTY_ROOT,
+        "something was committed before the restart"
+    );
+    drop(client);
+
+    let db = open(&store);
+    assert_eq!(db.root(), partial, "the partial sync survived");
+    let mut client = Client::new(db, target, vec![0], small_requests()).expect("client");
+    assert!(drive(&mut client, &mut net, STEPS, |_, _, _| {}).expect("sync"));
+    assert_eq!(client.db().root(), target);
+
+    // A client restarted at the target has nothing to do.
+    drop(client);
+    let mut client = Client::new(open(&store), target, vec![0], small_requests()).expect("client");
+    assert!(client.poll_request(Instant::now()).is_none());
+    assert!(client.is_done().expect("at the target"));
+}
+
+#[test]
+fn liars_are_penalized_and_timeouts_retried() {
+    let mut rng = StdRng::seed_from_u64(seed("liars_are_penalized_and_timeouts_retried"));
+    let peers = vec![
+        Peer::Tamper,
+        Peer::Omit,
+        Peer::Garbage,
+        Peer::Silent,
+        Peer::Honest,
+    ];
+    let mut net = Net::new(&mut rng, 4000, peers.clone());
+    let first = net.source.root();
+    let db = open(&Arc::new(MemStore::new()));
+    let mut client =
+        Client::new(db, first, (0..peers.len()).collect(), small_requests()).expect("client");
+    let mut churn_rng = StdRng::seed_from_u64(rng.random());
+    let mut last = first;
+    let done = drive(&mut client, &mut net, STEPS, |answered, client, net| {
+        if answered == 30 {
+            // Liars must also be caught in change proofs.
+            last = churn(&net.source, &mut churn_rng, 4000);
+            client.update_target(last).expect("update target");
+        }
+    })
+    .expect("sync");
+    assert!(done);
+    assert_eq!(client.db().root(), last);
+    let penalties = client.penalties();
+    for (i, peer) in peers.iter().enumerate() {
+        let got = penalties.get(&i).copied().unwrap_or(0);
+        match peer {
+            Peer::Honest | Peer::Silent => assert_eq!(got, 0, "{peer:?} is not penalized"),
+            _ => assert!(got > 0, "{peer:?} is penalized: {penalties:?}"),
+        }
+    }
+}
+
+#[test]
+fn nothing_from_liars_reaches_the_store() {
+    let mut rng = StdRng::seed_from_u64(seed("nothing_from_liars_reaches_the_store"));
+    let mut net = Net::new(
+        &mut rng,
+        2000,
+        vec![Peer::Tamper, Peer::Omit, Peer::Garbage],
+    );
+    let db = open(&Arc::new(MemStore::new()));
+    let target = net.source.root();
+    let mut client = Client::new(db, target, vec![0, 1, 2], small_requests()).expect("client");
+    assert!(!drive(&mut client, &mut net, 300, |_, _, _| {}).expect("no local failure"));
+    assert_eq!(client.db().root(), EMPTY_ROOT, "no lie was committed");
+    assert!(
+        client.penalties().values().sum::<u32>() == 300,
+        "every lie was penalized: {:?}",
+        client.penalties()
+    );
+}
+
+#[test]
+fn an_empty_target_clears_the_database() {
+    let mut rng = StdRng::seed_from_u64(seed("an_empty_target_clears_the_database"));
+    let db = open(&Arc::new(MemStore::new()));
+    db.commit(random_pairs(&mut rng, 500)).expect("fill");
+    let mut client = Client::new(db, EMPTY_ROOT, vec![0], ClientConfig::default()).expect("client");
+    assert!(client.poll_request(Instant::now()).is_none());
+    assert!(client.is_done().expect("empty"));
+    assert_eq!(client.db().root(), EMPTY_ROOT);
+}
+
+#[test]
+fn a_client_needs_peers_and_valid_limits() {
+    let store = Arc::new(MemStore::new());
+    let err = Client::<usize>::new(
+        open(&store),
+        EMPTY_ROOT,
+        Vec::new(),
+        ClientConfig::default(),
+    )
+    .err();
+    assert!(matches!(err, Some(ClientError::NoPeers)), "{err:?}");
+    let invalid = [
+        ClientConfig {
+            work_limit: 0,
+            ..ClientConfig::default()
+        },
+        ClientConfig {
+            key_limit: 0,
+            ..ClientConfig::default()
+        },
+        ClientConfig {
+            key_limit: MAX_KEY_LIMIT + 1,
+            ..ClientConfig::default()
+        },
+        ClientConfig {
+            bytes_limit: 0,
+            ..ClientConfig::default()
+        },
+        ClientConfig {
+            bytes_limit: MAX_BYTES_LIMIT + 1,
+            ..ClientConfig::default()
+        },
+    ];
+    for config in invalid {
+        let err = Client::new(open(&store), EMPTY_ROOT, vec![0], config.clone()).err();
+        assert!(
+            matches!(err, Some(ClientError::InvalidConfig)),
+            "{config:?}: {err:?}"
+        );
+    }
+}

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use quick_cache::sync::Cache;
-use tributary_store::{Durability, FjallStore, KvStore};
+use tributary_store::{Durability, FjallStore, KvStore, WriteBatch};
 
 use crate::error::DbError;
 use crate::history::{self, Record};
@@ -489,6 +489,17 @@ impl MerkleDb {
         })
     }
 
+    /// The progress record last stored with [`View::commit_with_progress`], if any.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn sync_progress(&self) -> Result<Option<Vec<u8>>, DbError> {
+        Ok(self
+            .inner
+            .store
+            .get(self.inner.ks.meta, persist::SYNC_PROGRESS)?)
+    }
+
     /// Applies `ops` and commits them; returns the new root.
     ///
     /// # Errors
@@ -604,7 +615,12 @@ impl MerkleDb {
         self.with_revision(&state, end_rev, |src| f(start_rev, end_rev, src))
     }
 
-    fn commit_changes(&self, base_revision: u64, changes: Changes) -> Result<Hash, DbError> {
+    fn commit_changes(
+        &self,
+        base_revision: u64,
+        changes: Changes,
+        progress: Option<&[u8]>,
+    ) -> Result<Hash, DbError> {
         let inner = &self.inner;
         let mut state = inner.write_state();
         if state.revision != base_revision {
@@ -615,6 +631,11 @@ impl MerkleDb {
         }
         let new_root = changes.root_id();
         if changes.values.is_empty() && new_root == state.root() {
+            if let Some(progress) = progress {
+                let mut batch = WriteBatch::with_capacity(1);
+                batch.put(inner.ks.meta, persist::SYNC_PROGRESS, progress);
+                inner.store.write(batch)?;
+            }
             return Ok(new_root);
         }
         let revision = state.revision + 1;
@@ -624,9 +645,9 @@ impl MerkleDb {
         if revision - state.checkpoint > keep {
             inner.checkpoint(&mut state)?;
         }
-        inner
-            .store
-            .write(persist::commit_batch(&inner.ks, revision, &changes, keep))?;
+        inner.store.write(persist::commit_batch(
+            &inner.ks, revision, &changes, keep, progress,
+        ))?;
         // Durable from here on.
         state.pending.absorb(changes);
         state.revision = revision;
@@ -715,7 +736,19 @@ impl View {
     /// errors (then the revision was not committed, unless the error came from writing the
     /// checkpoint that may follow a commit).
     pub fn commit(self) -> Result<Hash, DbError> {
-        self.db.commit_changes(self.base_revision, self.changes)
+        self.db
+            .commit_changes(self.base_revision, self.changes, None)
+    }
+
+    /// As [`View::commit`], and stores `progress` as the database's sync progress record in
+    /// the same atomic write (also when the view changes nothing), so a state-sync client's
+    /// record of what it has synced never disagrees with what was committed.
+    ///
+    /// # Errors
+    /// As [`View::commit`].
+    pub fn commit_with_progress(self, progress: &[u8]) -> Result<Hash, DbError> {
+        self.db
+            .commit_changes(self.base_revision, self.changes, Some(progress))
     }
 }
 

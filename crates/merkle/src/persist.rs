@@ -117,9 +117,19 @@ impl NodeSource for StoreSource<'_> {
 }
 
 /// The durable part of commit `revision`: its history record, root and revision number, and
-/// the pruning of the record that falls out of a history of `keep` revisions.
-pub(crate) fn commit_batch(ks: &Spaces, revision: u64, changes: &Changes, keep: u64) -> WriteBatch {
+/// the pruning of the record that falls out of a history of `keep` revisions, and the sync
+/// progress record if one is given.
+pub(crate) fn commit_batch(
+    ks: &Spaces,
+    revision: u64,
+    changes: &Changes,
+    keep: u64,
+    progress: Option<&[u8]>,
+) -> WriteBatch {
     let mut batch = WriteBatch::with_capacity(8);
+    if let Some(progress) = progress {
+        batch.put(ks.meta, SYNC_PROGRESS, progress);
+    }
     let rk = history::revision_key(revision);
     batch.put(ks.roots, &rk, &changes.root_id());
     let record = history::encode_record(
@@ -171,6 +181,9 @@ pub(crate) fn checkpoint_batch(ks: &Spaces, revision: u64, pending: &Changes) ->
     }
     batch
 }
+
+/// The metadata key of the state-sync client's progress record.
+pub(crate) const SYNC_PROGRESS: &[u8] = b"sync_progress";
 
 /// The revision number stored under `name` in the metadata (0 if none).
 pub(crate) fn meta_revision(store: &dyn KvStore, ks: &Spaces, name: &[u8]) -> Result<u64, DbError> {

@@ -9,18 +9,18 @@ use crate::node::Hash;
 use crate::proof::{ChangeProof, RangeProof};
 
 impl MerkleDb {
-    /// Writes a verified range proof's key-values for `[start, end]` and deletes the local keys
-    /// in `[start, last key returned]` (or `[start, end]` when none) that the proof lacks.
-    /// Returns the new root.
+    /// The operations that apply a verified range proof for `[start, end]`: its key-values,
+    /// and deletes of the local keys in `[start, last key returned]` (or `[start, end]` when
+    /// none) that the proof lacks.
     ///
     /// # Errors
-    /// Storage errors, or [`DbError::StaleView`] under a concurrent commit.
-    pub fn commit_range_proof(
+    /// Storage errors reading the local keys.
+    pub fn range_proof_ops(
         &self,
         start: Option<&[u8]>,
         end: Option<&[u8]>,
         proof: &RangeProof,
-    ) -> Result<Hash, DbError> {
+    ) -> Result<Vec<BatchOp>, DbError> {
         let largest = proof.key_values.last().map(|(k, _)| k.as_slice()).or(end);
         let proven: std::collections::HashSet<&[u8]> =
             proof.key_values.iter().map(|(k, _)| k.as_slice()).collect();
@@ -37,7 +37,33 @@ impl MerkleDb {
                 .iter()
                 .map(|(k, v)| BatchOp::Put(k.clone(), v.clone())),
         );
-        self.commit(ops)
+        Ok(ops)
+    }
+
+    /// The operations that apply a verified change proof: its puts and deletes.
+    #[must_use]
+    pub fn change_proof_ops(proof: &ChangeProof) -> Vec<BatchOp> {
+        proof
+            .key_changes
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => BatchOp::Put(k.clone(), v.clone()),
+                None => BatchOp::Delete(k.clone()),
+            })
+            .collect()
+    }
+
+    /// Writes a verified range proof (see [`MerkleDb::range_proof_ops`]); returns the new root.
+    ///
+    /// # Errors
+    /// Storage errors, or [`DbError::StaleView`] under a concurrent commit.
+    pub fn commit_range_proof(
+        &self,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        proof: &RangeProof,
+    ) -> Result<Hash, DbError> {
+        self.commit(self.range_proof_ops(start, end, proof)?)
     }
 
     /// Applies a verified change proof's puts and deletes. Returns the new root.
@@ -45,9 +71,6 @@ impl MerkleDb {
     /// # Errors
     /// Storage errors, or [`DbError::StaleView`] under a concurrent commit.
     pub fn commit_change_proof(&self, proof: &ChangeProof) -> Result<Hash, DbError> {
-        self.commit(proof.key_changes.iter().map(|(k, v)| match v {
-            Some(v) => BatchOp::Put(k.clone(), v.clone()),
-            None => BatchOp::Delete(k.clone()),
-        }))
+        self.commit(Self::change_proof_ops(proof))
     }
 }

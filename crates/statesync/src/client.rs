@@ -24,16 +24,22 @@
 //! be at fault) but its item goes back with backoff. Upstream weighs peers by bandwidth
 //! instead; that belongs to the runtime, which may pass a different peer list to a new client.
 //!
-//! Every proof is verified before anything is committed.
+//! Every proof is verified before anything is committed, and each commit stores, in the same
+//! atomic write, the client's progress record (which ranges are at which root, see
+//! the `progress` module): a client restarted on the database goes on from there and
+//! fetches nothing it already committed (firewood's syncer starts over: firewood #5127).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use tributary_merkle::{ChangeProof, DbError, EMPTY_ROOT, Hash, MerkleDb, ProofError, RangeProof};
+use tributary_merkle::{
+    BatchOp, ChangeProof, DbError, EMPTY_ROOT, Hash, MerkleDb, ProofError, RangeProof,
+};
 use tributary_wire::sync::{self as pb, change_proof_response, request};
 
 use crate::midpoint;
+use crate::progress::{self, CorruptProgress, RangeAt};
 use crate::server::{MAX_BYTES_LIMIT, MAX_KEY_LIMIT};
 
 /// Settings of a [`Client`].
@@ -69,6 +75,9 @@ pub enum ClientError {
     /// No peer to ask.
     #[error("no peers to sync from")]
     NoPeers,
+    /// The stored progress record does not decode.
+    #[error(transparent)]
+    CorruptProgress(#[from] CorruptProgress),
     /// A limit of zero, or above what servers accept.
     #[error(
         "invalid config: work limit must be positive, key limit in 1..={MAX_KEY_LIMIT}, bytes limit in 1..={MAX_BYTES_LIMIT}"
@@ -160,19 +169,12 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
         if !valid {
             return Err(ClientError::InvalidConfig);
         }
-        let first = Work {
-            start: None,
-            end: None,
-            priority: LOW,
-            local_root: db.root(),
-            attempt: 0,
-            not_before: None,
-        };
+        let queued = resume(&db)?;
         let mut client = Self {
             db,
             config,
             target,
-            queued: vec![first],
+            queued,
             in_flight: HashMap::new(),
             done: BTreeMap::new(),
             peers,
@@ -245,20 +247,14 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
 
     /// The empty root has no proofs: the database is cleared and all work ends.
     fn clear(&mut self) -> Result<(), ClientError> {
-        self.db
-            .commit_range_proof(None, None, &RangeProof::default())?;
+        let ops = self
+            .db
+            .range_proof_ops(None, None, &RangeProof::default())?;
         self.queued.clear();
         self.in_flight.clear();
         self.done.clear();
-        self.finish(Work {
-            start: None,
-            end: None,
-            priority: LOW,
-            local_root: EMPTY_ROOT,
-            attempt: 0,
-            not_before: None,
-        });
-        Ok(())
+        self.finish(whole_range(EMPTY_ROOT));
+        self.commit(ops)
     }
 
     /// The earliest time a queued item may be sent, if one is waiting on backoff.
@@ -380,10 +376,10 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
         let Some((work, peer, asked)) = self.in_flight.remove(&id) else {
             return Ok(());
         };
-        match self.apply(&work, &asked, bytes) {
-            Ok(largest) => {
-                self.advance(work, &asked, largest);
-                Ok(())
+        match self.verify(&work, &asked, bytes) {
+            Ok(verified) => {
+                self.advance(work, &asked, verified.largest);
+                self.commit(verified.ops)
             }
             Err(Rejected::Peer) => {
                 *self.penalties.entry(peer).or_default() += 1;
@@ -394,24 +390,26 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
         }
     }
 
-    /// Verifies and commits one answer about root `asked`; returns the largest key it covered
-    /// (`None`: the range held nothing more).
-    fn apply(&self, work: &Work, asked: &Hash, bytes: &[u8]) -> Result<Option<Vec<u8>>, Rejected> {
+    /// Verifies one answer about root `asked`; returns the operations that apply it and the
+    /// largest key it covered (`None`: the range held nothing more).
+    fn verify(&self, work: &Work, asked: &Hash, bytes: &[u8]) -> Result<Verified, Rejected> {
         let (start, end) = (work.start.as_deref(), work.end.as_deref());
         if bytes.len() > self.config.bytes_limit as usize {
             return Err(Rejected::Peer);
         }
-        let range = |proof: RangeProof| -> Result<Option<Vec<u8>>, Rejected> {
+        let range = |proof: RangeProof| -> Result<Verified, Rejected> {
             if proof.key_values.len() > self.config.key_limit as usize {
                 return Err(Rejected::Peer);
             }
             proof
                 .verify(start, end, asked, self.db.branch_factor())
                 .map_err(Rejected::from)?;
-            self.db
-                .commit_range_proof(start, end, &proof)
+            let ops = self
+                .db
+                .range_proof_ops(start, end, &proof)
                 .map_err(Rejected::Local)?;
-            Ok(proof.key_values.last().map(|(k, _)| k.clone()))
+            let largest = proof.key_values.last().map(|(k, _)| k.clone());
+            Ok(Verified { ops, largest })
         };
         if work.local_root == EMPTY_ROOT {
             return range(RangeProof::from_bytes(bytes).map_err(|_| Rejected::Peer)?);
@@ -429,12 +427,32 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
                 self.db
                     .verify_change_proof(&proof, start, end, asked)
                     .map_err(Rejected::from)?;
-                self.db
-                    .commit_change_proof(&proof)
-                    .map_err(Rejected::Local)?;
-                Ok(proof.key_changes.last().map(|(k, _)| k.clone()))
+                let largest = proof.key_changes.last().map(|(k, _)| k.clone());
+                Ok(Verified {
+                    ops: MerkleDb::change_proof_ops(&proof),
+                    largest,
+                })
             }
         }
+    }
+
+    /// Commits `ops` with the progress record of the current work state, atomically.
+    fn commit(&self, ops: Vec<BatchOp>) -> Result<(), ClientError> {
+        let view = self.db.view(ops)?;
+        let ranges = self
+            .done
+            .values()
+            .chain(&self.queued)
+            .chain(self.in_flight.values().map(|(work, _, _)| work))
+            .map(|w| RangeAt {
+                start: w.start.clone(),
+                end: w.end.clone(),
+                root: w.local_root,
+            })
+            .collect();
+        let record = progress::encode(&view.root(), ranges);
+        view.commit_with_progress(&record)?;
+        Ok(())
     }
 
     /// After a committed proof about root `asked` covering keys up to `largest`: finish the
@@ -512,6 +530,46 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
         }
         self.queued.push(work);
     }
+}
+
+/// The whole key space, at `root`.
+const fn whole_range(root: Hash) -> Work {
+    Work {
+        start: None,
+        end: None,
+        priority: LOW,
+        local_root: root,
+        attempt: 0,
+        not_before: None,
+    }
+}
+
+/// The work a client on `db` starts with: the ranges of its progress record if the record
+/// describes the database as it is; otherwise (no sync ever ran, or the database changed
+/// since) the whole key space at the database's root.
+fn resume(db: &MerkleDb) -> Result<Vec<Work>, ClientError> {
+    let Some(bytes) = db.sync_progress()? else {
+        return Ok(vec![whole_range(db.root())]);
+    };
+    let (recorded_root, ranges) = progress::decode(&bytes)?;
+    if recorded_root != db.root() {
+        return Ok(vec![whole_range(db.root())]);
+    }
+    Ok(ranges
+        .into_iter()
+        .map(|r| Work {
+            start: r.start,
+            end: r.end,
+            local_root: r.root,
+            ..whole_range(r.root)
+        })
+        .collect())
+}
+
+/// A verified answer: how to apply it, and the largest key it covered.
+struct Verified {
+    ops: Vec<BatchOp>,
+    largest: Option<Vec<u8>>,
 }
 
 /// Why an answer was not used.

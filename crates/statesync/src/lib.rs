@@ -7,6 +7,8 @@
 
 pub mod client;
 mod midpoint;
+mod progress;
 pub mod server;
 
 pub use midpoint::midpoint;
+pub use progress::CorruptProgress;

@@ -8,6 +8,7 @@
 #[path = "../../merkle/tests/common/mod.rs"]
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,24 +22,49 @@ use tributary_statesync::server::{MAX_BYTES_LIMIT, MAX_KEY_LIMIT, Reply, handle}
 use tributary_store::MemStore;
 use tributary_wire::sync::{self as pb, change_proof_response, request};
 
-/// How a simulated peer answers.
+/// How a simulated peer answers: honestly, not at all, or with one of the lies of avalanchego's
+/// `Test_Sync_Result_Correct_Root`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Peer {
     Honest,
-    /// Changes one value of the honest answer.
+    /// Adds a key after the last one.
+    AddLeaf,
+    /// Leaves out the first key.
+    DropFirst,
+    /// Leaves out a middle key.
+    DropMiddle,
+    /// Changes a middle value.
     Tamper,
-    /// Leaves one key out of the honest answer.
-    Omit,
+    /// Removes the start and end proofs.
+    StripProofs,
+    /// Sends an empty proof.
+    Empty,
     /// Random bytes.
     Garbage,
     /// Never answers: the request times out.
     Silent,
+    /// Answers honestly half of the time, else not at all.
+    Flaky,
+}
+
+impl Peer {
+    const fn lies(self) -> bool {
+        !matches!(self, Self::Honest | Self::Silent | Self::Flaky)
+    }
 }
 
 #[derive(Default, Debug)]
 struct Stats {
     range_requests: usize,
     change_requests: usize,
+    /// How often each key arrived in an answer that was delivered.
+    received: HashMap<Vec<u8>, u32>,
+}
+
+impl Stats {
+    fn fetched_twice(&self) -> usize {
+        self.received.values().filter(|n| **n > 1).count()
+    }
 }
 
 struct Net {
@@ -113,66 +139,102 @@ impl Net {
             Ok(Reply::Drop) => return None,
             Err(e) => panic!("the client sent a request the server refuses: {e}"),
         };
-        match self.peers[peer] {
-            Peer::Honest => Some(honest),
-            Peer::Silent => None,
-            Peer::Garbage => Some(
-                (0..self.rng.random_range(1..300))
-                    .map(|_| self.rng.random())
-                    .collect(),
-            ),
-            lie => Some(if is_range {
-                let mut proof = pb::RangeProof::decode(honest.as_slice()).expect("honest proof");
-                lie_about_range(lie, &mut proof);
-                proof.encode_to_vec()
-            } else {
-                let mut response = pb::SyncGetChangeProofResponse::decode(honest.as_slice())
-                    .expect("honest response");
-                match response.response.as_mut().expect("answer") {
-                    change_proof_response::Response::RangeProof(proof) => {
-                        lie_about_range(lie, proof);
-                    }
-                    change_proof_response::Response::ChangeProof(proof) => {
-                        lie_about_changes(lie, proof);
-                    }
-                }
-                response.encode_to_vec()
-            }),
+        let peer = self.peers[peer];
+        if peer == Peer::Silent || (peer == Peer::Flaky && self.rng.random_bool(0.5)) {
+            return None;
         }
+        if peer == Peer::Garbage {
+            let len = self.rng.random_range(1..300);
+            return Some((0..len).map(|_| self.rng.random()).collect());
+        }
+        let answer = if is_range {
+            let mut proof = pb::RangeProof::decode(honest.as_slice()).expect("honest proof");
+            lie_about_range(peer, &mut proof);
+            self.count(proof.key_values.iter().map(|kv| &kv.key));
+            proof.encode_to_vec()
+        } else {
+            let mut response =
+                pb::SyncGetChangeProofResponse::decode(honest.as_slice()).expect("honest response");
+            match response.response.as_mut().expect("answer") {
+                change_proof_response::Response::RangeProof(proof) => {
+                    lie_about_range(peer, proof);
+                    self.count(proof.key_values.iter().map(|kv| &kv.key));
+                }
+                change_proof_response::Response::ChangeProof(proof) => {
+                    lie_about_changes(peer, proof);
+                    self.count(proof.key_changes.iter().map(|kc| &kc.key));
+                }
+            }
+            response.encode_to_vec()
+        };
+        Some(answer)
+    }
+
+    fn count<'a>(&mut self, keys: impl Iterator<Item = &'a Vec<u8>>) {
+        for key in keys {
+            *self.stats.received.entry(key.clone()).or_default() += 1;
+        }
+    }
+}
+
+/// Applies `lie` to a proof's items (key-values or key changes) and proofs; a lie that would
+/// change nothing (dropping from an empty proof) adds a leaf instead.
+fn lie_about<T>(
+    lie: Peer,
+    items: &mut Vec<T>,
+    proofs: [&mut Vec<pb::ProofNode>; 2],
+    forge: impl FnOnce(&mut T),
+    leaf: T,
+) {
+    let n = items.len();
+    let [start_proof, end_proof] = proofs;
+    let has_proofs = !start_proof.is_empty() || !end_proof.is_empty();
+    match lie {
+        Peer::Honest | Peer::Silent | Peer::Flaky => {}
+        Peer::DropFirst if n > 0 => drop(items.remove(0)),
+        Peer::DropMiddle if n > 1 => drop(items.remove(n / 2)),
+        Peer::Tamper if n > 0 => forge(&mut items[n / 2]),
+        Peer::StripProofs if has_proofs => {
+            start_proof.clear();
+            end_proof.clear();
+        }
+        Peer::Empty if n > 0 || has_proofs => {
+            items.clear();
+            start_proof.clear();
+            end_proof.clear();
+        }
+        _ => items.push(leaf),
     }
 }
 
 fn lie_about_range(lie: Peer, proof: &mut pb::RangeProof) {
-    let n = proof.key_values.len();
-    match lie {
-        Peer::Tamper if n > 0 => proof.key_values[n / 2].value.push(1),
-        Peer::Omit if n > 1 => drop(proof.key_values.remove(n / 2)),
-        _ => proof.key_values.push(pb::KeyValue {
+    lie_about(
+        lie,
+        &mut proof.key_values,
+        [&mut proof.start_proof, &mut proof.end_proof],
+        |kv| kv.value.push(1),
+        pb::KeyValue {
             key: vec![0xff; 40],
             value: vec![1],
-        }),
-    }
+        },
+    );
 }
 
 fn lie_about_changes(lie: Peer, proof: &mut pb::ChangeProof) {
-    let n = proof.key_changes.len();
-    match lie {
-        Peer::Tamper if n > 0 => {
-            let change = &mut proof.key_changes[n / 2];
-            change.value = Some(pb::MaybeBytes {
-                value: b"forged".to_vec(),
-                is_nothing: false,
-            });
-        }
-        Peer::Omit if n > 1 => drop(proof.key_changes.remove(n / 2)),
-        _ => proof.key_changes.push(pb::KeyChange {
+    let forged = pb::MaybeBytes {
+        value: b"forged".to_vec(),
+        is_nothing: false,
+    };
+    lie_about(
+        lie,
+        &mut proof.key_changes,
+        [&mut proof.start_proof, &mut proof.end_proof],
+        |kc| kc.value = Some(forged.clone()),
+        pb::KeyChange {
             key: vec![0xff; 40],
-            value: Some(pb::MaybeBytes {
-                value: vec![1],
-                is_nothing: false,
-            }),
-        }),
-    }
+            value: Some(forged.clone()),
+        },
+    );
 }
 
 /// Runs the client until it is done (`Ok(true)`), `stop_after` answers were handled
@@ -299,66 +361,103 @@ fn the_target_moves_mid_sync() {
 }
 
 #[test]
-fn a_restart_resumes_from_what_was_stored() {
-    let mut rng = StdRng::seed_from_u64(seed("a_restart_resumes_from_what_was_stored"));
-    let mut net = Net::new(&mut rng, 6000, vec![Peer::Honest]);
-    let target = net.source.root();
-    let store = Arc::new(MemStore::new());
-    let mut client = Client::new(open(&store), target, vec![0], small_requests()).expect("client");
-    assert!(!drive(&mut client, &mut net, 12, |_, _, _| {}).expect("partial sync"));
-    let partial = client.db().root();
-    assert_ne!(
-        partial, EMPTY_ROOT,
-        "something was committed before the restart"
+fn crashes_at_random_points_fetch_nothing_twice() {
+    let mut rng = StdRng::seed_from_u64(seed("crashes_at_random_points_fetch_nothing_twice"));
+    let mut net = Net::new(
+        &mut rng,
+        100_000,
+        vec![Peer::Honest, Peer::Flaky, Peer::Honest],
     );
-    drop(client);
+    let target = net.source.root();
+    let source_keys = net
+        .source
+        .key_values(&target, None, None, usize::MAX)
+        .expect("read source")
+        .len();
+    let config = ClientConfig {
+        key_limit: 500,
+        ..ClientConfig::default()
+    };
+    // A client dropped between answers loses its memory and its requests in flight; only what
+    // it committed (keys and progress record, in one write) survives in the store.
+    let store = Arc::new(MemStore::new());
+    let mut crashes = 0;
+    loop {
+        let mut client =
+            Client::new(open(&store), target, vec![0, 1, 2], config.clone()).expect("client");
+        let answers = rng.random_range(1..25);
+        if drive(&mut client, &mut net, answers, |_, _, _| {}).expect("sync") {
+            break;
+        }
+        crashes += 1;
+        // Without resuming, runs this short would never finish.
+        assert!(crashes < 200, "no progress across restarts");
+    }
+    assert!(crashes >= 5, "crashed {crashes} times");
+    assert_eq!(open(&store).root(), target);
+    assert_eq!(net.stats.received.len(), source_keys, "every key arrived");
+    assert_eq!(net.stats.fetched_twice(), 0, "after {crashes} crashes");
 
-    let db = open(&store);
-    assert_eq!(db.root(), partial, "the partial sync survived");
-    let mut client = Client::new(db, target, vec![0], small_requests()).expect("client");
-    assert!(drive(&mut client, &mut net, STEPS, |_, _, _| {}).expect("sync"));
-    assert_eq!(client.db().root(), target);
-
-    // A client restarted at the target has nothing to do.
-    drop(client);
-    let mut client = Client::new(open(&store), target, vec![0], small_requests()).expect("client");
+    // Restarted at the target: nothing to do.
+    let mut client = Client::new(open(&store), target, vec![0], config.clone()).expect("client");
     assert!(client.poll_request(Instant::now()).is_none());
     assert!(client.is_done().expect("at the target"));
+    drop(client);
+
+    // A database changed outside sync no longer matches its record: it is synced whole, and
+    // still ends at the target.
+    let db = open(&store);
+    db.commit([BatchOp::Put(b"outside".to_vec(), b"sync".to_vec())])
+        .expect("commit");
+    let mut client = Client::new(db, target, vec![0], config).expect("client");
+    assert!(drive(&mut client, &mut net, STEPS, |_, _, _| {}).expect("sync"));
+    assert_eq!(client.db().root(), target);
 }
 
 #[test]
 fn liars_are_penalized_and_timeouts_retried() {
     let mut rng = StdRng::seed_from_u64(seed("liars_are_penalized_and_timeouts_retried"));
     let peers = vec![
+        Peer::AddLeaf,
+        Peer::DropFirst,
+        Peer::DropMiddle,
         Peer::Tamper,
-        Peer::Omit,
+        Peer::StripProofs,
+        Peer::Empty,
         Peer::Garbage,
         Peer::Silent,
+        Peer::Flaky,
         Peer::Honest,
     ];
-    let mut net = Net::new(&mut rng, 4000, peers.clone());
+    let mut net = Net::new(&mut rng, 20_000, peers.clone());
     let first = net.source.root();
     let db = open(&Arc::new(MemStore::new()));
-    let mut client =
-        Client::new(db, first, (0..peers.len()).collect(), small_requests()).expect("client");
+    let ids = (0..peers.len()).collect();
+    let mut client = Client::new(db, first, ids, small_requests()).expect("client");
     let mut churn_rng = StdRng::seed_from_u64(rng.random());
     let mut last = first;
     let done = drive(&mut client, &mut net, STEPS, |answered, client, net| {
-        if answered == 30 {
+        if answered == 40 {
             // Liars must also be caught in change proofs.
-            last = churn(&net.source, &mut churn_rng, 4000);
+            last = churn(&net.source, &mut churn_rng, 20_000);
             client.update_target(last).expect("update target");
         }
     })
     .expect("sync");
     assert!(done);
     assert_eq!(client.db().root(), last);
+    assert!(
+        net.stats.change_requests > 0,
+        "{:?}",
+        net.stats.change_requests
+    );
     let penalties = client.penalties();
     for (i, peer) in peers.iter().enumerate() {
         let got = penalties.get(&i).copied().unwrap_or(0);
-        match peer {
-            Peer::Honest | Peer::Silent => assert_eq!(got, 0, "{peer:?} is not penalized"),
-            _ => assert!(got > 0, "{peer:?} is penalized: {penalties:?}"),
+        if peer.lies() {
+            assert!(got > 0, "{peer:?} is penalized: {penalties:?}");
+        } else {
+            assert_eq!(got, 0, "{peer:?} is not penalized");
         }
     }
 }
@@ -366,14 +465,19 @@ fn liars_are_penalized_and_timeouts_retried() {
 #[test]
 fn nothing_from_liars_reaches_the_store() {
     let mut rng = StdRng::seed_from_u64(seed("nothing_from_liars_reaches_the_store"));
-    let mut net = Net::new(
-        &mut rng,
-        2000,
-        vec![Peer::Tamper, Peer::Omit, Peer::Garbage],
-    );
+    let liars = vec![
+        Peer::AddLeaf,
+        Peer::DropFirst,
+        Peer::DropMiddle,
+        Peer::Tamper,
+        Peer::StripProofs,
+        Peer::Empty,
+        Peer::Garbage,
+    ];
+    let mut net = Net::new(&mut rng, 2000, liars);
     let db = open(&Arc::new(MemStore::new()));
     let target = net.source.root();
-    let mut client = Client::new(db, target, vec![0, 1, 2], small_requests()).expect("client");
+    let mut client = Client::new(db, target, (0..7).collect(), small_requests()).expect("client");
     assert!(!drive(&mut client, &mut net, 300, |_, _, _| {}).expect("no local failure"));
     assert_eq!(client.db().root(), EMPTY_ROOT, "no lie was committed");
     assert!(

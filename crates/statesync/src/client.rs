@@ -85,6 +85,24 @@ pub enum ClientError {
     InvalidConfig,
 }
 
+/// What a client has done so far (the metrics of x/sync's client).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Requests sent.
+    pub requests: u64,
+    /// Answers verified and committed.
+    pub succeeded: u64,
+    /// Requests that failed in transit (timeouts, disconnects).
+    pub failed: u64,
+    /// Answers refused as invalid (each one a penalty).
+    pub rejected: u64,
+    /// Writes committed: proven key-values and key changes, and deletes of local keys a range
+    /// proof showed do not exist.
+    pub keys: u64,
+    /// Bytes of answers received, valid or not.
+    pub bytes: u64,
+}
+
 /// A request to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing<P> {
@@ -139,6 +157,7 @@ pub struct Client<P> {
     done: BTreeMap<Option<Vec<u8>>, Work>,
     peers: Vec<P>,
     penalties: HashMap<P, u32>,
+    stats: ClientStats,
     next_peer: usize,
     next_id: u64,
 }
@@ -179,6 +198,7 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
             done: BTreeMap::new(),
             peers,
             penalties: HashMap::new(),
+            stats: ClientStats::default(),
             next_peer: 0,
             next_id: 0,
         };
@@ -204,6 +224,18 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
     #[must_use]
     pub fn penalties(&self) -> &HashMap<P, u32> {
         &self.penalties
+    }
+
+    /// Counts of requests, answers, keys and bytes so far.
+    #[must_use]
+    pub const fn stats(&self) -> ClientStats {
+        self.stats
+    }
+
+    /// Key ranges not yet at the target: queued or in flight.
+    #[must_use]
+    pub fn ranges_left(&self) -> usize {
+        self.queued.len() + self.in_flight.len()
     }
 
     /// Whether all work is done: then the database is at the target root.
@@ -276,6 +308,7 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
             let peer = self.pick_peer();
             let id = self.next_id;
             self.next_id += 1;
+            self.stats.requests += 1;
             self.in_flight.insert(id, (work, peer.clone(), self.target));
             return Some(Outgoing { id, peer, bytes });
         }
@@ -351,6 +384,7 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
     /// A request failed in transit (timeout, disconnect): try again elsewhere, later.
     pub fn handle_failure(&mut self, now: Instant, id: u64) {
         if let Some((work, _, _)) = self.in_flight.remove(&id) {
+            self.stats.failed += 1;
             self.retry(now, work);
         }
     }
@@ -376,12 +410,16 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
         let Some((work, peer, asked)) = self.in_flight.remove(&id) else {
             return Ok(());
         };
+        self.stats.bytes += bytes.len() as u64;
         match self.verify(&work, &asked, bytes) {
             Ok(verified) => {
+                self.stats.succeeded += 1;
+                self.stats.keys += verified.ops.len() as u64;
                 self.advance(work, &asked, verified.largest);
                 self.commit(verified.ops)
             }
             Err(Rejected::Peer) => {
+                self.stats.rejected += 1;
                 *self.penalties.entry(peer).or_default() += 1;
                 self.retry(now, work);
                 Ok(())

@@ -452,6 +452,21 @@ fn liars_are_penalized_and_timeouts_retried() {
         net.stats.change_requests
     );
     let penalties = client.penalties();
+    let stats = client.stats();
+    assert_eq!(
+        stats.rejected,
+        penalties.values().map(|p| u64::from(*p)).sum::<u64>()
+    );
+    assert!(
+        stats.failed > 0,
+        "the silent and flaky peers timed out: {stats:?}"
+    );
+    assert_eq!(
+        stats.requests,
+        stats.succeeded + stats.failed + stats.rejected,
+        "{stats:?}"
+    );
+    assert!(stats.keys >= 20_000, "{stats:?}");
     for (i, peer) in peers.iter().enumerate() {
         let got = penalties.get(&i).copied().unwrap_or(0);
         if peer.lies() {

@@ -27,6 +27,9 @@ pub struct SyncArgs {
     /// history.
     #[arg(long, value_name = "HEX")]
     root: Option<String>,
+    /// Print the summary as JSON on stdout instead of the root.
+    #[arg(long)]
+    json: bool,
     /// Most keys per proof, 1 to 2048.
     #[arg(long, default_value_t = MAX_KEY_LIMIT, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_KEY_LIMIT)))]
     key_limit: u32,
@@ -54,11 +57,9 @@ pub fn sync(args: &SyncArgs) -> Result<()> {
     };
     let mut client = Client::new(dest, target, vec!["source"], config)?;
     let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {pos} proofs, {msg} [{elapsed}]")
-            .context("progress template")?,
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").context("progress template")?,
     );
     let started = Instant::now();
-    let (mut proofs, mut bytes) = (0u64, 0usize);
     while !client.is_done()? {
         let Some(request) = client.poll_request(Instant::now()) else {
             bail!("the source gave no usable answer; nothing more can be done");
@@ -67,22 +68,47 @@ pub fn sync(args: &SyncArgs) -> Result<()> {
             Reply::Bytes(answer) => answer,
             Reply::Drop => bail!("the source does not hold root {}", to_hex(&target)),
         };
-        bytes += answer.len();
         client.handle_response(Instant::now(), request.id, &answer)?;
         if !client.penalties().is_empty() {
             bail!("the source sent a proof that does not verify");
         }
-        proofs += 1;
-        bar.set_position(proofs);
-        bar.set_message(format!("{} MiB", bytes >> 20));
+        let stats = client.stats();
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "{} keys, {:.1} MiB ({:.1} MiB/s), {} ranges left",
+            stats.keys,
+            mib(stats.bytes),
+            mib(stats.bytes) / secs,
+            client.ranges_left()
+        ));
+        bar.tick();
     }
     bar.finish_and_clear();
+    let stats = client.stats();
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "synced with {proofs} proofs, {:.1} MiB in {secs:.2} s ({:.1} MiB/s)",
-        bytes as f64 / 1_048_576.0,
-        bytes as f64 / 1_048_576.0 / secs.max(1e-9),
-    );
-    println!("{}", to_hex(&client.db().root()));
+    let root = to_hex(&client.db().root());
+    if args.json {
+        let summary = serde_json::json!({
+            "root": root,
+            "proofs": stats.succeeded,
+            "keys": stats.keys,
+            "bytes": stats.bytes,
+            "seconds": secs,
+        });
+        println!("{summary}");
+    } else {
+        eprintln!(
+            "synced: {} proofs, {} keys, {:.1} MiB in {secs:.2} s ({:.1} MiB/s)",
+            stats.succeeded,
+            stats.keys,
+            mib(stats.bytes),
+            mib(stats.bytes) / secs.max(1e-9),
+        );
+        println!("{root}");
+    }
     Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1_048_576.0
 }

@@ -556,8 +556,16 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
                     priority: MEDIUM,
                     ..work.clone()
                 };
+                // Upstream starts the second half at `mid` itself, so both halves hold a key
+                // equal to `mid`; if they are then synced at different roots, a change proof
+                // for one half fails on the other's value of that key and an honest peer is
+                // penalized. Starting at `mid‖0x00`, the key right after `mid`, the halves
+                // share nothing and leave no gap.
                 let second = Work {
-                    start: mid,
+                    start: mid.map(|mut m| {
+                        m.push(0);
+                        m
+                    }),
                     priority: LOW,
                     ..work
                 };

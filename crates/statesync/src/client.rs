@@ -12,8 +12,10 @@
 //! - At most `work_limit` requests are in flight (`SimultaneousWorkLimit`, default 8).
 //! - A proof that fails verification penalizes the peer that sent it and sends the item back
 //!   as a retry, with backoff `min(10 ms · 1.5^attempt, 1 s)`, to another peer.
-//! - A verified proof is committed; if it stopped short of the item's end, the rest is split at
-//!   the [`midpoint`](crate::midpoint) (while few items are queued) and queued again.
+//! - A verified proof is committed; if it stopped short of the item's end, the rest, from the
+//!   key right after the last one proven (`last‖0x00`, upstream's fallback: its `findNextKey`,
+//!   which skips subtrees that already match, is not implemented yet), is split at the
+//!   [`midpoint`](crate::midpoint) (while few items are queued) and queued again.
 //! - [`Client::update_target`] sends every finished range back to be brought to the new root
 //!   with change proofs.
 //! - When nothing is queued or in flight, the database root must be the target, else
@@ -22,11 +24,11 @@
 //! Peers are chosen round robin among those with the fewest penalties, so a peer that lied is
 //! asked again only if every peer has lied as often. A timeout is not a penalty (the network may
 //! be at fault) but its item goes back with backoff. Upstream weighs peers by bandwidth
-//! instead; that belongs to the runtime, which may pass a different peer list to a new client.
+//! instead; measuring peers belongs to the runtime, which chooses the peer list.
 //!
 //! Every proof is verified before anything is committed, and each commit stores, in the same
-//! atomic write, the client's progress record (which ranges are at which root, see
-//! the `progress` module): a client restarted on the database goes on from there and
+//! atomic write, the client's progress record (which ranges are at which root; the `progress`
+//! module): a client restarted on the database goes on from there and
 //! fetches nothing it already committed (firewood's syncer starts over: firewood #5127).
 
 use std::collections::{BTreeMap, HashMap};

@@ -47,6 +47,17 @@ enum Peer {
     Flaky,
 }
 
+/// Every way of lying, one peer each.
+const LIARS: [Peer; 7] = [
+    Peer::AddLeaf,
+    Peer::DropFirst,
+    Peer::DropMiddle,
+    Peer::Tamper,
+    Peer::StripProofs,
+    Peer::Empty,
+    Peer::Garbage,
+];
+
 impl Peer {
     const fn lies(self) -> bool {
         !matches!(self, Self::Honest | Self::Silent | Self::Flaky)
@@ -417,18 +428,7 @@ fn crashes_at_random_points_fetch_nothing_twice() {
 #[test]
 fn liars_are_penalized_and_timeouts_retried() {
     let mut rng = StdRng::seed_from_u64(seed("liars_are_penalized_and_timeouts_retried"));
-    let peers = vec![
-        Peer::AddLeaf,
-        Peer::DropFirst,
-        Peer::DropMiddle,
-        Peer::Tamper,
-        Peer::StripProofs,
-        Peer::Empty,
-        Peer::Garbage,
-        Peer::Silent,
-        Peer::Flaky,
-        Peer::Honest,
-    ];
+    let peers = [LIARS.as_slice(), &[Peer::Silent, Peer::Flaky, Peer::Honest]].concat();
     let mut net = Net::new(&mut rng, 20_000, peers.clone());
     let first = net.source.root();
     let db = open(&Arc::new(MemStore::new()));
@@ -480,19 +480,11 @@ fn liars_are_penalized_and_timeouts_retried() {
 #[test]
 fn nothing_from_liars_reaches_the_store() {
     let mut rng = StdRng::seed_from_u64(seed("nothing_from_liars_reaches_the_store"));
-    let liars = vec![
-        Peer::AddLeaf,
-        Peer::DropFirst,
-        Peer::DropMiddle,
-        Peer::Tamper,
-        Peer::StripProofs,
-        Peer::Empty,
-        Peer::Garbage,
-    ];
-    let mut net = Net::new(&mut rng, 2000, liars);
+    let mut net = Net::new(&mut rng, 2000, LIARS.to_vec());
     let db = open(&Arc::new(MemStore::new()));
     let target = net.source.root();
-    let mut client = Client::new(db, target, (0..7).collect(), small_requests()).expect("client");
+    let mut client =
+        Client::new(db, target, (0..LIARS.len()).collect(), small_requests()).expect("client");
     assert!(!drive(&mut client, &mut net, 300, |_, _, _| {}).expect("no local failure"));
     assert_eq!(client.db().root(), EMPTY_ROOT, "no lie was committed");
     assert!(

@@ -6,7 +6,12 @@
 //! crates convert these types into their domain types and enforce the semantic rules there
 //! (for state sync: research/merkledb.md §4).
 
+pub mod overlay;
 pub mod sync;
+
+/// Largest overlay message accepted or produced: a handshake, or a hive batch of at most 30
+/// records with a few underlays each, fits with room to spare.
+pub const MAX_OVERLAY_MESSAGE_BYTES: usize = 32 * 1024;
 
 /// Largest state-sync message accepted or produced: the x/sync byte limit (2 MiB − 4 KiB) plus
 /// room for the request wrapper.

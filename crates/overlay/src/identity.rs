@@ -1,0 +1,322 @@
+//! A node's identity and signed peer records.
+//!
+//! One secp256k1 key per node gives everything else: the transport identity ([`NodeKey`], the
+//! compressed public key, from which the runtime derives the libp2p `PeerId`), the Ethereum
+//! address, and the overlay address `keccak256(eth address ‖ network id as u64 LE ‖ nonce)`
+//! (bee's `crypto.NewOverlayAddress`). A [`PeerRecord`] (bee's `BzzAddress`) carries the overlay,
+//! the underlays and a recoverable signature over both and the network id; [`verify_record`]
+//! recovers the key and checks that it owns the overlay, so no node can claim an address it
+//! cannot sign for, and a record of another network does not verify.
+
+use k256::ecdsa::{RecoveryId, Signature, SigningKey, VerifyingKey};
+use tributary_chunk::Address;
+use tributary_chunk::bmt::keccak256;
+use tributary_wire::overlay::PeerRecord;
+
+/// Domain separation for record signatures.
+const RECORD_DOMAIN: &[u8] = b"tributary-overlay-record";
+/// Most underlays a record may carry.
+pub const MAX_UNDERLAYS: usize = 8;
+/// Longest underlay (binary multiaddr) a record may carry.
+pub const MAX_UNDERLAY_BYTES: usize = 128;
+
+/// The compressed secp256k1 public key a transport authenticates a peer by.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeKey(pub [u8; 33]);
+
+impl std::fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeKey(")?;
+        self.0[..6].iter().try_for_each(|b| write!(f, "{b:02x}"))?;
+        write!(f, "…)")
+    }
+}
+
+/// Why an identity or a peer record was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The secret key is not a valid secp256k1 scalar.
+    #[error("invalid secret key")]
+    BadSecret,
+    /// A field has the wrong length.
+    #[error("{field} has {len} bytes, expected {expected}")]
+    BadLength {
+        /// The field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The length it must have.
+        expected: usize,
+    },
+    /// Too many or too long underlays.
+    #[error("too many or too long underlays ({count})")]
+    BadUnderlays {
+        /// How many there were.
+        count: usize,
+    },
+    /// The signature does not recover to a public key.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// The signer does not own the overlay address.
+    #[error("overlay {claimed} is not the signer's ({derived})")]
+    OverlayMismatch {
+        /// The overlay the record claims.
+        claimed: Address,
+        /// The overlay the signer's key gives.
+        derived: Address,
+    },
+}
+
+/// A node's secret key and nonce.
+#[derive(Clone)]
+pub struct Identity {
+    key: SigningKey,
+    nonce: [u8; 32],
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("key", &self.node_key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// An identity from a 32-byte secret key and a 32-byte nonce.
+    ///
+    /// # Errors
+    /// When `secret` is zero or not below the curve order.
+    pub fn from_secret(secret: &[u8; 32], nonce: [u8; 32]) -> Result<Self, RecordError> {
+        let key = SigningKey::from_slice(secret).map_err(|_| RecordError::BadSecret)?;
+        Ok(Self { key, nonce })
+    }
+
+    /// The secret key's bytes (to store in the data directory).
+    #[must_use]
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes().into()
+    }
+
+    /// The nonce.
+    #[must_use]
+    pub fn nonce(&self) -> [u8; 32] {
+        self.nonce
+    }
+
+    /// The transport identity.
+    #[must_use]
+    pub fn node_key(&self) -> NodeKey {
+        node_key_of(self.key.verifying_key())
+    }
+
+    /// The Ethereum address of the key.
+    #[must_use]
+    pub fn eth_address(&self) -> [u8; 20] {
+        eth_address(self.key.verifying_key())
+    }
+
+    /// The overlay address in network `network_id`.
+    #[must_use]
+    pub fn overlay(&self, network_id: u64) -> Address {
+        overlay_address(&self.eth_address(), network_id, &self.nonce)
+    }
+
+    /// A signed record of this node's overlay and `underlays` in network `network_id`.
+    ///
+    /// # Errors
+    /// When there are more than [`MAX_UNDERLAYS`] underlays or one is longer than
+    /// [`MAX_UNDERLAY_BYTES`].
+    pub fn sign_record(
+        &self,
+        network_id: u64,
+        underlays: Vec<Vec<u8>>,
+        timestamp: u64,
+    ) -> Result<PeerRecord, RecordError> {
+        check_underlays(&underlays)?;
+        let overlay = self.overlay(network_id);
+        let digest = record_digest(&overlay, network_id, timestamp, &underlays);
+        let (signature, recovery) = self
+            .key
+            .sign_prehash_recoverable(&digest)
+            .map_err(|_| RecordError::BadSignature)?;
+        let mut sig = signature.to_bytes().to_vec();
+        sig.push(recovery.to_byte());
+        Ok(PeerRecord {
+            overlay: overlay.0.to_vec(),
+            underlays,
+            nonce: self.nonce.to_vec(),
+            timestamp,
+            signature: sig,
+        })
+    }
+}
+
+/// A record whose signature and overlay were checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedRecord {
+    /// The overlay address.
+    pub overlay: Address,
+    /// The key that signed it.
+    pub key: NodeKey,
+    /// The record as received (to gossip and persist unchanged).
+    pub wire: PeerRecord,
+}
+
+/// Checks a record: field lengths, the signature, and that the signer owns the overlay in
+/// network `network_id`.
+///
+/// # Errors
+/// Which check failed.
+pub fn verify_record(wire: &PeerRecord, network_id: u64) -> Result<VerifiedRecord, RecordError> {
+    let overlay = Address(fixed::<32>("overlay", &wire.overlay)?);
+    let nonce = fixed::<32>("nonce", &wire.nonce)?;
+    let sig = fixed::<65>("signature", &wire.signature)?;
+    check_underlays(&wire.underlays)?;
+    let signature = Signature::from_slice(&sig[..64]).map_err(|_| RecordError::BadSignature)?;
+    let recovery = RecoveryId::from_byte(sig[64]).ok_or(RecordError::BadSignature)?;
+    let digest = record_digest(&overlay, network_id, wire.timestamp, &wire.underlays);
+    let signer = VerifyingKey::recover_from_prehash(&digest, &signature, recovery)
+        .map_err(|_| RecordError::BadSignature)?;
+    let derived = overlay_address(&eth_address(&signer), network_id, &nonce);
+    if derived != overlay {
+        return Err(RecordError::OverlayMismatch {
+            claimed: overlay,
+            derived,
+        });
+    }
+    Ok(VerifiedRecord {
+        overlay,
+        key: node_key_of(&signer),
+        wire: wire.clone(),
+    })
+}
+
+/// `keccak256(eth address ‖ network id as u64 LE ‖ nonce)`.
+#[must_use]
+pub fn overlay_address(eth: &[u8; 20], network_id: u64, nonce: &[u8; 32]) -> Address {
+    let mut data = Vec::with_capacity(60);
+    data.extend_from_slice(eth);
+    data.extend_from_slice(&network_id.to_le_bytes());
+    data.extend_from_slice(nonce);
+    Address(keccak256(&data))
+}
+
+fn eth_address(key: &VerifyingKey) -> [u8; 20] {
+    let point = key.to_encoded_point(false);
+    let hash = keccak256(&point.as_bytes()[1..]);
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&hash[12..]);
+    out
+}
+
+fn node_key_of(key: &VerifyingKey) -> NodeKey {
+    let mut out = [0u8; 33];
+    out.copy_from_slice(key.to_encoded_point(true).as_bytes());
+    NodeKey(out)
+}
+
+fn record_digest(
+    overlay: &Address,
+    network_id: u64,
+    timestamp: u64,
+    underlays: &[Vec<u8>],
+) -> [u8; 32] {
+    let mut data = Vec::with_capacity(128);
+    data.extend_from_slice(RECORD_DOMAIN);
+    data.extend_from_slice(&overlay.0);
+    data.extend_from_slice(&network_id.to_le_bytes());
+    data.extend_from_slice(&timestamp.to_le_bytes());
+    for underlay in underlays {
+        // Bounded by MAX_UNDERLAY_BYTES, checked before signing and verifying.
+        let len = u32::try_from(underlay.len()).unwrap_or(u32::MAX);
+        data.extend_from_slice(&len.to_le_bytes());
+        data.extend_from_slice(underlay);
+    }
+    keccak256(&data)
+}
+
+fn check_underlays(underlays: &[Vec<u8>]) -> Result<(), RecordError> {
+    if underlays.len() > MAX_UNDERLAYS || underlays.iter().any(|u| u.len() > MAX_UNDERLAY_BYTES) {
+        return Err(RecordError::BadUnderlays {
+            count: underlays.len(),
+        });
+    }
+    Ok(())
+}
+
+fn fixed<const N: usize>(field: &'static str, bytes: &[u8]) -> Result<[u8; N], RecordError> {
+    bytes.try_into().map_err(|_| RecordError::BadLength {
+        field,
+        len: bytes.len(),
+        expected: N,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(seed: u8) -> Identity {
+        Identity::from_secret(&[seed; 32], [seed.wrapping_add(1); 32]).expect("valid key")
+    }
+
+    #[test]
+    fn overlay_is_keccak_of_eth_address_network_and_nonce() {
+        // Key 0x…01 is the generator: its Ethereum address is well known.
+        let mut secret = [0u8; 32];
+        secret[31] = 1;
+        let id = Identity::from_secret(&secret, [0; 32]).expect("valid key");
+        assert_eq!(
+            hex::encode(id.eth_address()),
+            "7e5f4552091a69125d5dfcb7b8c2659029395bdf"
+        );
+        let mut data = id.eth_address().to_vec();
+        data.extend_from_slice(&7u64.to_le_bytes());
+        data.extend_from_slice(&[0; 32]);
+        assert_eq!(id.overlay(7).0, keccak256(&data));
+        assert_ne!(id.overlay(7), id.overlay(8));
+    }
+
+    #[test]
+    fn records_verify_and_name_their_signer() {
+        let id = identity(3);
+        let record = id
+            .sign_record(1, vec![b"/ip4/x".to_vec()], 99)
+            .expect("signs");
+        let verified = verify_record(&record, 1).expect("verifies");
+        assert_eq!(verified.overlay, id.overlay(1));
+        assert_eq!(verified.key, id.node_key());
+    }
+
+    #[test]
+    fn forged_and_foreign_records_are_refused() {
+        let id = identity(3);
+        let record = id
+            .sign_record(1, vec![b"/ip4/x".to_vec()], 99)
+            .expect("signs");
+        // Another network.
+        assert!(verify_record(&record, 2).is_err());
+        // Someone else's overlay under this key's signature.
+        let mut forged = record.clone();
+        forged.overlay = identity(4).overlay(1).0.to_vec();
+        assert!(verify_record(&forged, 1).is_err());
+        // Changed underlay, timestamp, signature byte, truncated fields.
+        let mut moved = record.clone();
+        moved.underlays[0].push(b'1');
+        assert!(verify_record(&moved, 1).is_err());
+        let mut later = record.clone();
+        later.timestamp += 1;
+        assert!(verify_record(&later, 1).is_err());
+        let mut flipped = record.clone();
+        flipped.signature[10] ^= 1;
+        assert!(verify_record(&flipped, 1).is_err());
+        let mut short = record;
+        short.nonce.pop();
+        assert!(matches!(
+            verify_record(&short, 1),
+            Err(RecordError::BadLength { field: "nonce", .. })
+        ));
+        assert!(identity(5).sign_record(1, vec![vec![0; 200]], 1).is_err());
+    }
+}

@@ -1,0 +1,825 @@
+//! The overlay protocol core: connections, handshake, hive gossip and dialling, sans-IO.
+//!
+//! The runtime (or the simulator) reports transport events — a connection opened or closed,
+//! a dial failed, a message arrived — through `handle_*(now, …)` and carries out what
+//! [`Overlay::poll_output`] returns: dial a peer, send a message, close a connection. Time is
+//! only what the caller passes in; [`Overlay::poll_timeout`] names the next deadline.
+//!
+//! **Handshake.** Each side sends one [`Handshake`] on a new connection, the dialer first, the
+//! other on receipt of the dialer's (so simultaneous dials that leave each side believing it
+//! dialled still exchange exactly one each). A handshake is refused — the connection closed
+//! with a [`Refusal`] the runtime logs — for another protocol version, another network id, a
+//! record that does not verify, a record signed by another key than the one the transport
+//! authenticated, or our own overlay. A connection that has not completed its handshake within
+//! `handshake_timeout` is closed.
+//!
+//! **Hive.** A new peer is sent the records nearest to it (and a few per bin), and announced to
+//! every other connected peer at the next tick; every `hive_interval` each connected peer is
+//! sent the records nearest to it again, which repairs what message loss took. Each node also
+//! tells its peers its depth (old Swarm's `subPeersMsg`) when it changes and with every
+//! refresh, so that a node does not prune a peer whose neighbourhood it is in. Messages may
+//! arrive in any order (libp2p request-response opens a stream per message); gossip that
+//! overtakes the handshake is dropped and repeated by the next refresh. A batch holds
+//! at most [`MAX_PEERS_PER_MESSAGE`] records; each record is verified (unless exactly that
+//! record is already known) before it enters the table and the store, and a peer that sends
+//! an invalid one is disconnected. Known records are persisted and loaded again at start, so a
+//! restarted node rejoins without a bootnode.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tributary_chunk::Address;
+use tributary_store::{KeyspaceId, KvStore, StoreError, WriteBatch};
+use tributary_wire::MAX_OVERLAY_MESSAGE_BYTES;
+use tributary_wire::overlay::{
+    Depth, Handshake, OverlayMessage, PeerRecord, Peers, overlay_message,
+};
+
+use crate::identity::{NodeKey, RecordError, VerifiedRecord, verify_record};
+use crate::kademlia::{Kademlia, KademliaConfig, Topology};
+
+/// The overlay protocol version this node speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Most records in one hive message (bee's batch size).
+pub const MAX_PEERS_PER_MESSAGE: usize = 30;
+/// Records announced to one peer that may wait for the next tick.
+const MAX_PENDING_ANNOUNCES: usize = MAX_PEERS_PER_MESSAGE;
+/// Keyspace of persisted peer records.
+const PEERS_KEYSPACE: &str = "overlay_peers";
+
+/// Parameters of the overlay.
+#[derive(Clone, Debug)]
+pub struct OverlayConfig {
+    /// Peers of other networks are refused.
+    pub network_id: u64,
+    /// Whether this node is light (takes no place in others' tables).
+    pub light: bool,
+    /// The table's parameters.
+    pub kademlia: KademliaConfig,
+    /// How long a connection may take to complete its handshake.
+    pub handshake_timeout: Duration,
+    /// How long a dial may stay unanswered before it counts as failed.
+    pub dial_timeout: Duration,
+    /// Most dials in flight.
+    pub max_dials: usize,
+    /// How often connected peers are sent the records nearest them again.
+    pub hive_interval: Duration,
+    /// How often the table is looked at (dials, pruning, announcements).
+    pub tick: Duration,
+    /// Seed of the redial jitter.
+    pub seed: u64,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        Self {
+            network_id: 1,
+            light: false,
+            kademlia: KademliaConfig::default(),
+            handshake_timeout: Duration::from_secs(15),
+            dial_timeout: Duration::from_secs(30),
+            max_dials: 8,
+            hive_interval: Duration::from_secs(20),
+            tick: Duration::from_millis(500),
+            seed: 0,
+        }
+    }
+}
+
+/// Why a peer's connection was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Another protocol version.
+    #[error("protocol version {theirs}, we speak {ours}")]
+    Version {
+        /// Ours.
+        ours: u32,
+        /// Theirs.
+        theirs: u32,
+    },
+    /// Another network.
+    #[error("network id {theirs}, ours is {ours}")]
+    Network {
+        /// Ours.
+        ours: u64,
+        /// Theirs.
+        theirs: u64,
+    },
+    /// A record that does not verify.
+    #[error("invalid peer record: {0}")]
+    Record(RecordError),
+    /// The handshake's record is signed by another key than the connection's.
+    #[error("handshake record signed by another key than the connection's")]
+    KeyMismatch,
+    /// The peer claims our own overlay.
+    #[error("peer claims our own overlay")]
+    OwnOverlay,
+    /// A message over the size limit.
+    #[error("message of {len} bytes, limit {max}")]
+    Oversized {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A message that does not decode.
+    #[error("undecodable message: {0}")]
+    Malformed(String),
+    /// A hive batch over [`MAX_PEERS_PER_MESSAGE`].
+    #[error("{0} records in one message, limit {MAX_PEERS_PER_MESSAGE}")]
+    TooManyRecords(usize),
+    /// A second handshake.
+    #[error("message out of order: {0}")]
+    OutOfOrder(&'static str),
+}
+
+/// Why the core closes a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisconnectReason {
+    /// The peer broke the protocol or failed verification.
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// No handshake in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// Its bin holds more peers than the table keeps.
+    #[error("pruned from an over-saturated bin")]
+    Pruned,
+}
+
+/// Errors of the overlay core.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    /// The store failed.
+    #[error("peer store")]
+    Store(#[from] StoreError),
+    /// The node's own record does not verify in its network.
+    #[error("own record: {0}")]
+    OwnRecord(RecordError),
+}
+
+/// What the core asks the runtime to do, or tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Open a connection.
+    Dial {
+        /// The peer's transport key.
+        key: NodeKey,
+        /// Its underlays.
+        underlays: Vec<Vec<u8>>,
+    },
+    /// Send a message on the connection to `to`.
+    Send {
+        /// The peer.
+        to: NodeKey,
+        /// The message.
+        message: OverlayMessage,
+    },
+    /// Close the connection to `peer`.
+    Disconnect {
+        /// The peer.
+        peer: NodeKey,
+        /// Why (for the log).
+        reason: DisconnectReason,
+    },
+    /// A handshake completed.
+    PeerConnected {
+        /// The peer's key.
+        key: NodeKey,
+        /// Its overlay.
+        overlay: Address,
+        /// Whether it is light.
+        light: bool,
+    },
+    /// A connected peer went away.
+    PeerDisconnected {
+        /// The peer's key.
+        key: NodeKey,
+        /// Its overlay.
+        overlay: Address,
+    },
+}
+
+#[derive(Debug)]
+enum ConnState {
+    Handshaking {
+        deadline: Instant,
+        dialled: Option<Address>,
+    },
+    Ready {
+        overlay: Address,
+        light: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Conn {
+    sent_handshake: bool,
+    state: ConnState,
+    announce: Vec<PeerRecord>,
+}
+
+/// Counters for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OverlayStats {
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Connections refused.
+    pub refusals: u64,
+    /// Records received in hive messages.
+    pub records_received: u64,
+    /// Records sent in hive messages.
+    pub records_sent: u64,
+    /// Dials started.
+    pub dials: u64,
+    /// Dials that failed.
+    pub dial_failures: u64,
+    /// Connections pruned.
+    pub pruned: u64,
+}
+
+/// The overlay core of one node.
+pub struct Overlay {
+    config: OverlayConfig,
+    own: VerifiedRecord,
+    table: Kademlia,
+    conns: BTreeMap<NodeKey, Conn>,
+    dialing: BTreeMap<NodeKey, (Address, Instant)>,
+    out: VecDeque<Output>,
+    store: Arc<dyn KvStore>,
+    keyspace: KeyspaceId,
+    rng: StdRng,
+    next_tick: Option<Instant>,
+    next_refresh: Option<Instant>,
+    advertised_depth: Option<u8>,
+    stats: OverlayStats,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("overlay", &self.own.overlay)
+            .field("connected", &self.table.connected_len())
+            .field("known", &self.table.known_len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Overlay {
+    /// A core for the node whose signed record is `own`, loading the peers persisted in
+    /// `store` (records that no longer verify, say after a network id change, are dropped).
+    ///
+    /// # Errors
+    /// When `own` does not verify in `config.network_id` or the store fails.
+    pub fn new(
+        config: OverlayConfig,
+        own: &PeerRecord,
+        store: Arc<dyn KvStore>,
+    ) -> Result<Self, OverlayError> {
+        let own = verify_record(own, config.network_id).map_err(OverlayError::OwnRecord)?;
+        let keyspace = store.keyspace(PEERS_KEYSPACE)?;
+        let mut table = Kademlia::new(own.overlay, config.kademlia.clone());
+        let mut stale = WriteBatch::default();
+        for item in store.scan_from(keyspace, &[]) {
+            let (key, value) = item?;
+            let record = PeerRecord::decode(value.as_slice())
+                .ok()
+                .and_then(|r| verify_record(&r, config.network_id).ok());
+            match record {
+                Some(r) if r.overlay.0.as_slice() == key.as_slice() => {
+                    table.add_known(r);
+                }
+                _ => stale.delete(keyspace, &key),
+            }
+        }
+        if !stale.is_empty() {
+            store.write(stale)?;
+        }
+        Ok(Self {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            own,
+            table,
+            conns: BTreeMap::new(),
+            dialing: BTreeMap::new(),
+            out: VecDeque::new(),
+            store,
+            keyspace,
+            next_tick: None,
+            next_refresh: None,
+            advertised_depth: None,
+            stats: OverlayStats::default(),
+        })
+    }
+
+    /// This node's overlay address.
+    #[must_use]
+    pub fn overlay(&self) -> Address {
+        self.own.overlay
+    }
+
+    /// The table.
+    #[must_use]
+    pub fn table(&self) -> &Kademlia {
+        &self.table
+    }
+
+    /// A snapshot of the table.
+    #[must_use]
+    pub fn topology(&self) -> Topology {
+        self.table.topology()
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> OverlayStats {
+        self.stats
+    }
+
+    /// Peers whose handshake completed: key, overlay, light.
+    #[must_use]
+    pub fn peers(&self) -> Vec<(NodeKey, Address, bool)> {
+        let mut out: Vec<_> = self
+            .conns
+            .iter()
+            .filter_map(|(k, c)| match c.state {
+                ConnState::Ready { overlay, light } => Some((*k, overlay, light)),
+                ConnState::Handshaking { .. } => None,
+            })
+            .collect();
+        out.sort_by_key(|(_, o, _)| *o);
+        out
+    }
+
+    /// Whether no connection has completed its handshake: the runtime then dials its
+    /// bootnodes again.
+    #[must_use]
+    pub fn is_isolated(&self) -> bool {
+        !self
+            .conns
+            .values()
+            .any(|c| matches!(c.state, ConnState::Ready { .. }))
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Overlay::handle_timeout`] should be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    /// A transport connection to `key` opened; `outbound` if this node dialled it.
+    pub fn handle_connected(&mut self, now: Instant, key: NodeKey, outbound: bool) {
+        let dialled = self.dialing.remove(&key).map(|(overlay, _)| overlay);
+        if self.conns.contains_key(&key) {
+            return;
+        }
+        let mut conn = Conn {
+            sent_handshake: false,
+            state: ConnState::Handshaking {
+                deadline: now + self.config.handshake_timeout,
+                dialled,
+            },
+            announce: Vec::new(),
+        };
+        if outbound {
+            self.send_handshake(key, &mut conn);
+        }
+        self.conns.insert(key, conn);
+        self.schedule(now);
+    }
+
+    /// The transport connection to `key` closed.
+    pub fn handle_disconnected(&mut self, now: Instant, key: NodeKey) -> Result<(), OverlayError> {
+        self.dialing.remove(&key);
+        let Some(conn) = self.conns.remove(&key) else {
+            return Ok(());
+        };
+        self.connection_ended(now, key, &conn)
+    }
+
+    /// A dial to `key` failed.
+    pub fn handle_dial_failed(&mut self, now: Instant, key: NodeKey) -> Result<(), OverlayError> {
+        if let Some((overlay, _)) = self.dialing.remove(&key) {
+            self.stats.dial_failures += 1;
+            let jitter = self.jitter();
+            if self.table.dial_failed(&overlay, now, jitter) {
+                self.forget(&overlay)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `bytes` arrived from `from`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: NodeKey,
+        bytes: &[u8],
+    ) -> Result<(), OverlayError> {
+        if !self.conns.contains_key(&from) {
+            return Ok(());
+        }
+        if bytes.len() > MAX_OVERLAY_MESSAGE_BYTES {
+            let len = bytes.len();
+            return self.refuse(
+                now,
+                from,
+                Refusal::Oversized {
+                    len,
+                    max: MAX_OVERLAY_MESSAGE_BYTES,
+                },
+            );
+        }
+        let message = match OverlayMessage::decode(bytes) {
+            Ok(OverlayMessage { message: Some(m) }) => m,
+            Ok(_) => return self.refuse(now, from, Refusal::Malformed("empty message".into())),
+            Err(e) => return self.refuse(now, from, Refusal::Malformed(e.to_string())),
+        };
+        let result = match message {
+            overlay_message::Message::Handshake(h) => self.on_handshake(now, from, &h),
+            overlay_message::Message::Peers(p) => self.on_peers(from, p.peers),
+            overlay_message::Message::Depth(d) => Ok(self.on_depth(from, d.depth)),
+        };
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refusal)) => self.refuse(now, from, refusal),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Time passed: expire handshakes and dials, announce new peers, refresh gossip, prune,
+    /// dial.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), OverlayError> {
+        if self.next_tick.is_some_and(|t| t > now) {
+            return Ok(());
+        }
+        self.next_tick = Some(now + self.config.tick);
+        self.expire(now)?;
+        self.flush_announcements();
+        self.advertise_depth();
+        if self.next_refresh.is_none_or(|t| t <= now) {
+            self.next_refresh = Some(now + self.config.hive_interval);
+            self.refresh_gossip();
+        }
+        self.prune(now);
+        self.dial(now);
+        Ok(())
+    }
+
+    fn schedule(&mut self, now: Instant) {
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now);
+        }
+    }
+
+    fn jitter(&mut self) -> f64 {
+        self.rng.random_range(0.85..1.15)
+    }
+
+    fn send(&mut self, to: NodeKey, message: overlay_message::Message) {
+        self.out.push_back(Output::Send {
+            to,
+            message: OverlayMessage {
+                message: Some(message),
+            },
+        });
+    }
+
+    fn send_handshake(&mut self, to: NodeKey, conn: &mut Conn) {
+        conn.sent_handshake = true;
+        let handshake = Handshake {
+            version: PROTOCOL_VERSION,
+            network_id: self.config.network_id,
+            record: Some(self.own.wire.clone()),
+            light: self.config.light,
+        };
+        self.send(to, overlay_message::Message::Handshake(handshake));
+    }
+
+    fn on_handshake(
+        &mut self,
+        now: Instant,
+        from: NodeKey,
+        h: &Handshake,
+    ) -> Result<Result<(), Refusal>, OverlayError> {
+        let record = match self.check_handshake(from, h) {
+            Ok(record) => record,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let Some(mut conn) = self.conns.remove(&from) else {
+            return Ok(Ok(()));
+        };
+        if matches!(conn.state, ConnState::Ready { .. }) {
+            self.conns.insert(from, conn);
+            return Ok(Err(Refusal::OutOfOrder("second handshake")));
+        }
+        if !conn.sent_handshake {
+            self.send_handshake(from, &mut conn);
+        }
+        let overlay = record.overlay;
+        conn.state = ConnState::Ready {
+            overlay,
+            light: h.light,
+        };
+        self.conns.insert(from, conn);
+        self.stats.handshakes += 1;
+        self.out.push_back(Output::PeerConnected {
+            key: from,
+            overlay,
+            light: h.light,
+        });
+        if !h.light {
+            let wire = record.wire.clone();
+            self.remember(vec![record])?;
+            self.table.connect(overlay, from, now);
+            for (key, other) in &mut self.conns {
+                if *key != from
+                    && matches!(other.state, ConnState::Ready { .. })
+                    && other.announce.len() < MAX_PENDING_ANNOUNCES
+                {
+                    other.announce.push(wire.clone());
+                }
+            }
+        }
+        self.gossip_to(from, &overlay);
+        if let Some(depth) = self.advertised_depth {
+            self.send(
+                from,
+                overlay_message::Message::Depth(Depth {
+                    depth: u32::from(depth),
+                }),
+            );
+        }
+        Ok(Ok(()))
+    }
+
+    fn on_depth(&mut self, from: NodeKey, depth: u32) -> Result<(), Refusal> {
+        let Some(ConnState::Ready { overlay, .. }) = self.conns.get(&from).map(|c| &c.state) else {
+            // Overtook the handshake (see `on_peers`); the next refresh repeats it.
+            return Ok(());
+        };
+        let depth = u8::try_from(depth)
+            .ok()
+            .filter(|d| *d <= tributary_chunk::MAX_PO)
+            .ok_or_else(|| Refusal::Malformed(format!("depth {depth}")))?;
+        let overlay = *overlay;
+        self.table.set_peer_depth(&overlay, depth);
+        Ok(())
+    }
+
+    /// Tells every connected peer our depth when it changed.
+    fn advertise_depth(&mut self) {
+        let depth = self.table.depth();
+        if self.advertised_depth == Some(depth) {
+            return;
+        }
+        self.advertised_depth = Some(depth);
+        for (key, _, _) in self.peers() {
+            self.send(
+                key,
+                overlay_message::Message::Depth(Depth {
+                    depth: u32::from(depth),
+                }),
+            );
+        }
+    }
+
+    fn check_handshake(&self, from: NodeKey, h: &Handshake) -> Result<VerifiedRecord, Refusal> {
+        if h.version != PROTOCOL_VERSION {
+            return Err(Refusal::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: h.version,
+            });
+        }
+        if h.network_id != self.config.network_id {
+            return Err(Refusal::Network {
+                ours: self.config.network_id,
+                theirs: h.network_id,
+            });
+        }
+        let wire = h
+            .record
+            .as_ref()
+            .ok_or(Refusal::Malformed("handshake without record".into()))?;
+        let record = verify_record(wire, self.config.network_id).map_err(Refusal::Record)?;
+        if record.key != from {
+            return Err(Refusal::KeyMismatch);
+        }
+        if record.overlay == self.own.overlay {
+            return Err(Refusal::OwnOverlay);
+        }
+        Ok(record)
+    }
+
+    fn on_peers(
+        &mut self,
+        from: NodeKey,
+        records: Vec<PeerRecord>,
+    ) -> Result<Result<(), Refusal>, OverlayError> {
+        if !self
+            .conns
+            .get(&from)
+            .is_some_and(|c| matches!(c.state, ConnState::Ready { .. }))
+        {
+            // Each message travels on its own stream, so gossip may overtake the handshake:
+            // drop it, the next refresh repeats it.
+            return Ok(Ok(()));
+        }
+        if records.len() > MAX_PEERS_PER_MESSAGE {
+            return Ok(Err(Refusal::TooManyRecords(records.len())));
+        }
+        self.stats.records_received += records.len() as u64;
+        let mut fresh = Vec::new();
+        for wire in records {
+            if self.table.has_record(&wire) {
+                continue;
+            }
+            match verify_record(&wire, self.config.network_id) {
+                Ok(r) if r.overlay == self.own.overlay => {}
+                Ok(r) => fresh.push(r),
+                Err(e) => return Ok(Err(Refusal::Record(e))),
+            }
+        }
+        self.remember(fresh)?;
+        Ok(Ok(()))
+    }
+
+    /// Adds verified records to the table and persists those that changed it, in one batch.
+    fn remember(&mut self, records: Vec<VerifiedRecord>) -> Result<(), OverlayError> {
+        let mut batch = WriteBatch::default();
+        for record in records {
+            let (key, value) = (record.overlay.0, record.wire.encode_to_vec());
+            if self.table.add_known(record) {
+                batch.put(self.keyspace, &key, &value);
+            }
+        }
+        if !batch.is_empty() {
+            self.store.write(batch)?;
+        }
+        Ok(())
+    }
+
+    fn forget(&mut self, overlay: &Address) -> Result<(), OverlayError> {
+        let mut batch = WriteBatch::default();
+        batch.delete(self.keyspace, &overlay.0);
+        self.store.write(batch)?;
+        Ok(())
+    }
+
+    fn refuse(
+        &mut self,
+        now: Instant,
+        peer: NodeKey,
+        refusal: Refusal,
+    ) -> Result<(), OverlayError> {
+        self.stats.refusals += 1;
+        self.out.push_back(Output::Disconnect {
+            peer,
+            reason: DisconnectReason::Refused(refusal),
+        });
+        match self.conns.remove(&peer) {
+            Some(conn) => self.connection_ended(now, peer, &conn),
+            None => Ok(()),
+        }
+    }
+
+    fn connection_ended(
+        &mut self,
+        now: Instant,
+        key: NodeKey,
+        conn: &Conn,
+    ) -> Result<(), OverlayError> {
+        let jitter = self.jitter();
+        let forgotten = match conn.state {
+            ConnState::Handshaking {
+                dialled: Some(overlay),
+                ..
+            } => self
+                .table
+                .dial_failed(&overlay, now, jitter)
+                .then_some(overlay),
+            ConnState::Handshaking { dialled: None, .. } => None,
+            ConnState::Ready { overlay, light } => {
+                self.out
+                    .push_back(Output::PeerDisconnected { key, overlay });
+                (!light && self.table.disconnect(&overlay, now, jitter)).then_some(overlay)
+            }
+        };
+        match forgotten {
+            Some(overlay) => self.forget(&overlay),
+            None => Ok(()),
+        }
+    }
+
+    fn expire(&mut self, now: Instant) -> Result<(), OverlayError> {
+        let late: Vec<NodeKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.state, ConnState::Handshaking { deadline, .. } if deadline <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in late {
+            self.out.push_back(Output::Disconnect {
+                peer: key,
+                reason: DisconnectReason::HandshakeTimeout,
+            });
+            if let Some(conn) = self.conns.remove(&key) {
+                self.connection_ended(now, key, &conn)?;
+            }
+        }
+        let stuck: Vec<NodeKey> = self
+            .dialing
+            .iter()
+            .filter(|(_, (_, since))| {
+                now.saturating_duration_since(*since) >= self.config.dial_timeout
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stuck {
+            self.handle_dial_failed(now, key)?;
+        }
+        Ok(())
+    }
+
+    fn flush_announcements(&mut self) {
+        let pending: Vec<(NodeKey, Vec<PeerRecord>)> = self
+            .conns
+            .iter_mut()
+            .filter(|(_, c)| !c.announce.is_empty())
+            .map(|(k, c)| (*k, std::mem::take(&mut c.announce)))
+            .collect();
+        for (key, peers) in pending {
+            self.stats.records_sent += peers.len() as u64;
+            self.send(key, overlay_message::Message::Peers(Peers { peers }));
+        }
+    }
+
+    fn gossip_to(&mut self, key: NodeKey, overlay: &Address) {
+        let peers = self
+            .table
+            .records_for(overlay, 20, 2, MAX_PEERS_PER_MESSAGE);
+        if !peers.is_empty() {
+            self.stats.records_sent += peers.len() as u64;
+            self.send(key, overlay_message::Message::Peers(Peers { peers }));
+        }
+    }
+
+    fn refresh_gossip(&mut self) {
+        let depth = self.table.depth();
+        for (key, overlay, _) in self.peers() {
+            self.gossip_to(key, &overlay);
+            self.send(
+                key,
+                overlay_message::Message::Depth(Depth {
+                    depth: u32::from(depth),
+                }),
+            );
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        for (overlay, key) in self.table.prune(now) {
+            self.stats.pruned += 1;
+            self.conns.remove(&key);
+            self.table.disconnect_pruned(&overlay);
+            self.out.push_back(Output::Disconnect {
+                peer: key,
+                reason: DisconnectReason::Pruned,
+            });
+            self.out
+                .push_back(Output::PeerDisconnected { key, overlay });
+        }
+    }
+
+    fn dial(&mut self, now: Instant) {
+        let slots = self.config.max_dials.saturating_sub(self.dialing.len());
+        if slots == 0 {
+            return;
+        }
+        let busy = |k: &NodeKey| self.dialing.contains_key(k) || self.conns.contains_key(k);
+        let suggestions = self.table.suggest(now, slots, busy);
+        for s in suggestions {
+            self.stats.dials += 1;
+            self.dialing.insert(s.key, (s.overlay, now));
+            self.out.push_back(Output::Dial {
+                key: s.key,
+                underlays: s.underlays,
+            });
+        }
+    }
+}

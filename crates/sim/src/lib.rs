@@ -1,0 +1,626 @@
+//! The deterministic simulator: many nodes' protocol cores in one process on a virtual clock.
+//!
+//! Every link has a latency drawn from a range, every message may be lost, nodes can be
+//! partitioned into groups that cannot reach each other, and a node can crash (its core is
+//! dropped, its store kept) and restart from what it persisted. All randomness comes from one
+//! seed, so the same seed gives the same run; tests print the seed they use
+//! (`TRIBUTARY_SEED` overrides it).
+//!
+//! Today it drives the overlay core ([`tributary_overlay::Overlay`]); the transport it stands
+//! in for is a connection-oriented one like libp2p's: a dial either opens a connection, seen by
+//! both ends at once, or fails after a delay; a closed connection is seen by both ends at once;
+//! messages on a connection arrive in order or not at all, and none survive the connection.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tributary_chunk::Address;
+use tributary_overlay::{Health, Identity, NodeKey, Output, Overlay, OverlayConfig, OverlayError};
+use tributary_store::MemStore;
+use tributary_wire::overlay::PeerRecord;
+
+/// How often an isolated node dials its bootnode again (the node runtime does the same).
+pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
+
+/// Unix time the virtual clock starts at (for record timestamps).
+const EPOCH_SECS: u64 = 1_700_000_000;
+
+/// Parameters of a simulation.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed of everything random.
+    pub seed: u64,
+    /// Shortest one-way latency.
+    pub latency_min: Duration,
+    /// Longest one-way latency.
+    pub latency_max: Duration,
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// How long a dial to a dead or unreachable node takes to fail.
+    pub dial_failure: Duration,
+    /// The overlay configuration of every node (its seed is replaced per node).
+    pub overlay: OverlayConfig,
+}
+
+impl SimConfig {
+    /// Defaults with the given seed: 5–50 ms latency, no loss, dials fail after 2 s.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            latency_min: Duration::from_millis(5),
+            latency_max: Duration::from_millis(50),
+            loss: 0.0,
+            dial_failure: Duration::from_secs(2),
+            overlay: OverlayConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Connect {
+        from: usize,
+        to: usize,
+    },
+    DialFailed {
+        from: usize,
+        key: NodeKey,
+    },
+    Deliver {
+        from: usize,
+        to: usize,
+        epoch: u64,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        at: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+struct SimNode {
+    identity: Identity,
+    store: Arc<MemStore>,
+    core: Option<Overlay>,
+    timer: Option<Instant>,
+    starts: u64,
+    light: bool,
+    bootnode: Option<usize>,
+    next_bootstrap: Option<Instant>,
+}
+
+/// Counters of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SimStats {
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages lost (dropped by the loss rate or by a partition).
+    pub lost: u64,
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Handshakes completed, counted at both ends.
+    pub handshakes: u64,
+    /// Connections closed by a core (refusals, timeouts, pruning).
+    pub disconnects: u64,
+    /// Dials that failed.
+    pub dial_failures: u64,
+}
+
+/// A simulated network of overlay nodes.
+pub struct Sim {
+    config: SimConfig,
+    rng: StdRng,
+    start: Instant,
+    now: Instant,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    nodes: Vec<SimNode>,
+    by_key: HashMap<NodeKey, usize>,
+    links: BTreeMap<(usize, usize), u64>,
+    next_epoch: u64,
+    group: Vec<u32>,
+    stats: SimStats,
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
+}
+
+impl Sim {
+    /// An empty network.
+    #[must_use]
+    pub fn new(config: SimConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            start: now,
+            now,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes: Vec::new(),
+            by_key: HashMap::new(),
+            links: BTreeMap::new(),
+            next_epoch: 0,
+            group: Vec::new(),
+            stats: SimStats::default(),
+        }
+    }
+
+    /// Virtual time since the start.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Counters so far.
+    #[must_use]
+    pub fn stats(&self) -> SimStats {
+        self.stats
+    }
+
+    /// Number of nodes, dead or alive.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The core of node `i`, if it is running.
+    #[must_use]
+    pub fn node(&self, i: usize) -> Option<&Overlay> {
+        self.nodes.get(i).and_then(|n| n.core.as_ref())
+    }
+
+    /// Adds and starts a node with a fresh key; returns its index.
+    ///
+    /// # Errors
+    /// When its core cannot start.
+    pub fn add_node(&mut self, light: bool) -> Result<usize, OverlayError> {
+        let identity = loop {
+            let secret: [u8; 32] = self.rng.random();
+            if let Ok(id) = Identity::from_secret(&secret, self.rng.random()) {
+                break id;
+            }
+        };
+        let index = self.nodes.len();
+        self.by_key.insert(identity.node_key(), index);
+        self.nodes.push(SimNode {
+            identity,
+            store: Arc::new(MemStore::new()),
+            core: None,
+            timer: None,
+            starts: 0,
+            light,
+            bootnode: None,
+            next_bootstrap: None,
+        });
+        self.group.push(0);
+        self.start_node(index)?;
+        Ok(index)
+    }
+
+    fn start_node(&mut self, i: usize) -> Result<(), OverlayError> {
+        let mut config = self.config.overlay.clone();
+        let elapsed = self.elapsed().as_secs();
+        let node = &mut self.nodes[i];
+        node.starts += 1;
+        config.seed = self.config.seed ^ ((i as u64) << 20) ^ node.starts;
+        config.light = node.light;
+        let timestamp = EPOCH_SECS + elapsed + node.starts;
+        let underlay = format!("sim/{i}").into_bytes();
+        let record = node
+            .identity
+            .sign_record(config.network_id, vec![underlay], timestamp)
+            .map_err(OverlayError::OwnRecord)?;
+        let store: Arc<MemStore> = Arc::clone(&node.store);
+        node.core = Some(Overlay::new(config, &record, store)?);
+        node.timer = None;
+        self.push(
+            self.now,
+            Event::Timer {
+                node: i,
+                at: self.now,
+            },
+        );
+        self.nodes[i].timer = Some(self.now);
+        Ok(())
+    }
+
+    /// Makes node `to` the bootnode of node `from` and dials it, as the runtime does: out of
+    /// band (the core does not know the bootnode's key), and again every
+    /// [`BOOTSTRAP_RETRY`] while the node is isolated.
+    pub fn bootstrap(&mut self, from: usize, to: usize) {
+        self.nodes[from].bootnode = Some(to);
+        self.dial_bootnode(from);
+    }
+
+    fn dial_bootnode(&mut self, from: usize) {
+        let Some(to) = self.nodes[from].bootnode else {
+            return;
+        };
+        self.nodes[from].next_bootstrap = Some(self.now + BOOTSTRAP_RETRY);
+        let at = self.now + self.latency();
+        self.push(at, Event::Connect { from, to });
+    }
+
+    /// Crashes node `i`: its core is dropped, its connections close, its store survives.
+    pub fn crash(&mut self, i: usize) -> Result<(), OverlayError> {
+        self.nodes[i].core = None;
+        self.nodes[i].timer = None;
+        let peers: Vec<usize> = self
+            .links
+            .keys()
+            .filter_map(|&(a, b)| (a == i).then_some(b).or((b == i).then_some(a)))
+            .collect();
+        for peer in peers {
+            self.close(i, peer)?;
+        }
+        Ok(())
+    }
+
+    /// Restarts a crashed node from its store, without a bootnode.
+    ///
+    /// # Errors
+    /// When its core cannot start.
+    pub fn restart(&mut self, i: usize) -> Result<(), OverlayError> {
+        self.nodes[i].bootnode = None;
+        if self.nodes[i].core.is_none() {
+            self.start_node(i)?;
+        }
+        Ok(())
+    }
+
+    /// Splits the network: node `i` goes to group `groups[i]`; links across groups close and
+    /// nothing crosses them until [`Sim::heal`].
+    pub fn partition(&mut self, groups: &[u32]) -> Result<(), OverlayError> {
+        self.group = groups.to_vec();
+        self.group.resize(self.nodes.len(), 0);
+        let cut: Vec<(usize, usize)> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|&(a, b)| self.group[a] != self.group[b])
+            .collect();
+        for (a, b) in cut {
+            self.close(a, b)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a partition.
+    pub fn heal(&mut self) {
+        self.group.iter_mut().for_each(|g| *g = 0);
+    }
+
+    /// The overlays of every running full node.
+    #[must_use]
+    pub fn live_overlays(&self) -> Vec<Address> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.light)
+            .filter_map(|n| n.core.as_ref().map(Overlay::overlay))
+            .collect()
+    }
+
+    /// Each running full node's health against the god's-eye view of the running full nodes.
+    #[must_use]
+    pub fn health(&self) -> Vec<(usize, Health)> {
+        let all = self.live_overlays();
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.light)
+            .filter_map(|(i, n)| n.core.as_ref().map(|c| (i, c.table().health(&all))))
+            .collect()
+    }
+
+    /// Whether every running full node is healthy.
+    #[must_use]
+    pub fn all_healthy(&self) -> bool {
+        self.health().iter().all(|(_, h)| h.is_healthy())
+    }
+
+    /// Runs until virtual time `limit` has passed since the start, or until `done` holds
+    /// (checked every virtual second). Returns whether `done` held.
+    ///
+    /// # Errors
+    /// When a core's store fails.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> Result<bool, OverlayError> {
+        let end = self.start + limit;
+        let mut next_check = self.now;
+        loop {
+            if self.now >= next_check {
+                if done(self) {
+                    return Ok(true);
+                }
+                next_check = self.now + Duration::from_secs(1);
+            }
+            let Some(Reverse(next)) = self.queue.peek() else {
+                self.now = self.now.max(next_check.min(end));
+                if self.now >= end {
+                    return Ok(done(self));
+                }
+                continue;
+            };
+            let at = next.at.min(next_check);
+            if at > end {
+                self.now = end;
+                return Ok(done(self));
+            }
+            if next.at > next_check {
+                self.now = next_check;
+                continue;
+            }
+            self.now = at;
+            if let Some(Reverse(event)) = self.queue.pop() {
+                self.dispatch(event.event)?;
+            }
+        }
+    }
+
+    /// Runs for `span` of virtual time.
+    ///
+    /// # Errors
+    /// When a core's store fails.
+    pub fn run_for(&mut self, span: Duration) -> Result<(), OverlayError> {
+        let limit = self.elapsed() + span;
+        self.run_until(limit, |_| false).map(|_| ())
+    }
+
+    fn push(&mut self, at: Instant, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (lo, hi) = (self.config.latency_min, self.config.latency_max);
+        if hi <= lo {
+            return lo;
+        }
+        lo + (hi - lo).mul_f64(self.rng.random::<f64>())
+    }
+
+    fn alive(&self, i: usize) -> bool {
+        self.nodes[i].core.is_some()
+    }
+
+    fn dispatch(&mut self, event: Event) -> Result<(), OverlayError> {
+        let now = self.now;
+        match event {
+            Event::Connect { from, to } => self.on_connect(from, to)?,
+            Event::DialFailed { from, key } => {
+                self.stats.dial_failures += 1;
+                if let Some(core) = self.nodes[from].core.as_mut() {
+                    core.handle_dial_failed(now, key)?;
+                }
+                self.drain(from)?;
+            }
+            Event::Deliver {
+                from,
+                to,
+                epoch,
+                bytes,
+            } => {
+                if self.links.get(&pair(from, to)) != Some(&epoch) {
+                    self.stats.lost += 1;
+                    return Ok(());
+                }
+                self.stats.delivered += 1;
+                let key = self.nodes[from].identity.node_key();
+                if let Some(core) = self.nodes[to].core.as_mut() {
+                    core.handle_message(now, key, &bytes)?;
+                }
+                self.drain(to)?;
+            }
+            Event::Timer { node, at } => {
+                if self.nodes[node].timer != Some(at) {
+                    return Ok(());
+                }
+                self.nodes[node].timer = None;
+                let due = self.nodes[node].next_bootstrap.is_some_and(|t| t <= now);
+                if let Some(core) = self.nodes[node].core.as_mut() {
+                    core.handle_timeout(now)?;
+                    if due && core.is_isolated() {
+                        self.dial_bootnode(node);
+                    }
+                }
+                self.drain(node)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_connect(&mut self, from: usize, to: usize) -> Result<(), OverlayError> {
+        if !self.alive(from) {
+            return Ok(());
+        }
+        if !self.alive(to) || self.group[from] != self.group[to] {
+            let key = self.nodes[to].identity.node_key();
+            let at = self.now + self.config.dial_failure;
+            self.push(at, Event::DialFailed { from, key });
+            return Ok(());
+        }
+        if self.links.contains_key(&pair(from, to)) {
+            return Ok(());
+        }
+        self.next_epoch += 1;
+        self.links.insert(pair(from, to), self.next_epoch);
+        let now = self.now;
+        let (from_key, to_key) = (
+            self.nodes[from].identity.node_key(),
+            self.nodes[to].identity.node_key(),
+        );
+        if let Some(core) = self.nodes[from].core.as_mut() {
+            core.handle_connected(now, to_key, true);
+        }
+        if let Some(core) = self.nodes[to].core.as_mut() {
+            core.handle_connected(now, from_key, false);
+        }
+        self.drain(from)?;
+        self.drain(to)
+    }
+
+    /// Closes the link between `a` and `b`, telling both running ends.
+    fn close(&mut self, a: usize, b: usize) -> Result<(), OverlayError> {
+        if self.links.remove(&pair(a, b)).is_none() {
+            return Ok(());
+        }
+        let now = self.now;
+        for (me, other) in [(a, b), (b, a)] {
+            let key = self.nodes[other].identity.node_key();
+            if let Some(core) = self.nodes[me].core.as_mut() {
+                core.handle_disconnected(now, key)?;
+            }
+        }
+        self.drain(a)?;
+        self.drain(b)
+    }
+
+    /// Carries out what node `i`'s core asked for and re-arms its timer.
+    fn drain(&mut self, i: usize) -> Result<(), OverlayError> {
+        while let Some(output) = self.nodes[i].core.as_mut().and_then(Overlay::poll_output) {
+            self.carry_out(i, output)?;
+        }
+        let wake = self.nodes[i].core.as_ref().and_then(Overlay::poll_timeout);
+        if let Some(at) = wake
+            && self.nodes[i].timer.is_none_or(|t| at < t)
+        {
+            self.nodes[i].timer = Some(at);
+            self.push(at.max(self.now), Event::Timer { node: i, at });
+        }
+        Ok(())
+    }
+
+    fn carry_out(&mut self, i: usize, output: Output) -> Result<(), OverlayError> {
+        match output {
+            Output::Dial { key, .. } => {
+                let Some(&to) = self.by_key.get(&key) else {
+                    let at = self.now + self.config.dial_failure;
+                    self.push(at, Event::DialFailed { from: i, key });
+                    return Ok(());
+                };
+                let at = self.now + self.latency();
+                self.push(at, Event::Connect { from: i, to });
+            }
+            Output::Send { to, message } => {
+                let Some(&to) = self.by_key.get(&to) else {
+                    return Ok(());
+                };
+                self.send(i, to, message.encode_to_vec());
+            }
+            Output::Disconnect { peer, .. } => {
+                self.stats.disconnects += 1;
+                if let Some(&other) = self.by_key.get(&peer) {
+                    self.close(i, other)?;
+                }
+            }
+            Output::PeerConnected { .. } => self.stats.handshakes += 1,
+            Output::PeerDisconnected { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        self.stats.sent += 1;
+        let Some(&epoch) = self.links.get(&pair(from, to)) else {
+            self.stats.lost += 1;
+            return;
+        };
+        if self.rng.random::<f64>() < self.config.loss {
+            self.stats.lost += 1;
+            return;
+        }
+        let at = self.now + self.latency();
+        self.push(
+            at,
+            Event::Deliver {
+                from,
+                to,
+                epoch,
+                bytes,
+            },
+        );
+    }
+
+    /// Sends raw bytes from node `from` to node `to` on their connection, as a misbehaving
+    /// peer would (for refusal tests).
+    pub fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        self.send(from, to, bytes);
+    }
+
+    /// Whether nodes `a` and `b` have a connection.
+    #[must_use]
+    pub fn linked(&self, a: usize, b: usize) -> bool {
+        self.links.contains_key(&pair(a, b))
+    }
+
+    /// A record signed by node `i`'s key (for tests that forge or replay records).
+    ///
+    /// # Errors
+    /// When the record cannot be signed.
+    pub fn sign_record(
+        &self,
+        i: usize,
+        network_id: u64,
+        underlays: Vec<Vec<u8>>,
+    ) -> Result<PeerRecord, tributary_overlay::RecordError> {
+        self.nodes[i]
+            .identity
+            .sign_record(network_id, underlays, EPOCH_SECS)
+    }
+}
+
+/// The seed for a test: `TRIBUTARY_SEED` if set, else `default`; printed so a failure shows it.
+#[must_use]
+pub fn seed(default: u64) -> u64 {
+    let seed = std::env::var("TRIBUTARY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    println!("seed = {seed} (set TRIBUTARY_SEED to replay)");
+    seed
+}

@@ -108,7 +108,7 @@ fn upload_to_dir(
     name: &str,
 ) -> Result<(Address, u64, Option<u64>)> {
     fs::create_dir_all(db).with_context(|| format!("creating {}", db.display()))?;
-    let store = tributary_node::open_chunks(db)?;
+    let store = tributary_node::open_chunks(db, tributary_chunk::Address::default())?;
     let mut splitter = Splitter::new(Batched::new(&store, UPLOAD_BATCH));
     splitter
         .write_from(reader)
@@ -205,7 +205,7 @@ fn download_from_dir(db: &Path, reference: Address, partial: &Path) -> Result<u6
         "no chunk store in {}",
         db.display()
     );
-    let store = tributary_node::open_chunks(db)?;
+    let store = tributary_node::open_chunks(db, tributary_chunk::Address::default())?;
     let joiner = Joiner::new(&*store, reference)?;
     let bar = progress(Some(joiner.size()));
     let mut out = create(partial)?;

@@ -4,9 +4,11 @@
 //! with status 2 (clap's convention).
 
 mod chunk;
+mod devnet;
 mod files;
 mod node;
 mod state;
+mod status;
 
 use std::process::ExitCode;
 
@@ -32,8 +34,12 @@ enum Command {
     Upload(files::UploadArgs),
     /// Write a stored file back out, verifying every chunk.
     Download(files::DownloadArgs),
-    /// Run a node on a data directory (its HTTP API) until Ctrl-C.
+    /// Run a node on a data directory until Ctrl-C.
     Node(node::NodeArgs),
+    /// Run a local network of N nodes on 127.0.0.1 until Ctrl-C.
+    Devnet(devnet::DevnetArgs),
+    /// Show a running node's Kademlia table.
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
         Command::Upload(args) => files::upload(&args),
         Command::Download(args) => files::download(&args),
         Command::Node(args) => node::node(&args),
+        Command::Devnet(args) => devnet::devnet(&args),
+        Command::Status(args) => status::status(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -137,6 +137,8 @@ fn upload_download_through_a_running_node() {
             data.to_str().expect("utf-8"),
             "--api",
             "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,20 +1,35 @@
 //! The Tributary node runtime.
 //!
-//! Today it serves the chunk store over HTTP ([`api`]), with bee's routes for bytes and
-//! chunks. The libp2p transport, the node identity (which gives the overlay address the chunk
-//! store's bins are relative to) and the tasks driving the protocol cores come with the node
-//! runtime issue; until then the chunk store is indexed relative to the zero address and
-//! re-indexed when opened with the real overlay.
+//! [`run`] opens the data directory (its key, `identity.json`, and its one fjall store, shared
+//! by the chunk store, the state database and the overlay's peer records), listens with libp2p,
+//! starts the [`runtime::Runtime`] loop that drives the protocol cores, serves the HTTP API
+//! ([`api`] for chunks and files, [`status`] for the node, peers, topology and metrics), writes
+//! `DIR/node.json`, and on shutdown stops both and flushes the state database.
 
 pub mod api;
+pub mod codec;
+pub mod identity;
+pub mod metrics;
+pub mod runtime;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use libp2p::Multiaddr;
+use tokio::sync::{mpsc, watch};
+use tracing::info;
 use tributary_chunk::Address;
 use tributary_chunk::store::{ChunkStore, ChunkStoreError};
-use tributary_store::{Durability, FjallStore, StoreError};
+use tributary_merkle::{Config as DbConfig, DbError, MerkleDb};
+use tributary_overlay::{
+    Overlay, OverlayConfig, OverlayError, RecordError, identity::MAX_UNDERLAYS,
+};
+use tributary_store::{Durability, FjallStore, KvStore, StoreError};
+
+pub use identity::{IdentityError, NodeIdentity};
+pub use runtime::{Query, with_peer};
 
 /// Errors of starting or running a node.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +46,29 @@ pub enum NodeError {
     /// The chunk store could not be opened.
     #[error("opening the chunk store")]
     Chunks(#[from] ChunkStoreError),
+    /// The state database could not be opened or flushed.
+    #[error("state database")]
+    State(#[from] DbError),
+    /// The node key.
+    #[error("node key")]
+    Identity(#[from] IdentityError),
+    /// The node's own record could not be signed.
+    #[error("signing the node record")]
+    Record(#[from] RecordError),
+    /// The overlay core failed (its store).
+    #[error("overlay")]
+    Overlay(#[from] OverlayError),
+    /// The libp2p transport could not be built.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// An address could not be listened on.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// Binding or serving the HTTP API failed.
     #[error("HTTP API on {addr}")]
     Api {
@@ -54,40 +92,118 @@ pub enum NodeError {
 /// How to run a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// The data directory (its fjall database is `DIR/store`).
+    /// The data directory (its fjall database is `DIR/store`, its key `DIR/identity.json`).
     pub data_dir: PathBuf,
     /// Where the HTTP API listens (port 0 picks a free port).
     pub api: SocketAddr,
+    /// libp2p listen addresses (port 0 picks free ports).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through while the node knows nobody.
+    pub bootnodes: Vec<Multiaddr>,
+    /// The network id: peers of other networks are refused.
+    pub network_id: u64,
 }
 
-/// Opens the chunk store of a data directory.
+/// What a running node tells about itself (`node.json`, `GET /node`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeInfo {
+    /// The libp2p peer id.
+    pub peer_id: String,
+    /// The overlay address, hex.
+    pub overlay: String,
+    /// Listen addresses with `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// The HTTP API address.
+    pub api: String,
+    /// The network id.
+    pub network_id: u64,
+}
+
+/// Opens the shared store of a data directory.
 ///
 /// # Errors
 /// When the store cannot be opened.
-pub fn open_chunks(data_dir: &Path) -> Result<Arc<ChunkStore>, NodeError> {
+pub fn open_store(data_dir: &Path) -> Result<Arc<FjallStore>, NodeError> {
     let path = data_dir.join("store");
     let store = FjallStore::open(&path, Durability::Sync)
         .map_err(|source| NodeError::Store { path, source })?;
-    Ok(Arc::new(ChunkStore::open(
-        Arc::new(store),
-        Address::default(),
-    )?))
+    Ok(Arc::new(store))
 }
 
-/// Runs the node until `shutdown` completes. Once listening, writes `DIR/node.json` with the
-/// API address.
+/// Opens the chunk store of a data directory, its bins relative to `base`.
 ///
 /// # Errors
-/// When the store cannot be opened or the API cannot bind or serve.
+/// When the store cannot be opened.
+pub fn open_chunks(data_dir: &Path, base: Address) -> Result<Arc<ChunkStore>, NodeError> {
+    let store = open_store(data_dir)?;
+    Ok(Arc::new(ChunkStore::open(store, base)?))
+}
+
+/// Opens the state database in a store: its stored branch factor, or the default for a new one.
+///
+/// # Errors
+/// When the database cannot be opened.
+pub fn open_state(store: Arc<dyn KvStore>) -> Result<MerkleDb, NodeError> {
+    let branch_factor = MerkleDb::stored_branch_factor(store.as_ref())?.unwrap_or_default();
+    Ok(MerkleDb::open(
+        store,
+        DbConfig {
+            branch_factor,
+            ..DbConfig::default()
+        },
+    )?)
+}
+
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Only the redial jitter uses it; without OS randomness it is merely less spread.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+/// Runs the node until `shutdown` completes. Once listening, writes `DIR/node.json`.
+///
+/// # Errors
+/// When the data directory, the transport or the API fails.
 pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::NodeFile {
-        path: config.data_dir.clone(),
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| NodeError::NodeFile {
+        path: dir.clone(),
         source,
     })?;
-    let chunks = open_chunks(&config.data_dir)?;
+    let id = identity::load_or_create(dir)?;
+    let overlay_addr = id.identity.overlay(config.network_id);
+    let store = open_store(dir)?;
+    let chunks = Arc::new(ChunkStore::open(
+        Arc::clone(&store) as Arc<dyn KvStore>,
+        overlay_addr,
+    )?);
+    let db = Arc::new(open_state(Arc::clone(&store) as Arc<dyn KvStore>)?);
+
+    let mut swarm = runtime::build_swarm(id.keypair.clone(), true)?;
+    let bound = runtime::listen(&mut swarm, &config.listen).await?;
+    let underlays: Vec<Vec<u8>> = bound
+        .iter()
+        .take(MAX_UNDERLAYS)
+        .map(|a| a.to_vec())
+        .collect();
+    let record = id
+        .identity
+        .sign_record(config.network_id, underlays, runtime::unix_now())?;
+    let overlay_config = OverlayConfig {
+        network_id: config.network_id,
+        seed: random_seed(),
+        ..OverlayConfig::default()
+    };
+    let overlay = Overlay::new(
+        overlay_config,
+        &record,
+        Arc::clone(&store) as Arc<dyn KvStore>,
+    )?;
+
     let api_err = |source| NodeError::Api {
         addr: config.api.to_string(),
         source,
@@ -95,13 +211,59 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
         .map_err(api_err)?;
-    let bound = listener.local_addr().map_err(api_err)?;
-    let path = config.data_dir.join("node.json");
-    let info = serde_json::json!({ "api": bound.to_string() });
-    std::fs::write(&path, info.to_string())
-        .map_err(|source| NodeError::NodeFile { path, source })?;
-    axum::serve(listener, api::router(chunks))
-        .with_graceful_shutdown(shutdown)
+    let api_addr = listener.local_addr().map_err(api_err)?;
+    let info = NodeInfo {
+        peer_id: id.peer_id().to_string(),
+        overlay: overlay_addr.to_string(),
+        listen: bound
+            .iter()
+            .map(|a| with_peer(a, id.peer_id()).to_string())
+            .collect(),
+        api: api_addr.to_string(),
+        network_id: config.network_id,
+    };
+    write_node_file(dir, &info)?;
+    info!(peer_id = %info.peer_id, overlay = %info.overlay, api = %info.api, "node running");
+
+    let (queries_tx, queries_rx) = mpsc::channel(runtime::QUERY_QUEUE);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which is a shutdown too.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let loop_task = tokio::spawn(
+        runtime::Runtime::new(swarm, overlay, Arc::clone(&db), config.bootnodes.clone())
+            .run(queries_rx, stopped(stop_rx.clone())),
+    );
+    let router =
+        api::router(chunks).merge(status::router(status::NodeHandle::new(info, queries_tx)));
+    let server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stopped(stop_rx))
+            .into_future(),
+    );
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let loop_result = loop_task
         .await
-        .map_err(api_err)
+        .map_err(|e| NodeError::Transport(format!("runtime task: {e}")))?;
+    let served = server
+        .await
+        .map_err(|e| NodeError::Transport(format!("API task: {e}")))?;
+    db.flush()?;
+    info!("state flushed; stopped");
+    loop_result?;
+    served.map_err(api_err)
+}
+
+fn write_node_file(dir: &Path, info: &NodeInfo) -> Result<(), NodeError> {
+    let path = dir.join("node.json");
+    let tmp = dir.join("node.json.tmp");
+    let text = serde_json::to_string_pretty(info).map_err(|e| NodeError::NodeFile {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|source| NodeError::NodeFile { path, source })
 }

@@ -1,65 +1,9 @@
 //! The HTTP API end to end on 127.0.0.1 (port 0): bytes in and out with ranges, chunks in and
 //! out, and each kind of bad input with its status.
 
-use std::time::Duration;
+mod common;
 
-use tributary_node::{NodeConfig, run};
-
-struct Node {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Node {
-    fn start(dir: &std::path::Path) -> Self {
-        let config = NodeConfig {
-            data_dir: dir.to_path_buf(),
-            api: "127.0.0.1:0".parse().expect("addr"),
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().expect("runtime");
-            rt.block_on(run(config, async move {
-                let _ = stopped.await;
-            }))
-            .expect("node runs");
-        });
-        let info = dir.join("node.json");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !info.exists() {
-            assert!(std::time::Instant::now() < deadline, "node did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&info).expect("node.json")).expect("json");
-        let base = format!("http://{}", json["api"].as_str().expect("api address"));
-        Self {
-            base,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
+use common::{Node, agent};
 
 fn body(mut response: ureq::http::Response<ureq::Body>) -> (u16, Vec<u8>) {
     let status = response.status().as_u16();

@@ -205,13 +205,17 @@ impl Kademlia {
     }
 
     /// Adds or refreshes a verified record. Returns whether anything changed: a new peer, or
-    /// a newer record of a known one (which keeps its dial history).
-    pub fn add_known(&mut self, record: VerifiedRecord) -> bool {
+    /// a newer record of a known one (which keeps its dial history). A `direct` record (from
+    /// the peer's own handshake) also replaces a different one of the same second, as a node
+    /// restarted within a second on new ports signs.
+    pub fn add_known(&mut self, record: VerifiedRecord, direct: bool) -> bool {
         if record.overlay == self.base {
             return false;
         }
         match self.known.get_mut(&record.overlay) {
-            Some(k) if k.record.wire.timestamp >= record.wire.timestamp => false,
+            Some(k) if k.record.wire == record.wire => false,
+            Some(k) if k.record.wire.timestamp > record.wire.timestamp => false,
+            Some(k) if k.record.wire.timestamp == record.wire.timestamp && !direct => false,
             Some(k) => {
                 k.record = record;
                 true

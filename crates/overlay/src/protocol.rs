@@ -291,7 +291,7 @@ impl Overlay {
                 .and_then(|r| verify_record(&r, config.network_id).ok());
             match record {
                 Some(r) if r.overlay.0.as_slice() == key.as_slice() => {
-                    table.add_known(r);
+                    table.add_known(r, false);
                 }
                 _ => stale.delete(keyspace, &key),
             }
@@ -545,7 +545,7 @@ impl Overlay {
         });
         if !h.light {
             let wire = record.wire.clone();
-            self.remember(vec![record])?;
+            self.remember(vec![record], true)?;
             self.table.connect(overlay, from, now);
             for (key, other) in &mut self.conns {
                 if *key != from
@@ -655,16 +655,16 @@ impl Overlay {
                 Err(e) => return Ok(Err(Refusal::Record(e))),
             }
         }
-        self.remember(fresh)?;
+        self.remember(fresh, false)?;
         Ok(Ok(()))
     }
 
     /// Adds verified records to the table and persists those that changed it, in one batch.
-    fn remember(&mut self, records: Vec<VerifiedRecord>) -> Result<(), OverlayError> {
+    fn remember(&mut self, records: Vec<VerifiedRecord>, direct: bool) -> Result<(), OverlayError> {
         let mut batch = WriteBatch::default();
         for record in records {
             let (key, value) = (record.overlay.0, record.wire.encode_to_vec());
-            if self.table.add_known(record) {
+            if self.table.add_known(record, direct) {
                 batch.put(self.keyspace, &key, &value);
             }
         }

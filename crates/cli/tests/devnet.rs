@@ -1,0 +1,157 @@
+//! `tributary devnet --nodes 16` as a user runs it: within 30 s of `nodes.json` appearing,
+//! every node knows all the others and is connected to every node of its neighbourhood (by
+//! the god's-eye depth over all sixteen), `tributary status` prints the table, and Ctrl-C
+//! stops it cleanly.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tributary_chunk::{Address, proximity};
+use tributary_overlay::kademlia::depth_of;
+
+const NODES: usize = 16;
+/// The neighbourhood size the nodes run with (`KademliaConfig::default`).
+const NEIGHBOURHOOD_SIZE: usize = 4;
+
+fn get(api: &str, path: &str) -> Option<Value> {
+    let text = ureq::get(&format!("http://{api}{path}"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn peers_of(t: &Value, key: &str) -> Vec<Address> {
+    (0..32)
+        .flat_map(|i| {
+            t["bins"][format!("bin_{i}")][key]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|p| p["address"].as_str()?.parse().ok())
+        .collect()
+}
+
+/// What node `me` lacks: others it does not know, and neighbours it is not connected to.
+fn lacking(me: Address, all: &[Address], t: &Value) -> (usize, usize) {
+    let connected = peers_of(t, "connectedPeers");
+    let mut known = peers_of(t, "disconnectedPeers");
+    known.extend(&connected);
+    let others: Vec<Address> = all.iter().copied().filter(|a| *a != me).collect();
+    let depth = depth_of(&me, others.iter().copied(), NEIGHBOURHOOD_SIZE);
+    let unknown = others.iter().filter(|a| !known.contains(a)).count();
+    let unconnected = others
+        .iter()
+        .filter(|a| proximity(&me, a) >= depth && !connected.contains(a))
+        .count();
+    (unknown, unconnected)
+}
+
+#[test]
+fn sixteen_nodes_know_each_other_and_connect_their_neighbourhoods_within_30_s() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut devnet = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args([
+            "devnet",
+            "--nodes",
+            &NODES.to_string(),
+            "--base-dir",
+            dir.path().to_str().expect("utf-8"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starts");
+    let nodes_file = dir.path().join("nodes.json");
+    let started = Instant::now();
+    while !nodes_file.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no nodes.json");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let infos: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&nodes_file).expect("reads")).expect("json");
+    assert_eq!(infos.len(), NODES);
+    let all: Vec<Address> = infos
+        .iter()
+        .map(|i| {
+            i["overlay"]
+                .as_str()
+                .expect("overlay")
+                .parse()
+                .expect("hex")
+        })
+        .collect();
+    let apis: Vec<String> = infos
+        .iter()
+        .map(|i| i["api"].as_str().expect("api").to_owned())
+        .collect();
+    for info in &infos {
+        let listen = info["listen"][0].as_str().expect("listen");
+        assert!(
+            listen.starts_with("/ip4/127.0.0.1/") && listen.contains("/p2p/"),
+            "{listen}"
+        );
+    }
+    let listening = Instant::now();
+    let mut last: Vec<Option<(usize, usize)>>;
+    let healthy = loop {
+        last = apis
+            .iter()
+            .zip(&all)
+            .map(|(api, me)| get(api, "/topology").map(|t| lacking(*me, &all, &t)))
+            .collect();
+        if last.iter().all(|l| l == &Some((0, 0))) {
+            break true;
+        }
+        if listening.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let took = listening.elapsed();
+    let status = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["status", "--api", &apis[3]])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    // Ctrl-C: the devnet stops its nodes and exits 0.
+    let _ = Command::new("kill")
+        .args(["-INT", &devnet.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = devnet.try_wait().expect("waits") {
+            break Some(exit);
+        }
+        if Instant::now() > deadline {
+            let _ = devnet.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        healthy,
+        "not healthy within 30 s; (unknown, unconnected neighbours) per node: {last:?}"
+    );
+    println!("{NODES} nodes healthy {took:?} after nodes.json");
+    assert!(
+        status.status.success() && text.contains(&format!("known {}", NODES - 1)),
+        "status printed:\n{text}"
+    );
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "devnet did not stop cleanly on SIGINT: {exit:?}"
+    );
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut devnet.stdout.take().expect("piped"), &mut printed)
+        .expect("reads");
+    assert!(
+        printed.contains(&format!("node 15: http://{}", apis[15])),
+        "devnet printed:\n{printed}"
+    );
+}

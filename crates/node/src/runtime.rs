@@ -1,0 +1,658 @@
+//! The libp2p runtime: one tokio task that owns the swarm and drives the protocol cores.
+//!
+//! Transport: TCP + Noise + Yamux and QUIC, with the node's secp256k1 key. Protocols are
+//! libp2p request-response protocols with [`BytesCodec`] (size-capped, timed out):
+//!
+//! - `/tributary/overlay/1`: the overlay core's messages (handshake, hive, depth); each is a
+//!   request answered with an empty acknowledgement.
+//! - `/tributary/statesync/1`: x/sync requests answered by [`tributary_statesync::server`]
+//!   from the node's state database, on the blocking pool, at most [`MAX_SERVING`] at once.
+//!
+//! The loop moves transport events into the overlay core, carries out its outputs, wakes it at
+//! its deadlines, re-dials the bootnodes every [`BOOTSTRAP_RETRY`] while no peer is connected,
+//! and answers the HTTP API's queries over a bounded channel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+use tributary_merkle::MerkleDb;
+use tributary_overlay::{DisconnectReason, NodeKey, Output, Overlay, Topology};
+use tributary_statesync::server::{self, Reply};
+use tributary_wire::{MAX_OVERLAY_MESSAGE_BYTES, MAX_SYNC_MESSAGE_BYTES};
+
+use crate::NodeError;
+use crate::codec::BytesCodec;
+use crate::identity::{node_key, peer_id};
+use crate::metrics::Metric;
+
+/// The overlay protocol.
+pub const OVERLAY_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/overlay/1");
+/// The state-sync protocol.
+pub const STATESYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/statesync/1");
+/// How long an overlay message may take.
+const OVERLAY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a state-sync request may take.
+pub const STATESYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// State-sync requests served at once; more are refused (the stream is dropped).
+pub const MAX_SERVING: usize = 16;
+/// Streams per connection and protocol.
+const MAX_STREAMS: usize = 64;
+/// How often an isolated node dials its bootnodes again.
+pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
+/// Queries from the API waiting for the loop.
+pub const QUERY_QUEUE: usize = 64;
+
+#[expect(
+    missing_docs,
+    reason = "the NetworkBehaviour derive generates an undocumented event enum"
+)]
+mod behaviour {
+    use libp2p::request_response;
+    use libp2p::swarm::NetworkBehaviour;
+
+    use crate::codec::BytesCodec;
+
+    /// The libp2p behaviour: one request-response protocol per Tributary protocol.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        pub(crate) overlay: request_response::Behaviour<BytesCodec>,
+        pub(crate) statesync: request_response::Behaviour<BytesCodec>,
+    }
+}
+
+pub use behaviour::{Behaviour, BehaviourEvent};
+
+impl Behaviour {
+    /// The overlay protocol (for tests that speak it by hand).
+    pub fn overlay_mut(&mut self) -> &mut request_response::Behaviour<BytesCodec> {
+        &mut self.overlay
+    }
+
+    /// The state-sync protocol (the client of `tributary state sync` sends on it).
+    pub fn statesync_mut(&mut self) -> &mut request_response::Behaviour<BytesCodec> {
+        &mut self.statesync
+    }
+}
+
+fn protocol(
+    name: StreamProtocol,
+    codec: BytesCodec,
+    timeout: Duration,
+    support: ProtocolSupport,
+) -> request_response::Behaviour<BytesCodec> {
+    let config = request_response::Config::default()
+        .with_request_timeout(timeout)
+        .with_max_concurrent_streams(MAX_STREAMS);
+    request_response::Behaviour::with_codec(codec, [(name, support)], config)
+}
+
+/// Builds a swarm with the node's key. `serve_state` says whether this swarm answers state
+/// sync requests (a node) or only makes them (`tributary state sync`).
+///
+/// # Errors
+/// When the transport cannot be built.
+pub fn build_swarm(
+    keypair: libp2p::identity::Keypair,
+    serve_state: bool,
+) -> Result<Swarm<Behaviour>, NodeError> {
+    let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
+    let sync_support = if serve_state {
+        ProtocolSupport::Full
+    } else {
+        ProtocolSupport::Outbound
+    };
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| transport_err(&e))?
+        .with_quic()
+        .with_behaviour(|_| Behaviour {
+            overlay: protocol(
+                OVERLAY_PROTOCOL,
+                BytesCodec::new(MAX_OVERLAY_MESSAGE_BYTES, 0),
+                OVERLAY_TIMEOUT,
+                ProtocolSupport::Full,
+            ),
+            statesync: protocol(
+                STATESYNC_PROTOCOL,
+                BytesCodec::new(MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_MESSAGE_BYTES),
+                STATESYNC_TIMEOUT,
+                sync_support,
+            ),
+        })
+        .map_err(|e| transport_err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts listening on `addrs` and waits until each listener reports its address.
+///
+/// # Errors
+/// When an address cannot be listened on.
+pub async fn listen(
+    swarm: &mut Swarm<Behaviour>,
+    addrs: &[Multiaddr],
+) -> Result<Vec<Multiaddr>, NodeError> {
+    let mut pending = std::collections::HashSet::new();
+    for addr in addrs {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NodeError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        pending.insert(id);
+    }
+    let mut bound = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    while !pending.is_empty() {
+        tokio::select! {
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    pending.remove(&listener_id);
+                    bound.push(address);
+                }
+                SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
+                    return Err(NodeError::Listen { addr: format!("{addrs:?}"), reason: error.to_string() });
+                }
+                _ => {}
+            },
+            () = &mut deadline => {
+                return Err(NodeError::Listen { addr: format!("{addrs:?}"), reason: "no address within 10 s".into() });
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// A connected peer, for `/peers`.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// Its libp2p id.
+    pub peer_id: PeerId,
+    /// Its overlay.
+    pub overlay: tributary_chunk::Address,
+    /// Whether it is light.
+    pub light: bool,
+}
+
+/// What the API asks the loop.
+#[derive(Debug)]
+pub enum Query {
+    /// The Kademlia table.
+    Topology(oneshot::Sender<Topology>),
+    /// Peers whose handshake completed.
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    /// Metrics.
+    Metrics(oneshot::Sender<Vec<Metric>>),
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    overlay_in: u64,
+    overlay_out: u64,
+    overlay_send_failures: u64,
+    sync_served: u64,
+    sync_dropped: u64,
+    sync_refused: u64,
+    sync_busy: u64,
+}
+
+type Served = (
+    ResponseChannel<Vec<u8>>,
+    PeerId,
+    Result<Reply, server::ServerError>,
+);
+
+/// The event loop of a node.
+pub struct Runtime {
+    swarm: Swarm<Behaviour>,
+    overlay: Overlay,
+    db: Arc<MerkleDb>,
+    bootnodes: Vec<Multiaddr>,
+    next_bootstrap: Instant,
+    served_tx: mpsc::Sender<Served>,
+    served_rx: mpsc::Receiver<Served>,
+    serving: usize,
+    counters: Counters,
+}
+
+impl Runtime {
+    /// A loop over a listening swarm and a started overlay core.
+    #[must_use]
+    pub fn new(
+        swarm: Swarm<Behaviour>,
+        overlay: Overlay,
+        db: Arc<MerkleDb>,
+        bootnodes: Vec<Multiaddr>,
+    ) -> Self {
+        let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
+        Self {
+            swarm,
+            overlay,
+            db,
+            bootnodes,
+            next_bootstrap: Instant::now(),
+            served_tx,
+            served_rx,
+            serving: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Runs until `shutdown` completes.
+    ///
+    /// # Errors
+    /// When the overlay's store fails.
+    pub async fn run(
+        mut self,
+        mut queries: mpsc::Receiver<Query>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        tokio::pin!(shutdown);
+        loop {
+            self.bootstrap_if_isolated();
+            let wake = self
+                .overlay
+                .poll_timeout()
+                .map_or(self.next_bootstrap, |t| t.min(self.next_bootstrap));
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event)?,
+                () = tokio::time::sleep_until(wake.into()) => self.overlay.handle_timeout(Instant::now())?,
+                Some(query) = queries.recv() => self.answer(query),
+                Some(served) = self.served_rx.recv() => self.on_served(served),
+                () = &mut shutdown => break,
+            }
+            self.drain()?;
+        }
+        info!("shutting down");
+        Ok(())
+    }
+
+    fn bootstrap_if_isolated(&mut self) {
+        let now = Instant::now();
+        if self.bootnodes.is_empty() || now < self.next_bootstrap || !self.overlay.is_isolated() {
+            return;
+        }
+        self.next_bootstrap = now + BOOTSTRAP_RETRY;
+        for addr in self.bootnodes.clone() {
+            debug!(%addr, "dialling bootnode");
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                warn!(%addr, "cannot dial bootnode: {e}");
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> Result<(), NodeError> {
+        let now = Instant::now();
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let Some(key) = node_key(&peer_id) else {
+                    warn!(%peer_id, "refused peer: its id carries no secp256k1 key");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return Ok(());
+                };
+                if num_established.get() == 1 {
+                    self.overlay
+                        .handle_connected(now, key, endpoint.is_dialer());
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                if let Some(key) = node_key(&peer_id) {
+                    self.overlay.handle_disconnected(now, key)?;
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer_id),
+                error,
+                ..
+            } => {
+                debug!(%peer_id, "dial failed: {error}");
+                if let Some(key) = node_key(&peer_id) {
+                    self.overlay.handle_dial_failed(now, key)?;
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Overlay(event)) => {
+                self.on_overlay_event(now, event)?;
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Statesync(event)) => {
+                self.on_statesync_event(event);
+            }
+            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_overlay_event(
+        &mut self,
+        now: Instant,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), NodeError> {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.counters.overlay_in += 1;
+                // The acknowledgement carries nothing; if the peer is gone it fails harmlessly.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .overlay
+                    .send_response(channel, Vec::new());
+                if let Some(key) = node_key(&peer) {
+                    self.overlay.handle_message(now, key, &request)?;
+                }
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                self.counters.overlay_send_failures += 1;
+                debug!(%peer, "overlay message failed: {error}");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "overlay message not received: {error}");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_statesync_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        if let request_response::Event::Message {
+            peer,
+            message:
+                request_response::Message::Request {
+                    request, channel, ..
+                },
+            ..
+        } = event
+        {
+            if self.serving >= MAX_SERVING {
+                self.counters.sync_busy += 1;
+                debug!(%peer, "state sync request dropped: {MAX_SERVING} already being served");
+                return;
+            }
+            self.serving += 1;
+            let db = Arc::clone(&self.db);
+            let tx = self.served_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = server::handle(&db, &request);
+                // The loop owns the receiver until it exits; a send after that is moot.
+                let _ = tx.blocking_send((channel, peer, result));
+            });
+        }
+    }
+
+    fn on_served(&mut self, (channel, peer, result): Served) {
+        self.serving = self.serving.saturating_sub(1);
+        match result {
+            Ok(Reply::Bytes(bytes)) => {
+                self.counters.sync_served += 1;
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .statesync
+                    .send_response(channel, bytes);
+            }
+            Ok(Reply::Drop) => self.counters.sync_dropped += 1,
+            Err(e) => {
+                self.counters.sync_refused += 1;
+                if e.is_peer_fault() {
+                    warn!(%peer, "refused state sync request: {e}");
+                } else {
+                    warn!(%peer, "state sync request failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) -> Result<(), NodeError> {
+        let now = Instant::now();
+        while let Some(output) = self.overlay.poll_output() {
+            match output {
+                Output::Dial { key, underlays } => self.dial(now, key, &underlays)?,
+                Output::Send { to, message } => {
+                    if let Some(peer) = peer_id(&to) {
+                        self.counters.overlay_out += 1;
+                        self.swarm
+                            .behaviour_mut()
+                            .overlay
+                            .send_request(&peer, message.encode_to_vec());
+                    }
+                }
+                Output::Disconnect { peer, reason } => {
+                    let Some(peer) = peer_id(&peer) else { continue };
+                    match &reason {
+                        DisconnectReason::Refused(r) => warn!(%peer, "refused peer: {r}"),
+                        other => info!(%peer, "disconnecting: {other}"),
+                    }
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                Output::PeerConnected {
+                    key,
+                    overlay,
+                    light,
+                } => {
+                    let peer = peer_id(&key).map(|p| p.to_string()).unwrap_or_default();
+                    info!(%peer, %overlay, light, "peer connected");
+                }
+                Output::PeerDisconnected { key, overlay } => {
+                    let peer = peer_id(&key).map(|p| p.to_string()).unwrap_or_default();
+                    info!(%peer, %overlay, "peer disconnected");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dial(&mut self, now: Instant, key: NodeKey, underlays: &[Vec<u8>]) -> Result<(), NodeError> {
+        let addrs: Vec<Multiaddr> = underlays
+            .iter()
+            .filter_map(|u| Multiaddr::try_from(u.clone()).ok())
+            .collect();
+        let dialled = peer_id(&key).is_some_and(|peer| {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            self.swarm.dial(opts).is_ok()
+        });
+        if !dialled {
+            self.overlay.handle_dial_failed(now, key)?;
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, query: Query) {
+        // A query whose asker gave up is simply not answered.
+        match query {
+            Query::Topology(tx) => {
+                let _ = tx.send(self.overlay.topology());
+            }
+            Query::Peers(tx) => {
+                let peers = self
+                    .overlay
+                    .peers()
+                    .into_iter()
+                    .filter_map(|(key, overlay, light)| {
+                        Some(PeerInfo {
+                            peer_id: peer_id(&key)?,
+                            overlay,
+                            light,
+                        })
+                    })
+                    .collect();
+                let _ = tx.send(peers);
+            }
+            Query::Metrics(tx) => {
+                let _ = tx.send(self.metrics());
+            }
+        }
+    }
+
+    fn metrics(&self) -> Vec<Metric> {
+        let s = self.overlay.stats();
+        let t = self.overlay.table();
+        let c = &self.counters;
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "metric values are approximate by nature"
+        )]
+        let v = |n: u64| n as f64;
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "metric values are approximate by nature"
+        )]
+        let u = |n: usize| n as f64;
+        vec![
+            Metric::single(
+                "tributary_overlay_depth",
+                "Kademlia neighbourhood depth.",
+                "gauge",
+                f64::from(t.depth()),
+            ),
+            Metric::single(
+                "tributary_overlay_connected_peers",
+                "Peers connected in the Kademlia table.",
+                "gauge",
+                u(t.connected_len()),
+            ),
+            Metric::single(
+                "tributary_overlay_known_peers",
+                "Peers known in the Kademlia table.",
+                "gauge",
+                u(t.known_len()),
+            ),
+            Metric::single(
+                "tributary_overlay_handshakes_total",
+                "Handshakes completed.",
+                "counter",
+                v(s.handshakes),
+            ),
+            Metric::single(
+                "tributary_overlay_refusals_total",
+                "Peers refused for breaking the protocol.",
+                "counter",
+                v(s.refusals),
+            ),
+            Metric::single(
+                "tributary_overlay_dials_total",
+                "Dials started by the table.",
+                "counter",
+                v(s.dials),
+            ),
+            Metric::single(
+                "tributary_overlay_dial_failures_total",
+                "Dials that failed.",
+                "counter",
+                v(s.dial_failures),
+            ),
+            Metric::single(
+                "tributary_overlay_pruned_total",
+                "Connections pruned from over-saturated bins.",
+                "counter",
+                v(s.pruned),
+            ),
+            Metric::single(
+                "tributary_hive_records_received_total",
+                "Peer records received in hive messages.",
+                "counter",
+                v(s.records_received),
+            ),
+            Metric::single(
+                "tributary_hive_records_sent_total",
+                "Peer records sent in hive messages.",
+                "counter",
+                v(s.records_sent),
+            ),
+            Metric::single(
+                "tributary_overlay_messages_received_total",
+                "Overlay messages received.",
+                "counter",
+                v(c.overlay_in),
+            ),
+            Metric::single(
+                "tributary_overlay_messages_sent_total",
+                "Overlay messages sent.",
+                "counter",
+                v(c.overlay_out),
+            ),
+            Metric::single(
+                "tributary_overlay_send_failures_total",
+                "Overlay messages that failed or timed out.",
+                "counter",
+                v(c.overlay_send_failures),
+            ),
+            Metric::single(
+                "tributary_statesync_served_total",
+                "State sync requests answered.",
+                "counter",
+                v(c.sync_served),
+            ),
+            Metric::single(
+                "tributary_statesync_dropped_total",
+                "State sync requests for roots not held.",
+                "counter",
+                v(c.sync_dropped),
+            ),
+            Metric::single(
+                "tributary_statesync_refused_total",
+                "Malformed state sync requests.",
+                "counter",
+                v(c.sync_refused),
+            ),
+            Metric::single(
+                "tributary_statesync_busy_total",
+                "State sync requests dropped for load.",
+                "counter",
+                v(c.sync_busy),
+            ),
+        ]
+    }
+}
+
+/// Appends `/p2p/<peer>` to an address.
+#[must_use]
+pub fn with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
+    let mut addr = addr.clone();
+    if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.push(Protocol::P2p(peer));
+    }
+    addr
+}
+
+/// Seconds since the Unix epoch (for record timestamps).
+#[must_use]
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

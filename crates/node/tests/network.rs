@@ -1,0 +1,210 @@
+//! Real nodes on 127.0.0.1 (port 0) over libp2p: handshake, hive, `/topology`, restarts, and
+//! refusals of a wrong network id, a forged overlay record and an oversized message.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Node, eventually};
+use libp2p::futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+use prost::Message;
+use tributary_chunk::{Address, proximity};
+use tributary_overlay::Identity;
+use tributary_wire::MAX_OVERLAY_MESSAGE_BYTES;
+use tributary_wire::overlay::{Handshake, OverlayMessage, overlay_message};
+
+fn connected(node: &Node) -> u64 {
+    node.get_json("/topology")["connected"]
+        .as_u64()
+        .expect("connected")
+}
+
+fn overlay(node: &Node) -> Address {
+    node.info["overlay"]
+        .as_str()
+        .expect("overlay")
+        .parse()
+        .expect("hex")
+}
+
+#[test]
+fn nodes_handshake_gossip_and_report_their_topology() {
+    let dirs: Vec<_> = (0..4)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let boot = Node::start(dirs[0].path());
+    let mut nodes = vec![boot];
+    for dir in &dirs[1..] {
+        let addr = nodes[0].addr();
+        nodes.push(Node::start_with(dir.path(), &[addr], 1));
+    }
+    // Four nodes: depth 0, every node a neighbour of every other. Nodes 1–3 dialled only the
+    // bootnode, so knowing each other is hive's work.
+    let took = eventually(Duration::from_secs(30), "all connected", || {
+        nodes.iter().all(|n| {
+            let t = n.get_json("/topology");
+            t["connected"] == 3 && t["population"] == 3
+        })
+    });
+    println!("4 nodes fully connected in {took:?}");
+    let overlays: BTreeSet<Address> = nodes.iter().map(overlay).collect();
+    for node in &nodes {
+        let t = node.get_json("/topology");
+        let base = overlay(node);
+        assert_eq!(t["baseAddr"].as_str(), Some(base.to_string().as_str()));
+        assert_eq!(t["depth"], 0);
+        let bins = t["bins"].as_object().expect("bins");
+        assert_eq!(bins.len(), 32);
+        let mut seen = 0;
+        for po in 0..32u8 {
+            let bin = &bins[&format!("bin_{po}")];
+            for peer in bin["connectedPeers"].as_array().expect("list") {
+                let addr: Address = peer["address"]
+                    .as_str()
+                    .expect("address")
+                    .parse()
+                    .expect("hex");
+                assert!(overlays.contains(&addr) && addr != base);
+                assert_eq!(proximity(&base, &addr), po, "peer in the wrong bin");
+                seen += 1;
+            }
+            assert_eq!(bin["population"], bin["connected"]);
+        }
+        assert_eq!(seen, 3);
+        let peers = node.get_json("/peers");
+        assert_eq!(peers["peers"].as_array().expect("peers").len(), 3);
+        assert!(node.metric("tributary_overlay_handshakes_total") >= 3.0);
+        assert!(node.get_json("/node")["peer_id"].is_string());
+    }
+}
+
+#[test]
+fn a_restarted_node_keeps_its_overlay_and_rejoins_without_the_bootnode() {
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let boot = Node::start(dirs[0].path());
+    let b = Node::start_with(dirs[1].path(), &[boot.addr()], 1);
+    let c = Node::start_with(dirs[2].path(), &[boot.addr()], 1);
+    eventually(Duration::from_secs(30), "all connected", || {
+        [&boot, &b, &c].iter().all(|n| connected(n) == 2)
+    });
+    let (b_overlay, b_peer) = (overlay(&b), b.info["peer_id"].clone());
+    b.stop();
+    // The bootnode goes away too: only B's persisted peer records can bring it back to C.
+    boot.stop();
+    let b = Node::start_with(dirs[1].path(), &[], 1);
+    assert_eq!(overlay(&b), b_overlay);
+    assert_eq!(b.info["peer_id"], b_peer);
+    let c_overlay = overlay(&c).to_string();
+    let took = eventually(Duration::from_secs(30), "B reconnects to C", || {
+        let peers = b.get_json("/peers");
+        peers["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["address"].as_str() == Some(&c_overlay)))
+    });
+    println!("restarted node reconnected in {took:?}");
+}
+
+#[test]
+fn another_network_id_is_refused() {
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let a = Node::start(dirs[0].path());
+    let d = Node::start_with(dirs[1].path(), &[a.addr()], 2);
+    eventually(Duration::from_secs(20), "refusal counted", || {
+        a.metric("tributary_overlay_refusals_total") >= 1.0
+    });
+    assert_eq!(connected(&a), 0);
+    assert_eq!(connected(&d), 0);
+}
+
+/// A hand-driven libp2p peer that speaks the overlay protocol with whatever bytes it likes.
+struct Rogue {
+    swarm: libp2p::Swarm<tributary_node::runtime::Behaviour>,
+    identity: Identity,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Rogue {
+    fn new(secret: u8) -> Self {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let mut key = [secret; 32];
+        let identity = Identity::from_secret(&key, [7; 32]).expect("key");
+        let keypair = libp2p::identity::Keypair::from(libp2p::identity::secp256k1::Keypair::from(
+            libp2p::identity::secp256k1::SecretKey::try_from_bytes(&mut key).expect("key"),
+        ));
+        let swarm = rt
+            .block_on(async { tributary_node::runtime::build_swarm(keypair, false) })
+            .expect("swarm");
+        Self {
+            swarm,
+            identity,
+            rt,
+        }
+    }
+
+    /// Dials `addr`, sends `bytes` on the overlay protocol and returns whether the node closed
+    /// the connection within 10 s.
+    fn send_and_wait_for_close(&mut self, addr: &str, bytes: Vec<u8>) -> bool {
+        let addr: Multiaddr = addr.parse().expect("multiaddr");
+        let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
+            panic!("address without /p2p")
+        };
+        let peer: PeerId = peer;
+        let swarm = &mut self.swarm;
+        self.rt.block_on(async move {
+            swarm.dial(addr).expect("dials");
+            let mut sent = false;
+            let deadline = tokio::time::sleep(Duration::from_secs(10));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    event = swarm.select_next_some() => match event {
+                        SwarmEvent::ConnectionEstablished { .. } if !sent => {
+                            swarm.behaviour_mut().overlay_mut().send_request(&peer, bytes.clone());
+                            sent = true;
+                        }
+                        SwarmEvent::ConnectionClosed { num_established: 0, .. } => return true,
+                        _ => {}
+                    },
+                    () = &mut deadline => return false,
+                }
+            }
+        })
+    }
+}
+
+#[test]
+fn forged_records_and_oversized_messages_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Node::start(dir.path());
+    let mut rogue = Rogue::new(9);
+    // A handshake claiming node A's own overlay under the rogue's signature.
+    let mut record = rogue.identity.sign_record(1, vec![], 1).expect("signs");
+    record.overlay = overlay(&a).0.to_vec();
+    let forged = OverlayMessage {
+        message: Some(overlay_message::Message::Handshake(Handshake {
+            version: 1,
+            network_id: 1,
+            record: Some(record),
+            light: false,
+        })),
+    };
+    assert!(
+        rogue.send_and_wait_for_close(&a.addr(), forged.encode_to_vec()),
+        "forger not disconnected"
+    );
+    assert_eq!(a.metric("tributary_overlay_refusals_total"), 1.0);
+    let oversized = vec![0u8; MAX_OVERLAY_MESSAGE_BYTES + 100];
+    assert!(
+        rogue.send_and_wait_for_close(&a.addr(), oversized),
+        "oversized sender not disconnected"
+    );
+    assert_eq!(a.metric("tributary_overlay_refusals_total"), 2.0);
+    assert_eq!(connected(&a), 0);
+}

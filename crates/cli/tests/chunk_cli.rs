@@ -3,6 +3,10 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+mod common;
+
+use common::NodeProcess;
+
 fn tributary(args: &[&str], stdin: &[u8]) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(args)
@@ -130,31 +134,11 @@ fn upload_download_round_trip_and_errors() {
 fn upload_download_through_a_running_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("node");
-    let mut node = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args([
-            "node",
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--api",
-            "127.0.0.1:0",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start node");
-    let info = data.join("node.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !info.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node did not write node.json"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let node = NodeProcess::start(&data);
+    assert!(node.1.starts_with("/ip4/127.0.0.1/tcp/"), "{}", node.1);
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&info).expect("read")).expect("json");
+        serde_json::from_slice(&std::fs::read(data.join("node.json")).expect("read"))
+            .expect("json");
     let api = json["api"].as_str().expect("api").to_owned();
     let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     let up = tributary(&["upload", "-", "--api", &api], &bytes);
@@ -195,6 +179,5 @@ fn upload_download_through_a_running_node() {
     );
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
-    let _ = node.kill();
-    let _ = node.wait();
+    drop(node);
 }

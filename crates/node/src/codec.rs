@@ -55,6 +55,12 @@ impl Codec for BytesCodec {
         T: AsyncRead + Unpin + Send,
     {
         let bytes = read_at_most(io, self.max_response + 1).await?;
+        if bytes.is_empty() && self.max_response > 0 {
+            // A peer that declines (say, a state-sync server without the root asked for)
+            // closes the stream without an answer; no valid answer of a protocol with
+            // responses is empty, so this fails the request instead of being judged.
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no answer"));
+        }
         if bytes.len() > self.max_response {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

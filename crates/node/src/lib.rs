@@ -12,6 +12,7 @@ pub mod identity;
 pub mod metrics;
 pub mod runtime;
 pub mod status;
+pub mod sync_client;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

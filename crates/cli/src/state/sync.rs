@@ -1,15 +1,22 @@
-//! `tributary state sync`: brings one state database to a root held by another, through the
-//! x/sync protocol in one process. The destination runs the real client (every proof verified
-//! as if from an untrusted peer, committed as it arrives); the source answers with the real
-//! server. It exercises and measures the whole sync path without a network, and resumes:
-//! interrupt it and run it again, and it continues from what was committed.
+//! `tributary state sync`: brings a state database to a target root with the x/sync client,
+//! every proof verified as if from an untrusted peer and committed as it arrives.
+//!
+//! - `--peer MULTIADDR…` syncs from running nodes over libp2p (`/tributary/statesync/1`).
+//! - `--from DIR` syncs from another data directory in this process (the real server
+//!   answers): it exercises and measures the whole sync path without a network.
+//!
+//! Either way it resumes: interrupt it (Ctrl-C, kill -9) and run it again, and it goes on from
+//! what was committed.
 
+use std::hash::Hash as StdHash;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tributary_merkle::to_hex;
+use libp2p::Multiaddr;
+use tributary_merkle::{Hash, to_hex};
+use tributary_node::sync_client::{PeerSyncConfig, sync_from_peers};
 use tributary_statesync::client::{Client, ClientConfig};
 use tributary_statesync::server::{self, MAX_KEY_LIMIT, Reply};
 
@@ -20,26 +27,72 @@ pub struct SyncArgs {
     /// Destination data directory (a new state database is created if there is none).
     #[command(flatten)]
     db: DbArg,
-    /// Source data directory, holding the target root.
-    #[arg(long, value_name = "DIR")]
-    from: std::path::PathBuf,
-    /// The target root, in hex (default: the source's current root); must be in the source's
-    /// history.
-    #[arg(long, value_name = "HEX")]
+    /// A node to sync from (repeatable), e.g. /ip4/127.0.0.1/tcp/1634/p2p/16Uiu2….
+    #[arg(long, value_name = "MULTIADDR", required_unless_present = "from")]
+    peer: Vec<Multiaddr>,
+    /// Instead of peers: a source data directory in this process, holding the target root.
+    #[arg(long, value_name = "DIR", conflicts_with = "peer")]
+    from: Option<std::path::PathBuf>,
+    /// The target root, in hex. Required with --peer; with --from it defaults to the source's
+    /// current root and must be in the source's history.
+    #[arg(long, value_name = "HEX", required_unless_present = "from")]
     root: Option<String>,
-    /// Print the summary as JSON on stdout instead of the root.
-    #[arg(long)]
-    json: bool,
+    /// Requests in flight at once (x/sync SimultaneousWorkLimit), 1 to 64.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    work_limit: u32,
     /// Most keys per proof, 1 to 2048.
     #[arg(long, default_value_t = MAX_KEY_LIMIT, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_KEY_LIMIT)))]
     key_limit: u32,
+    /// The peers' network id.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    network_id: u64,
+    /// Print the summary as JSON on stdout instead of the root.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn sync(args: &SyncArgs) -> Result<()> {
+    let config = ClientConfig {
+        key_limit: args.key_limit,
+        work_limit: usize::try_from(args.work_limit)?,
+        ..ClientConfig::default()
+    };
+    match &args.from {
+        Some(from) => sync_from_dir(args, from, config),
+        None => sync_from_network(args, config),
+    }
+}
+
+fn sync_from_network(args: &SyncArgs, config: ClientConfig) -> Result<()> {
+    let root = args
+        .root
+        .as_deref()
+        .context("--root is required with --peer")?;
+    let target = parse_root("--root", root)?;
+    let dest = open(&args.db, None)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let progress = Progress::new()?;
+    let sync = PeerSyncConfig {
+        peers: args.peer.clone(),
+        target,
+        client: config,
+        network_id: args.network_id,
+    };
+    let client = runtime
+        .block_on(sync_from_peers(dest, sync, |c| progress.show(c)))
+        .context("state sync")?;
+    progress.finish();
+    for (peer, n) in client.penalties() {
+        eprintln!("penalized {peer}: {n} invalid answers");
+    }
+    summary(args.json, &client, progress.started)
+}
+
+fn sync_from_dir(args: &SyncArgs, from: &std::path::Path, config: ClientConfig) -> Result<()> {
     let source = open_existing(&DbArg {
-        db: args.from.clone(),
+        db: from.to_path_buf(),
     })?;
-    let target = match &args.root {
+    let target: Hash = match &args.root {
         Some(r) => parse_root("--root", r)?,
         None => source.root(),
     };
@@ -51,15 +104,8 @@ pub fn sync(args: &SyncArgs) -> Result<()> {
     let arity = Some(source.branch_factor().arity());
     let dest =
         open(&args.db, arity).context("the destination must have the source's branch factor")?;
-    let config = ClientConfig {
-        key_limit: args.key_limit,
-        ..ClientConfig::default()
-    };
     let mut client = Client::new(dest, target, vec!["source"], config)?;
-    let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").context("progress template")?,
-    );
-    let started = Instant::now();
+    let progress = Progress::new()?;
     while !client.is_done()? {
         let Some(request) = client.poll_request(Instant::now()) else {
             bail!("the source gave no usable answer; nothing more can be done");
@@ -72,25 +118,63 @@ pub fn sync(args: &SyncArgs) -> Result<()> {
         if !client.penalties().is_empty() {
             bail!("the source sent a proof that does not verify");
         }
+        progress.show(&client);
+    }
+    progress.finish();
+    summary(args.json, &client, progress.started)
+}
+
+/// The progress line: keys, MiB, rate, ranges left.
+struct Progress {
+    bar: ProgressBar,
+    started: Instant,
+}
+
+impl Progress {
+    fn new() -> Result<Self> {
+        let bar = ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                .context("progress template")?,
+        );
+        Ok(Self {
+            bar,
+            started: Instant::now(),
+        })
+    }
+
+    fn show<P: Clone + Eq + StdHash>(&self, client: &Client<P>) {
         let stats = client.stats();
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!(
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        self.bar.set_message(format!(
             "{} keys, {:.1} MiB ({:.1} MiB/s), {} ranges left",
             stats.keys,
             mib(stats.bytes),
             mib(stats.bytes) / secs,
             client.ranges_left()
         ));
-        bar.tick();
+        self.bar.tick();
     }
-    bar.finish_and_clear();
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn summary<P: Clone + Eq + StdHash>(
+    json: bool,
+    client: &Client<P>,
+    started: Instant,
+) -> Result<()> {
     let stats = client.stats();
     let secs = started.elapsed().as_secs_f64();
     let root = to_hex(&client.db().root());
-    if args.json {
+    if json {
         let summary = serde_json::json!({
             "root": root,
             "proofs": stats.succeeded,
+            "requests": stats.requests,
+            "failed": stats.failed,
+            "rejected": stats.rejected,
             "keys": stats.keys,
             "bytes": stats.bytes,
             "seconds": secs,
@@ -98,17 +182,23 @@ pub fn sync(args: &SyncArgs) -> Result<()> {
         println!("{summary}");
     } else {
         eprintln!(
-            "synced: {} proofs, {} keys, {:.1} MiB in {secs:.2} s ({:.1} MiB/s)",
+            "synced: {} proofs, {} keys, {:.1} MiB in {secs:.2} s ({:.1} MiB/s); {} requests failed, {} answers rejected",
             stats.succeeded,
             stats.keys,
             mib(stats.bytes),
             mib(stats.bytes) / secs.max(1e-9),
+            stats.failed,
+            stats.rejected,
         );
         println!("{root}");
     }
     Ok(())
 }
 
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "a MiB figure for people to read"
+)]
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1_048_576.0
 }

@@ -1,0 +1,51 @@
+//! A `tributary node` process on 127.0.0.1 (port 0 for the API and libp2p), killed on drop.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The process and its first listen address (with `/p2p/…`).
+pub struct NodeProcess(pub Child, pub String);
+
+impl NodeProcess {
+    /// Starts a node on `dir` and waits for its `node.json`.
+    pub fn start(dir: &Path) -> Self {
+        let _ = std::fs::remove_file(dir.join("node.json"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args([
+                "node",
+                "--data-dir",
+                dir.to_str().expect("utf-8"),
+                "--api",
+                "127.0.0.1:0",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts");
+        let info = dir.join("node.json");
+        let started = Instant::now();
+        while !info.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "node did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let json: Value =
+            serde_json::from_slice(&std::fs::read(&info).expect("reads")).expect("json");
+        let addr = json["listen"][0].as_str().expect("listen").to_owned();
+        Self(child, addr)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,276 @@
+//! State sync over libp2p: the x/sync client ([`tributary_statesync::client::Client`]) driven
+//! against remote nodes on `/tributary/statesync/1`.
+//!
+//! The client joins as a light overlay peer with a fresh key (it serves nothing and takes no
+//! place in anyone's Kademlia table), so the nodes it talks to complete a handshake with it
+//! rather than dropping it as a silent connection. Requests are capped by the codec
+//! ([`tributary_wire::MAX_SYNC_MESSAGE_BYTES`]) and time out after
+//! [`crate::runtime::STATESYNC_TIMEOUT`]; a timed-out or failed request goes back to the client,
+//! which retries it on another peer with backoff, and a proof that does not verify penalizes its
+//! peer. Every proof is verified before it is committed, with the client's progress record in
+//! the same write, so an interrupted sync resumes where it stopped.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use libp2p::futures::StreamExt;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm};
+use prost::Message;
+use tributary_merkle::{Hash, MerkleDb};
+use tributary_overlay::Identity;
+use tributary_statesync::client::{Client, ClientConfig, ClientError};
+use tributary_wire::overlay::{Handshake, OverlayMessage, overlay_message};
+
+use crate::runtime::{Behaviour, BehaviourEvent, build_swarm, unix_now};
+
+/// How long the peers may take to accept the connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the client goes on with no peer connected before giving up.
+pub const NO_PEER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of a sync from peers.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerSyncError {
+    /// The transport could not be built.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// No peer could be connected.
+    #[error("none of the {tried} peers could be connected: {reasons}")]
+    NoPeers {
+        /// How many were tried.
+        tried: usize,
+        /// Why each failed.
+        reasons: String,
+    },
+    /// Every peer went away and none came back.
+    #[error("all peers disconnected for {0:?}")]
+    PeersGone(Duration),
+    /// The client failed (its database, or the final root).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// How to sync.
+#[derive(Clone, Debug)]
+pub struct PeerSyncConfig {
+    /// The nodes to sync from (with `/p2p/<peer id>`, or without).
+    pub peers: Vec<Multiaddr>,
+    /// The root to bring the database to.
+    pub target: Hash,
+    /// The client's limits.
+    pub client: ClientConfig,
+    /// The network the peers are in (for the light handshake).
+    pub network_id: u64,
+}
+
+struct Session {
+    swarm: Swarm<Behaviour>,
+    handshake: Vec<u8>,
+    connected: HashSet<PeerId>,
+}
+
+impl Session {
+    fn new(network_id: u64) -> Result<Self, PeerSyncError> {
+        let transport = |e: String| PeerSyncError::Transport(e);
+        let (identity, keypair) = fresh_key().map_err(transport)?;
+        let swarm = build_swarm(keypair, false).map_err(|e| transport(e.to_string()))?;
+        let record = identity
+            .sign_record(network_id, Vec::new(), unix_now())
+            .map_err(|e| transport(e.to_string()))?;
+        let handshake = OverlayMessage {
+            message: Some(overlay_message::Message::Handshake(Handshake {
+                version: tributary_overlay::protocol::PROTOCOL_VERSION,
+                network_id,
+                record: Some(record),
+                light: true,
+            })),
+        }
+        .encode_to_vec();
+        Ok(Self {
+            swarm,
+            handshake,
+            connected: HashSet::new(),
+        })
+    }
+
+    /// Handles what is not state sync: connections and the overlay's messages. Returns the
+    /// state-sync event, if it was one.
+    fn on_event(
+        &mut self,
+        event: SwarmEvent<BehaviourEvent>,
+    ) -> Option<request_response::Event<Vec<u8>, Vec<u8>>> {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } if num_established.get() == 1 => {
+                self.connected.insert(peer_id);
+                let hello = self.handshake.clone();
+                self.swarm
+                    .behaviour_mut()
+                    .overlay_mut()
+                    .send_request(&peer_id, hello);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.connected.remove(&peer_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Overlay(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) => {
+                // Gossip is of no use to a light client; acknowledge it and move on.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .overlay_mut()
+                    .send_response(channel, Vec::new());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Statesync(e)) => return Some(e),
+            _ => {}
+        }
+        None
+    }
+
+    /// Dials every address and waits until each connected or failed.
+    async fn connect(&mut self, addrs: &[Multiaddr]) -> Result<Vec<PeerId>, PeerSyncError> {
+        let mut failures = Vec::new();
+        for addr in addrs {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                failures.push(format!("{addr}: {e}"));
+            }
+        }
+        let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+        tokio::pin!(deadline);
+        while self.connected.len() + failures.len() < addrs.len() {
+            tokio::select! {
+                event = self.swarm.select_next_some() => {
+                    if let SwarmEvent::OutgoingConnectionError { error, .. } = &event {
+                        failures.push(error.to_string());
+                    }
+                    let _ = self.on_event(event);
+                }
+                () = &mut deadline => break,
+            }
+        }
+        if self.connected.is_empty() {
+            return Err(PeerSyncError::NoPeers {
+                tried: addrs.len(),
+                reasons: failures.join("; "),
+            });
+        }
+        let mut peers: Vec<PeerId> = self.connected.iter().copied().collect();
+        peers.sort();
+        Ok(peers)
+    }
+}
+
+fn fresh_key() -> Result<(Identity, libp2p::identity::Keypair), String> {
+    loop {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
+        let Ok(identity) = Identity::from_secret(&secret, [0; 32]) else {
+            continue;
+        };
+        let key = libp2p::identity::secp256k1::SecretKey::try_from_bytes(&mut secret)
+            .map_err(|e| e.to_string())?;
+        let keypair =
+            libp2p::identity::Keypair::from(libp2p::identity::secp256k1::Keypair::from(key));
+        return Ok((identity, keypair));
+    }
+}
+
+/// Brings `db` to `config.target` from `config.peers`, calling `progress` after every answer
+/// and at least every second. Returns the finished client (its stats, penalties, database).
+///
+/// # Errors
+/// When no peer can be reached, all of them go away, or the client fails.
+pub async fn sync_from_peers(
+    db: MerkleDb,
+    config: PeerSyncConfig,
+    mut progress: impl FnMut(&Client<PeerId>),
+) -> Result<Client<PeerId>, PeerSyncError> {
+    let mut session = Session::new(config.network_id)?;
+    let peers = session.connect(&config.peers).await?;
+    let mut client = Client::new(db, config.target, peers, config.client)?;
+    let mut pending: HashMap<OutboundRequestId, u64> = HashMap::new();
+    let mut alone_since: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        while let Some(out) = client.poll_request(now) {
+            let rid = session
+                .swarm
+                .behaviour_mut()
+                .statesync_mut()
+                .send_request(&out.peer, out.bytes);
+            pending.insert(rid, out.id);
+        }
+        if client.is_done()? {
+            progress(&client);
+            return Ok(client);
+        }
+        if session.connected.is_empty() {
+            let since = *alone_since.get_or_insert(now);
+            if now.duration_since(since) > NO_PEER_TIMEOUT {
+                return Err(PeerSyncError::PeersGone(NO_PEER_TIMEOUT));
+            }
+        } else {
+            alone_since = None;
+        }
+        let wake = client
+            .next_wakeup()
+            .map_or(now + Duration::from_secs(1), |t| {
+                t.min(now + Duration::from_secs(1))
+            });
+        tokio::select! {
+            event = session.swarm.select_next_some() => {
+                if let Some(event) = session.on_event(event) {
+                    on_sync_event(&mut client, &mut pending, event)?;
+                }
+            }
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
+        progress(&client);
+    }
+}
+
+fn on_sync_event(
+    client: &mut Client<PeerId>,
+    pending: &mut HashMap<OutboundRequestId, u64>,
+    event: request_response::Event<Vec<u8>, Vec<u8>>,
+) -> Result<(), ClientError> {
+    let now = Instant::now();
+    match event {
+        request_response::Event::Message {
+            message:
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } => {
+            if let Some(id) = pending.remove(&request_id) {
+                client.handle_response(now, id, &response)?;
+            }
+        }
+        request_response::Event::OutboundFailure {
+            request_id,
+            error,
+            peer,
+            ..
+        } => {
+            tracing::debug!(%peer, "state sync request failed: {error}");
+            if let Some(id) = pending.remove(&request_id) {
+                client.handle_failure(now, id);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -428,9 +428,10 @@ impl Kademlia {
     }
 
     /// Connections to shed: in each bin below the neighbourhood cut holding more than
-    /// `max_bin_size`, the newest beyond that number that are past their grace period —
-    /// except peers whose neighbourhood this node is in by the depth they announced (they
-    /// need this connection even though this node does not).
+    /// `max_bin_size`, the newest beyond that number that are past their grace period and
+    /// have told their depth — except peers whose neighbourhood this node is in by that depth
+    /// (they need this connection even though this node does not). A peer whose depth has not
+    /// arrived (lost, or not sent yet) is kept until it does.
     #[must_use]
     pub fn prune(&self, now: Instant) -> Vec<(Address, NodeKey)> {
         let cut = self.neighbourhood_cut();
@@ -446,7 +447,7 @@ impl Kademlia {
             };
             let mut prunable: Vec<(&Address, &Connected)> = bin
                 .into_iter()
-                .filter(|(_, c)| c.their_depth.is_none_or(|d| po < d))
+                .filter(|(_, c)| c.their_depth.is_some_and(|d| po < d))
                 .filter(|(_, c)| now.saturating_duration_since(c.since) >= self.config.prune_grace)
                 .collect();
             prunable.sort_by_key(|(_, c)| std::cmp::Reverse(c.since));

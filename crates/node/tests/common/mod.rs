@@ -20,12 +20,17 @@ impl Node {
         Self::start_with(dir, &[], 1)
     }
 
-    /// Starts a node with these bootnodes (multiaddrs) and network id.
+    /// Starts a node on TCP with these bootnodes (multiaddrs) and network id.
     pub fn start_with(dir: &Path, bootnodes: &[String], network_id: u64) -> Self {
+        Self::start_on(dir, "/ip4/127.0.0.1/tcp/0", bootnodes, network_id)
+    }
+
+    /// Starts a node listening on `listen` with these bootnodes and network id.
+    pub fn start_on(dir: &Path, listen: &str, bootnodes: &[String], network_id: u64) -> Self {
         let config = NodeConfig {
             data_dir: dir.to_path_buf(),
             api: "127.0.0.1:0".parse().expect("addr"),
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+            listen: vec![listen.parse().expect("multiaddr")],
             bootnodes: bootnodes
                 .iter()
                 .map(|b| b.parse().expect("multiaddr"))

@@ -729,6 +729,59 @@ impl View {
         self.db.get(key)
     }
 
+    /// The path from the view's root towards `key`, as a proof's end proof holds it: the
+    /// nodes whose keys prefix `key`, plus the node where `key` would be if it is absent. An
+    /// empty trie has no path.
+    ///
+    /// # Errors
+    /// [`DbError::StaleView`] once the database has moved past the view's base revision;
+    /// storage errors.
+    pub fn proof_path(&self, key: &[u8]) -> Result<Vec<crate::proof::ProofNode>, DbError> {
+        let token_bits = self.db.token_bits();
+        self.with_source(|src| match crate::proof::proof_path(src, token_bits, key) {
+            Err(DbError::EmptyTrie) => Ok(Vec::new()),
+            other => other,
+        })
+    }
+
+    /// The largest key in `[from, before)` the view holds, if any (a forward scan).
+    ///
+    /// # Errors
+    /// As [`View::proof_path`].
+    pub fn last_key_in(&self, from: &[u8], before: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        self.with_source(|src| {
+            let mut last = None;
+            for item in src.values_from(from) {
+                let (key, _) = item?;
+                if key.as_slice() >= before {
+                    break;
+                }
+                last = Some(key);
+            }
+            Ok(last)
+        })
+    }
+
+    /// Runs `f` on the trie this view describes.
+    fn with_source<T>(
+        &self,
+        f: impl FnOnce(&dyn NodeSource) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let state = self.db.read_state();
+        if state.revision != self.base_revision {
+            return Err(DbError::StaleView {
+                view: self.base_revision,
+                current: state.revision,
+            });
+        }
+        self.db.inner.with_current(&state, |base| {
+            f(&Overlay {
+                base,
+                changes: &self.changes,
+            })
+        })
+    }
+
     /// Makes this view the current revision, durably and atomically; returns its root.
     ///
     /// # Errors

@@ -111,12 +111,16 @@ fn a_restarted_node_keeps_its_overlay_and_rejoins_without_the_bootnode() {
 
 #[test]
 fn nodes_connect_over_quic() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
     let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
     let a = Node::start_on(dirs[0].path(), quic, &[], 1);
     assert!(a.addr().contains("/quic-v1/p2p/"), "{}", a.addr());
     let b = Node::start_on(dirs[1].path(), quic, &[a.addr()], 1);
-    eventually(Duration::from_secs(20), "connected over QUIC", || connected(&a) == 1 && connected(&b) == 1);
+    eventually(Duration::from_secs(20), "connected over QUIC", || {
+        connected(&a) == 1 && connected(&b) == 1
+    });
 }
 
 #[test]

@@ -12,10 +12,12 @@
 //! - At most `work_limit` requests are in flight (`SimultaneousWorkLimit`, default 8).
 //! - A proof that fails verification penalizes the peer that sent it and sends the item back
 //!   as a retry, with backoff `min(10 ms · 1.5^attempt, 1 s)`, to another peer.
-//! - A verified proof is committed; if it stopped short of the item's end, the rest, from the
-//!   key right after the last one proven (`last‖0x00`, upstream's fallback: its `findNextKey`,
-//!   which skips subtrees that already match, is not implemented yet), is split at the
-//!   [`midpoint`](crate::midpoint) (while few items are queued) and queued again.
+//! - A verified proof is committed; if it stopped short of the item's end, the rest is split at
+//!   the [`midpoint`] (while few items are queued) and queued again. The rest
+//!   starts where `findNextKey` (module `next_key`) finds the proof's end path and the
+//!   database's first differ: subtrees after the last key proven whose ids already match are
+//!   not fetched, and the part done extends over the keys they hold; when the paths cannot be
+//!   compared it starts right after the last key proven (`last‖0x00`, upstream's fallback).
 //! - [`Client::update_target`] sends every finished range back to be brought to the new root
 //!   with change proofs.
 //! - When nothing is queued or in flight, the database root must be the target, else
@@ -36,11 +38,13 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use tributary_merkle::{
-    BatchOp, ChangeProof, DbError, EMPTY_ROOT, Hash, MerkleDb, ProofError, RangeProof,
+    BatchOp, ChangeProof, DbError, EMPTY_ROOT, Hash, MerkleDb, ProofError, ProofNode, RangeProof,
+    View,
 };
 use tributary_wire::sync::{self as pb, change_proof_response, request};
 
 use crate::midpoint;
+use crate::next_key::{self, Next};
 use crate::progress::{self, CorruptProgress, RangeAt};
 use crate::server::{MAX_BYTES_LIMIT, MAX_KEY_LIMIT};
 
@@ -103,6 +107,9 @@ pub struct ClientStats {
     pub keys: u64,
     /// Bytes of answers received, valid or not.
     pub bytes: u64,
+    /// Answers after which keys the database already held in matching subtrees were skipped
+    /// (`findNextKey`) instead of fetched.
+    pub skips: u64,
 }
 
 /// A request to send.
@@ -288,7 +295,8 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
         self.in_flight.clear();
         self.done.clear();
         self.finish(whole_range(EMPTY_ROOT));
-        self.commit(ops)
+        let view = self.db.view(ops)?;
+        self.commit(view)
     }
 
     /// The earliest time a queued item may be sent, if one is waiting on backoff.
@@ -417,8 +425,11 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
             Ok(verified) => {
                 self.stats.succeeded += 1;
                 self.stats.keys += verified.ops.len() as u64;
-                self.advance(work, &asked, verified.largest);
-                self.commit(verified.ops)
+                let view = self.db.view(verified.ops)?;
+                let (covered_end, next) =
+                    self.split_after(&work, verified.largest, &verified.end_proof, &view)?;
+                self.advance(work, &asked, covered_end, next);
+                self.commit(view)
             }
             Err(Rejected::Peer) => {
                 self.stats.rejected += 1;
@@ -449,7 +460,11 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
                 .range_proof_ops(start, end, &proof)
                 .map_err(Rejected::Local)?;
             let largest = proof.key_values.last().map(|(k, _)| k.clone());
-            Ok(Verified { ops, largest })
+            Ok(Verified {
+                ops,
+                largest,
+                end_proof: proof.end_proof,
+            })
         };
         if work.local_root == EMPTY_ROOT {
             return range(RangeProof::from_bytes(bytes).map_err(|_| Rejected::Peer)?);
@@ -471,14 +486,14 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
                 Ok(Verified {
                     ops: MerkleDb::change_proof_ops(&proof),
                     largest,
+                    end_proof: proof.end_proof,
                 })
             }
         }
     }
 
-    /// Commits `ops` with the progress record of the current work state, atomically.
-    fn commit(&self, ops: Vec<BatchOp>) -> Result<(), ClientError> {
-        let view = self.db.view(ops)?;
+    /// Commits `view` with the progress record of the current work state, atomically.
+    fn commit(&self, view: View) -> Result<(), ClientError> {
         let ranges = self
             .done
             .values()
@@ -495,29 +510,66 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
         Ok(())
     }
 
-    /// After a committed proof about root `asked` covering keys up to `largest`: finish the
-    /// item (or queue it again if the target moved meanwhile) and queue the rest, split at the
-    /// midpoint while few items are queued.
-    fn advance(&mut self, work: Work, asked: &Hash, largest: Option<Vec<u8>>) {
-        // The smallest key after `largest` (upstream's fallback of `findNextKey`), if the item
-        // goes on past it.
-        let next = largest
-            .as_ref()
-            .filter(|l| work.end.as_ref() != Some(*l))
-            .map(|l| {
-                let mut n = l.clone();
-                n.push(0);
-                n
-            })
-            .filter(|n| work.end.as_ref().is_none_or(|e| n <= e));
-        // Items are inclusive: the part done ends at the last key proven, and no key lies
-        // between it and `next`, so the two parts neither overlap nor leave a gap.
+    /// Where an item's part done ends and the rest begins, after an answer (about the root
+    /// asked for, applied in `view`) that covered keys up to `largest` (`None`: the range held
+    /// nothing more). The rest begins right after `largest` (upstream's fallback), or further
+    /// on when `findNextKey` (`next_key`) shows the keys after `largest` already match: the
+    /// part done then extends to the last key held before the first difference, so items
+    /// still tile the key space without overlapping.
+    fn split_after(
+        &mut self,
+        work: &Work,
+        largest: Option<Vec<u8>>,
+        end_proof: &[ProofNode],
+        view: &View,
+    ) -> Result<Split, ClientError> {
+        let whole = Ok((work.end.clone(), None));
+        let Some(largest) = largest.filter(|l| work.end.as_ref() != Some(l)) else {
+            return whole;
+        };
+        let mut fallback = largest.clone();
+        fallback.push(0);
+        if work.end.as_ref().is_some_and(|e| fallback > *e) {
+            return whole;
+        }
+        let local = view.proof_path(&largest)?;
+        let token_bits = self.db.branch_factor().token_bits();
+        let first = match next_key::first_difference(&largest, end_proof, &local, token_bits) {
+            Next::Fallback => return Ok((Some(largest), Some(fallback))),
+            Next::RestMatches => {
+                self.stats.skips += 1;
+                return whole;
+            }
+            Next::At(path) => next_key::smallest_key_with_prefix(&path),
+        };
+        if work.end.as_ref().is_some_and(|e| first > *e) {
+            self.stats.skips += 1;
+            return whole;
+        }
+        // Every key in (largest, first) matches: the part done takes those held locally.
+        let last = view.last_key_in(&fallback, &first)?.unwrap_or(largest);
+        let mut next = last.clone();
+        next.push(0);
+        if next != fallback {
+            self.stats.skips += 1;
+        }
+        Ok((Some(last), Some(next)))
+    }
+
+    /// After a committed proof about root `asked`: the part done, `[start, covered_end]`, is
+    /// finished (or queued again if the target moved meanwhile) and the rest, from `next`, is
+    /// queued, split at the midpoint while few items are queued.
+    fn advance(
+        &mut self,
+        work: Work,
+        asked: &Hash,
+        covered_end: Option<Vec<u8>>,
+        next: Option<Vec<u8>>,
+    ) {
+        // Items are inclusive: the part done ends at `covered_end`, and no key lies between it
+        // and `next`, so the two parts neither overlap nor leave a gap.
         let covered = Work {
-            end: if next.is_some() {
-                largest
-            } else {
-                work.end.clone()
-            },
+            end: covered_end,
             local_root: *asked,
             ..work.clone()
         };
@@ -615,9 +667,15 @@ fn resume(db: &MerkleDb) -> Result<Vec<Work>, ClientError> {
 }
 
 /// A verified answer: how to apply it, and the largest key it covered.
+/// Where an item's part done ends (inclusive; `None`: unbounded) and where the rest starts
+/// (`None`: there is no rest).
+type Split = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 struct Verified {
     ops: Vec<BatchOp>,
     largest: Option<Vec<u8>>,
+    /// The answer's end proof: the peer's path to `largest` at the root asked for.
+    end_proof: Vec<ProofNode>,
 }
 
 /// Why an answer was not used.

@@ -7,6 +7,7 @@
 
 pub mod client;
 mod midpoint;
+mod next_key;
 mod progress;
 pub mod server;
 

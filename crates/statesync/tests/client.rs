@@ -334,6 +334,46 @@ fn stale_keys_are_removed_and_changed_ones_fixed() {
     assert_eq!(client.db().root(), target);
 }
 
+/// `findNextKey`: a database that already holds almost all of the target is fixed without
+/// fetching what matches. Three keys differ among 20,000; with 256 keys per proof, fetching
+/// everything would take at least 79 proofs.
+#[test]
+fn matching_subtrees_are_skipped_not_fetched() {
+    let mut rng = StdRng::seed_from_u64(seed("matching_subtrees_are_skipped_not_fetched"));
+    let mut net = Net::new(&mut rng, 20_000, vec![Peer::Honest]);
+    let target = net.source.root();
+    let pairs = net
+        .source
+        .key_values(&target, None, None, usize::MAX)
+        .expect("read");
+    let db = open(&Arc::new(MemStore::new()));
+    let mut ops: Vec<BatchOp> = pairs
+        .iter()
+        .map(|(k, v)| BatchOp::Put(k.clone(), v.clone()))
+        .collect();
+    // One value changed, one key missing, one key the target does not have.
+    ops[5_000] = BatchOp::Put(pairs[5_000].0.clone(), b"changed".to_vec());
+    ops.remove(12_000);
+    ops.push(BatchOp::Put(b"not in the target".to_vec(), b"x".to_vec()));
+    db.commit(ops).expect("almost synced db");
+    // The source holds no history of this database's root: it answers with range proofs.
+    let config = ClientConfig {
+        key_limit: 256,
+        ..ClientConfig::default()
+    };
+    let mut client = Client::new(db, target, vec![0], config).expect("client");
+    assert!(drive(&mut client, &mut net, STEPS, |_, _, _| {}).expect("sync"));
+    assert_eq!(client.db().root(), target);
+    let stats = client.stats();
+    println!("{stats:?}");
+    assert!(stats.skips > 0, "nothing skipped: {stats:?}");
+    assert!(
+        stats.succeeded <= 30,
+        "{} proofs for three differences: {stats:?}",
+        stats.succeeded
+    );
+}
+
 #[test]
 fn the_target_moves_mid_sync() {
     let mut rng = StdRng::seed_from_u64(seed("the_target_moves_mid_sync"));

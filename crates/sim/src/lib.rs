@@ -11,8 +11,7 @@
 //! both ends at once, or fails after a delay; a closed connection is seen by both ends at once;
 //! messages on a connection arrive in order or not at all, and none survive the connection.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,11 @@ use tributary_chunk::Address;
 use tributary_overlay::{Health, Identity, NodeKey, Output, Overlay, OverlayConfig, OverlayError};
 use tributary_store::MemStore;
 use tributary_wire::overlay::PeerRecord;
+
+use crate::queue::EventQueue;
+
+mod queue;
+pub mod statesync;
 
 /// How often an isolated node dials its bootnode again (the node runtime does the same).
 pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
@@ -84,30 +88,6 @@ enum Event {
     },
 }
 
-#[derive(Debug)]
-struct Scheduled {
-    at: Instant,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 struct SimNode {
     identity: Identity,
     store: Arc<MemStore>,
@@ -140,10 +120,7 @@ pub struct SimStats {
 pub struct Sim {
     config: SimConfig,
     rng: StdRng,
-    start: Instant,
-    now: Instant,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    queue: EventQueue<Event>,
     nodes: Vec<SimNode>,
     by_key: HashMap<NodeKey, usize>,
     links: BTreeMap<(usize, usize), u64>,
@@ -160,14 +137,10 @@ impl Sim {
     /// An empty network.
     #[must_use]
     pub fn new(config: SimConfig) -> Self {
-        let now = Instant::now();
         Self {
             rng: StdRng::seed_from_u64(config.seed),
             config,
-            start: now,
-            now,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
             nodes: Vec::new(),
             by_key: HashMap::new(),
             links: BTreeMap::new(),
@@ -180,7 +153,7 @@ impl Sim {
     /// Virtual time since the start.
     #[must_use]
     pub fn elapsed(&self) -> Duration {
-        self.now - self.start
+        self.queue.elapsed()
     }
 
     /// Counters so far.
@@ -252,13 +225,13 @@ impl Sim {
         node.core = Some(Overlay::new(config, &record, store)?);
         node.timer = None;
         self.push(
-            self.now,
+            self.queue.now(),
             Event::Timer {
                 node: i,
-                at: self.now,
+                at: self.queue.now(),
             },
         );
-        self.nodes[i].timer = Some(self.now);
+        self.nodes[i].timer = Some(self.queue.now());
         Ok(())
     }
 
@@ -274,8 +247,8 @@ impl Sim {
         let Some(to) = self.nodes[from].bootnode else {
             return;
         };
-        self.nodes[from].next_bootstrap = Some(self.now + BOOTSTRAP_RETRY);
-        let at = self.now + self.latency();
+        self.nodes[from].next_bootstrap = Some(self.queue.now() + BOOTSTRAP_RETRY);
+        let at = self.queue.now() + self.latency();
         self.push(at, Event::Connect { from, to });
     }
 
@@ -366,34 +339,20 @@ impl Sim {
         limit: Duration,
         mut done: impl FnMut(&Self) -> bool,
     ) -> Result<bool, OverlayError> {
-        let end = self.start + limit;
-        let mut next_check = self.now;
+        let end = self.queue.at(limit);
         loop {
-            if self.now >= next_check {
-                if done(self) {
-                    return Ok(true);
-                }
-                next_check = self.now + Duration::from_secs(1);
+            if done(self) {
+                return Ok(true);
             }
-            let Some(Reverse(next)) = self.queue.peek() else {
-                self.now = self.now.max(next_check.min(end));
-                if self.now >= end {
-                    return Ok(done(self));
+            let check = (self.queue.now() + Duration::from_secs(1)).min(end);
+            while self.queue.next_at().is_some_and(|t| t <= check) {
+                if let Some(event) = self.queue.pop() {
+                    self.dispatch(event)?;
                 }
-                continue;
-            };
-            let at = next.at.min(next_check);
-            if at > end {
-                self.now = end;
+            }
+            self.queue.advance_to(check);
+            if check >= end {
                 return Ok(done(self));
-            }
-            if next.at > next_check {
-                self.now = next_check;
-                continue;
-            }
-            self.now = at;
-            if let Some(Reverse(event)) = self.queue.pop() {
-                self.dispatch(event.event)?;
             }
         }
     }
@@ -408,20 +367,15 @@ impl Sim {
     }
 
     fn push(&mut self, at: Instant, event: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            event,
-        }));
+        self.queue.push(at, event);
     }
 
     fn latency(&mut self) -> Duration {
-        let (lo, hi) = (self.config.latency_min, self.config.latency_max);
-        if hi <= lo {
-            return lo;
-        }
-        lo + (hi - lo).mul_f64(self.rng.random::<f64>())
+        queue::latency(
+            &mut self.rng,
+            self.config.latency_min,
+            self.config.latency_max,
+        )
     }
 
     fn alive(&self, i: usize) -> bool {
@@ -429,7 +383,7 @@ impl Sim {
     }
 
     fn dispatch(&mut self, event: Event) -> Result<(), OverlayError> {
-        let now = self.now;
+        let now = self.queue.now();
         match event {
             Event::Connect { from, to } => self.on_connect(from, to)?,
             Event::DialFailed { from, key } => {
@@ -480,7 +434,7 @@ impl Sim {
         }
         if !self.alive(to) || self.group[from] != self.group[to] {
             let key = self.nodes[to].identity.node_key();
-            let at = self.now + self.config.dial_failure;
+            let at = self.queue.now() + self.config.dial_failure;
             self.push(at, Event::DialFailed { from, key });
             return Ok(());
         }
@@ -489,7 +443,7 @@ impl Sim {
         }
         self.next_epoch += 1;
         self.links.insert(pair(from, to), self.next_epoch);
-        let now = self.now;
+        let now = self.queue.now();
         let (from_key, to_key) = (
             self.nodes[from].identity.node_key(),
             self.nodes[to].identity.node_key(),
@@ -509,7 +463,7 @@ impl Sim {
         if self.links.remove(&pair(a, b)).is_none() {
             return Ok(());
         }
-        let now = self.now;
+        let now = self.queue.now();
         for (me, other) in [(a, b), (b, a)] {
             let key = self.nodes[other].identity.node_key();
             if let Some(core) = self.nodes[me].core.as_mut() {
@@ -530,7 +484,7 @@ impl Sim {
             && self.nodes[i].timer.is_none_or(|t| at < t)
         {
             self.nodes[i].timer = Some(at);
-            self.push(at.max(self.now), Event::Timer { node: i, at });
+            self.push(at.max(self.queue.now()), Event::Timer { node: i, at });
         }
         Ok(())
     }
@@ -539,11 +493,11 @@ impl Sim {
         match output {
             Output::Dial { key, .. } => {
                 let Some(&to) = self.by_key.get(&key) else {
-                    let at = self.now + self.config.dial_failure;
+                    let at = self.queue.now() + self.config.dial_failure;
                     self.push(at, Event::DialFailed { from: i, key });
                     return Ok(());
                 };
-                let at = self.now + self.latency();
+                let at = self.queue.now() + self.latency();
                 self.push(at, Event::Connect { from: i, to });
             }
             Output::Send { to, message } => {
@@ -574,7 +528,7 @@ impl Sim {
             self.stats.lost += 1;
             return;
         }
-        let at = self.now + self.latency();
+        let at = self.queue.now() + self.latency();
         self.push(
             at,
             Event::Deliver {

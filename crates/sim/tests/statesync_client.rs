@@ -3,7 +3,11 @@
 //! database holding stale keys, after a restart, and after the target moves mid-sync; peers that
 //! lie are penalized and nothing they send reaches the store; timeouts are retried elsewhere.
 //!
-//! Requests are answered in a random (seeded) order, one at a time, on a simulated clock.
+//! Requests are answered in a random (seeded) order, one at a time, on a simulated clock: a
+//! step-by-step driver that lets a test act between any two answers (move the target, crash
+//! the client after exactly N answers). `statesync.rs` runs the same client on the simulator's
+//! network instead, with latency, loss and timeouts. Both corrupt answers with the simulator's
+//! [`corrupt`].
 
 #[path = "../../merkle/tests/common/mod.rs"]
 mod common;
@@ -17,52 +21,14 @@ use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tributary_merkle::{BatchOp, Config, EMPTY_ROOT, Hash, MerkleDb};
+use tributary_sim::statesync::{LIES, Server, corrupt, random_pairs};
 use tributary_statesync::client::{Client, ClientConfig, ClientError};
 use tributary_statesync::server::{MAX_BYTES_LIMIT, MAX_KEY_LIMIT, Reply, handle};
 use tributary_store::MemStore;
-use tributary_wire::sync::{self as pb, change_proof_response, request};
+use tributary_wire::sync::{self as pb, request};
 
-/// How a simulated peer answers: honestly, not at all, or with one of the lies of avalanchego's
-/// `Test_Sync_Result_Correct_Root`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Peer {
-    Honest,
-    /// Adds a key after the last one.
-    AddLeaf,
-    /// Leaves out the first key.
-    DropFirst,
-    /// Leaves out a middle key.
-    DropMiddle,
-    /// Changes a middle value.
-    Tamper,
-    /// Removes the start and end proofs.
-    StripProofs,
-    /// Sends an empty proof.
-    Empty,
-    /// Random bytes.
-    Garbage,
-    /// Never answers: the request times out.
-    Silent,
-    /// Answers honestly half of the time, else not at all.
-    Flaky,
-}
-
-/// Every way of lying, one peer each.
-const LIARS: [Peer; 7] = [
-    Peer::AddLeaf,
-    Peer::DropFirst,
-    Peer::DropMiddle,
-    Peer::Tamper,
-    Peer::StripProofs,
-    Peer::Empty,
-    Peer::Garbage,
-];
-
-impl Peer {
-    const fn lies(self) -> bool {
-        !matches!(self, Self::Honest | Self::Silent | Self::Flaky)
-    }
-}
+/// How a simulated peer answers (the simulator's server kinds).
+type Peer = Server;
 
 #[derive(Default, Debug)]
 struct Stats {
@@ -87,16 +53,6 @@ struct Net {
 
 fn open(store: &Arc<MemStore>) -> MerkleDb {
     MerkleDb::open(store.clone(), Config::default()).expect("open db")
-}
-
-fn random_pairs(rng: &mut StdRng, n: usize) -> Vec<BatchOp> {
-    (0..n)
-        .map(|_| {
-            let key: Vec<u8> = (0..rng.random_range(1..24)).map(|_| rng.random()).collect();
-            let value: Vec<u8> = (0..rng.random_range(0..80)).map(|_| rng.random()).collect();
-            BatchOp::Put(key, value)
-        })
-        .collect()
 }
 
 /// Changes a third of `source`'s keys, deletes a third, and adds `n / 3` new ones.
@@ -158,26 +114,8 @@ impl Net {
             let len = self.rng.random_range(1..300);
             return Some((0..len).map(|_| self.rng.random()).collect());
         }
-        let answer = if is_range {
-            let mut proof = pb::RangeProof::decode(honest.as_slice()).expect("honest proof");
-            lie_about_range(peer, &mut proof);
-            self.count(proof.key_values.iter().map(|kv| &kv.key));
-            proof.encode_to_vec()
-        } else {
-            let mut response =
-                pb::SyncGetChangeProofResponse::decode(honest.as_slice()).expect("honest response");
-            match response.response.as_mut().expect("answer") {
-                change_proof_response::Response::RangeProof(proof) => {
-                    lie_about_range(peer, proof);
-                    self.count(proof.key_values.iter().map(|kv| &kv.key));
-                }
-                change_proof_response::Response::ChangeProof(proof) => {
-                    lie_about_changes(peer, proof);
-                    self.count(proof.key_changes.iter().map(|kc| &kc.key));
-                }
-            }
-            response.encode_to_vec()
-        };
+        let (answer, keys) = corrupt(peer, is_range, &honest);
+        self.count(keys.iter());
         Some(answer)
     }
 
@@ -186,66 +124,6 @@ impl Net {
             *self.stats.received.entry(key.clone()).or_default() += 1;
         }
     }
-}
-
-/// Applies `lie` to a proof's items (key-values or key changes) and proofs; a lie that would
-/// change nothing (dropping from an empty proof) adds a leaf instead.
-fn lie_about<T>(
-    lie: Peer,
-    items: &mut Vec<T>,
-    proofs: [&mut Vec<pb::ProofNode>; 2],
-    forge: impl FnOnce(&mut T),
-    leaf: T,
-) {
-    let n = items.len();
-    let [start_proof, end_proof] = proofs;
-    let has_proofs = !start_proof.is_empty() || !end_proof.is_empty();
-    match lie {
-        Peer::Honest | Peer::Silent | Peer::Flaky => {}
-        Peer::DropFirst if n > 0 => drop(items.remove(0)),
-        Peer::DropMiddle if n > 1 => drop(items.remove(n / 2)),
-        Peer::Tamper if n > 0 => forge(&mut items[n / 2]),
-        Peer::StripProofs if has_proofs => {
-            start_proof.clear();
-            end_proof.clear();
-        }
-        Peer::Empty if n > 0 || has_proofs => {
-            items.clear();
-            start_proof.clear();
-            end_proof.clear();
-        }
-        _ => items.push(leaf),
-    }
-}
-
-fn lie_about_range(lie: Peer, proof: &mut pb::RangeProof) {
-    lie_about(
-        lie,
-        &mut proof.key_values,
-        [&mut proof.start_proof, &mut proof.end_proof],
-        |kv| kv.value.push(1),
-        pb::KeyValue {
-            key: vec![0xff; 40],
-            value: vec![1],
-        },
-    );
-}
-
-fn lie_about_changes(lie: Peer, proof: &mut pb::ChangeProof) {
-    let forged = pb::MaybeBytes {
-        value: b"forged".to_vec(),
-        is_nothing: false,
-    };
-    lie_about(
-        lie,
-        &mut proof.key_changes,
-        [&mut proof.start_proof, &mut proof.end_proof],
-        |kc| kc.value = Some(forged.clone()),
-        pb::KeyChange {
-            key: vec![0xff; 40],
-            value: Some(forged.clone()),
-        },
-    );
 }
 
 /// Runs the client until it is done (`Ok(true)`), `stop_after` answers were handled
@@ -468,7 +346,7 @@ fn crashes_at_random_points_fetch_nothing_twice() {
 #[test]
 fn liars_are_penalized_and_timeouts_retried() {
     let mut rng = StdRng::seed_from_u64(seed("liars_are_penalized_and_timeouts_retried"));
-    let peers = [LIARS.as_slice(), &[Peer::Silent, Peer::Flaky, Peer::Honest]].concat();
+    let peers = [LIES.as_slice(), &[Peer::Silent, Peer::Flaky, Peer::Honest]].concat();
     let mut net = Net::new(&mut rng, 20_000, peers.clone());
     let first = net.source.root();
     let db = open(&Arc::new(MemStore::new()));
@@ -520,11 +398,11 @@ fn liars_are_penalized_and_timeouts_retried() {
 #[test]
 fn nothing_from_liars_reaches_the_store() {
     let mut rng = StdRng::seed_from_u64(seed("nothing_from_liars_reaches_the_store"));
-    let mut net = Net::new(&mut rng, 2000, LIARS.to_vec());
+    let mut net = Net::new(&mut rng, 2000, LIES.to_vec());
     let db = open(&Arc::new(MemStore::new()));
     let target = net.source.root();
     let mut client =
-        Client::new(db, target, (0..LIARS.len()).collect(), small_requests()).expect("client");
+        Client::new(db, target, (0..LIES.len()).collect(), small_requests()).expect("client");
     assert!(!drive(&mut client, &mut net, 300, |_, _, _| {}).expect("no local failure"));
     assert_eq!(client.db().root(), EMPTY_ROOT, "no lie was committed");
     assert!(

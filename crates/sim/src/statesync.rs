@@ -1,0 +1,621 @@
+//! State sync on the simulator: one x/sync client and servers that answer honestly, lie in
+//! each of the ways of avalanchego's `Test_Sync_Result_Correct_Root`, stay silent or flake,
+//! over links with latency and loss, with the target moving and the client crashing.
+//!
+//! Every server answers from one source database (its answers are then corrupted as its
+//! [`Server`] kind says); a request or answer may be lost, and a request with no answer within
+//! [`SyncConfig::timeout`] fails. A crash drops the client with its requests in flight; the
+//! restart opens a new client on the same store, as `tributary state sync` does after a kill.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tributary_merkle::{BatchOp, Config, Hash, MerkleDb};
+use tributary_statesync::client::{Client, ClientConfig, ClientError};
+use tributary_statesync::server::{Reply, handle};
+use tributary_store::MemStore;
+use tributary_wire::sync::{self as pb, change_proof_response, request};
+
+use crate::queue::{self, EventQueue};
+
+/// How a server answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Server {
+    /// As the server core answers.
+    Honest,
+    /// Adds a key after the last one.
+    AddLeaf,
+    /// Leaves out the first key.
+    DropFirst,
+    /// Leaves out a middle key.
+    DropMiddle,
+    /// Changes a middle value.
+    Tamper,
+    /// Removes the start and end proofs.
+    StripProofs,
+    /// Sends an empty proof.
+    Empty,
+    /// Random bytes.
+    Garbage,
+    /// Each answer a different lie, in turn through [`LIES`].
+    EveryLie,
+    /// Never answers: requests time out.
+    Silent,
+    /// Answers honestly half of the time, else not at all.
+    Flaky,
+}
+
+/// Every way of lying.
+pub const LIES: [Server; 7] = [
+    Server::AddLeaf,
+    Server::DropFirst,
+    Server::DropMiddle,
+    Server::Tamper,
+    Server::StripProofs,
+    Server::Empty,
+    Server::Garbage,
+];
+
+impl Server {
+    /// Whether this kind of server sends invalid answers.
+    #[must_use]
+    pub const fn lies(self) -> bool {
+        !matches!(self, Self::Honest | Self::Silent | Self::Flaky)
+    }
+}
+
+/// Parameters of a state-sync simulation.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// The seed.
+    pub seed: u64,
+    /// Shortest one-way latency.
+    pub latency_min: Duration,
+    /// Longest one-way latency.
+    pub latency_max: Duration,
+    /// Probability that a request or an answer is lost.
+    pub loss: f64,
+    /// How long the client waits for an answer.
+    pub timeout: Duration,
+    /// If set, the client crashes after a uniformly drawn time in this range, again and again.
+    pub crash_every: Option<(Duration, Duration)>,
+    /// How long a crashed client stays down.
+    pub restart_after: Duration,
+    /// The client's limits.
+    pub client: ClientConfig,
+}
+
+impl SyncConfig {
+    /// 5–50 ms latency, no loss, 2 s timeouts, no crashes, default client limits.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            latency_min: Duration::from_millis(5),
+            latency_max: Duration::from_millis(50),
+            loss: 0.0,
+            timeout: Duration::from_secs(2),
+            crash_every: None,
+            restart_after: Duration::from_millis(100),
+            client: ClientConfig::default(),
+        }
+    }
+}
+
+/// What happened in a run.
+#[derive(Clone, Debug, Default)]
+pub struct SyncStats {
+    /// Range-proof requests served.
+    pub range_requests: u64,
+    /// Change-proof requests served.
+    pub change_requests: u64,
+    /// Lies told, by kind.
+    pub lies: BTreeMap<Server, u64>,
+    /// Penalties the client gave each server (summed over the client's lives).
+    pub penalties: BTreeMap<usize, u32>,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Requests and answers lost.
+    pub lost: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// How often each key arrived in an honest answer delivered to a request still waiting
+    /// for it, at each root: a key fetched twice at the same root is wasted work.
+    pub received: HashMap<(Hash, Vec<u8>), u32>,
+}
+
+impl SyncStats {
+    /// Keys that arrived more than once for the same root.
+    #[must_use]
+    pub fn fetched_twice(&self) -> usize {
+        self.received.values().filter(|n| **n > 1).count()
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Request {
+        life: u64,
+        id: u64,
+        peer: usize,
+        bytes: Vec<u8>,
+    },
+    Answer {
+        life: u64,
+        id: u64,
+        bytes: Vec<u8>,
+        keys: Option<(Hash, Vec<Vec<u8>>)>,
+    },
+    Timeout {
+        life: u64,
+        id: u64,
+    },
+    Wake,
+    Crash,
+    Restart,
+    MoveTarget {
+        new_keys: usize,
+    },
+}
+
+/// A client, its servers and the links between them.
+pub struct SyncSim {
+    config: SyncConfig,
+    rng: StdRng,
+    queue: EventQueue<Event>,
+    source: MerkleDb,
+    servers: Vec<Server>,
+    next_lie: usize,
+    store: Arc<MemStore>,
+    client: Option<Client<usize>>,
+    life: u64,
+    waiting: BTreeSet<u64>,
+    armed: Option<std::time::Instant>,
+    target: Hash,
+    targets: Vec<Hash>,
+    stats: SyncStats,
+}
+
+fn open(store: &Arc<MemStore>) -> Result<MerkleDb, ClientError> {
+    Ok(MerkleDb::open(
+        Arc::clone(store) as Arc<dyn tributary_store::KvStore>,
+        Config::default(),
+    )?)
+}
+
+/// `n` random pairs: keys of 1–24 bytes, values of 0–80.
+#[must_use]
+pub fn random_pairs(rng: &mut StdRng, n: usize) -> Vec<BatchOp> {
+    (0..n)
+        .map(|_| {
+            let key: Vec<u8> = (0..rng.random_range(1..24)).map(|_| rng.random()).collect();
+            let value: Vec<u8> = (0..rng.random_range(0..80)).map(|_| rng.random()).collect();
+            BatchOp::Put(key, value)
+        })
+        .collect()
+}
+
+impl SyncSim {
+    /// A source of `keys` random pairs, served by `servers`, and a client with an empty
+    /// database syncing to its root.
+    ///
+    /// # Errors
+    /// When a database fails.
+    pub fn new(config: SyncConfig, keys: usize, servers: Vec<Server>) -> Result<Self, ClientError> {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let source = open(&Arc::new(MemStore::new()))?;
+        source.commit(random_pairs(&mut rng, keys))?;
+        let target = source.root();
+        let mut sim = Self {
+            config,
+            rng,
+            queue: EventQueue::new(),
+            source,
+            servers,
+            next_lie: 0,
+            store: Arc::new(MemStore::new()),
+            client: None,
+            life: 0,
+            waiting: BTreeSet::new(),
+            armed: None,
+            target,
+            targets: vec![target],
+            stats: SyncStats::default(),
+        };
+        sim.start_client()?;
+        Ok(sim)
+    }
+
+    /// What happened so far.
+    #[must_use]
+    pub fn stats(&self) -> &SyncStats {
+        &self.stats
+    }
+
+    /// The roots the target has been, in order.
+    #[must_use]
+    pub fn targets(&self) -> &[Hash] {
+        &self.targets
+    }
+
+    /// The source's keys and values at the current target.
+    ///
+    /// # Errors
+    /// When the source fails.
+    pub fn source_len(&self) -> Result<usize, ClientError> {
+        Ok(self
+            .source
+            .key_values(&self.target, None, None, usize::MAX)?
+            .len())
+    }
+
+    /// The root of the client's database (opened from its store).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn client_root(&self) -> Result<Hash, ClientError> {
+        match &self.client {
+            Some(c) => Ok(c.db().root()),
+            None => Ok(open(&self.store)?.root()),
+        }
+    }
+
+    /// Virtual time since the start.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        self.queue.elapsed()
+    }
+
+    /// At virtual time `at`, the source changes (a third of its keys changed, a third deleted,
+    /// `new_keys / 3` added) and the client is told the new target.
+    pub fn move_target_at(&mut self, at: Duration, new_keys: usize) {
+        let at = self.queue.at(at);
+        self.queue.push(at, Event::MoveTarget { new_keys });
+    }
+
+    /// Runs until the client is done, or `limit` of virtual time has passed. Returns whether
+    /// it is done.
+    ///
+    /// # Errors
+    /// A client failure (a database error, or finishing at another root than the target).
+    pub fn run(&mut self, limit: Duration) -> Result<bool, ClientError> {
+        let end = self.queue.at(limit);
+        loop {
+            if self.is_done()? {
+                return Ok(true);
+            }
+            match self.queue.next_at() {
+                Some(at) if at <= end => {}
+                _ => return Ok(false),
+            }
+            if let Some(event) = self.queue.pop() {
+                self.dispatch(event)?;
+            }
+        }
+    }
+
+    fn is_done(&self) -> Result<bool, ClientError> {
+        match &self.client {
+            Some(c) => c.is_done(),
+            None => Ok(false),
+        }
+    }
+
+    fn start_client(&mut self) -> Result<(), ClientError> {
+        let peers = (0..self.servers.len()).collect();
+        let client = Client::new(
+            open(&self.store)?,
+            self.target,
+            peers,
+            self.config.client.clone(),
+        )?;
+        self.client = Some(client);
+        self.life += 1;
+        if let Some((lo, hi)) = self.config.crash_every {
+            let after = queue::latency(&mut self.rng, lo, hi);
+            self.queue.push(self.queue.now() + after, Event::Crash);
+        }
+        self.pump();
+        Ok(())
+    }
+
+    /// Sends what the client wants sent and arms its wake-up.
+    fn pump(&mut self) {
+        let now = self.queue.now();
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        let mut sends = Vec::new();
+        while let Some(out) = client.poll_request(now) {
+            sends.push(out);
+        }
+        let wake = client.next_wakeup();
+        for out in sends {
+            self.waiting.insert(out.id);
+            let life = self.life;
+            self.queue.push(
+                now + self.config.timeout,
+                Event::Timeout { life, id: out.id },
+            );
+            if self.rng.random_bool(self.config.loss) {
+                self.stats.lost += 1;
+                continue;
+            }
+            let at = now + self.latency();
+            self.queue.push(
+                at,
+                Event::Request {
+                    life,
+                    id: out.id,
+                    peer: out.peer,
+                    bytes: out.bytes,
+                },
+            );
+        }
+        // A wake-up not after now is moot: the client had its chance to send. One armed at a
+        // time, the earliest.
+        if let Some(at) = wake.filter(|at| *at > now)
+            && self.armed.is_none_or(|armed| at < armed)
+        {
+            self.armed = Some(at);
+            self.queue.push(at, Event::Wake);
+        }
+    }
+
+    fn latency(&mut self) -> Duration {
+        queue::latency(
+            &mut self.rng,
+            self.config.latency_min,
+            self.config.latency_max,
+        )
+    }
+
+    fn dispatch(&mut self, event: Event) -> Result<(), ClientError> {
+        let now = self.queue.now();
+        match event {
+            Event::Request {
+                life,
+                id,
+                peer,
+                bytes,
+            } => self.serve(life, id, peer, &bytes)?,
+            Event::Answer {
+                life,
+                id,
+                bytes,
+                keys,
+            } => {
+                if life == self.life && self.waiting.remove(&id) {
+                    if let Some((root, keys)) = keys {
+                        for key in keys {
+                            *self.stats.received.entry((root, key)).or_default() += 1;
+                        }
+                    }
+                    if let Some(client) = self.client.as_mut() {
+                        client.handle_response(now, id, &bytes)?;
+                    }
+                }
+            }
+            Event::Timeout { life, id } => {
+                if life == self.life && self.waiting.remove(&id) {
+                    self.stats.timeouts += 1;
+                    if let Some(client) = self.client.as_mut() {
+                        client.handle_failure(now, id);
+                    }
+                }
+            }
+            Event::Wake => self.armed = None,
+            Event::Crash => self.crash(),
+            Event::Restart => self.start_client()?,
+            Event::MoveTarget { new_keys } => {
+                self.churn(new_keys)?;
+                if let Some(client) = self.client.as_mut() {
+                    client.update_target(self.target)?;
+                }
+            }
+        }
+        self.pump();
+        Ok(())
+    }
+
+    fn crash(&mut self) {
+        if let Some(client) = self.client.take() {
+            for (peer, n) in client.penalties() {
+                *self.stats.penalties.entry(*peer).or_default() += n;
+            }
+        }
+        self.stats.crashes += 1;
+        self.life += 1;
+        self.waiting.clear();
+        let at = self.queue.now() + self.config.restart_after;
+        self.queue.push(at, Event::Restart);
+    }
+
+    /// The penalties of the running client added to those of its earlier lives.
+    #[must_use]
+    pub fn penalties(&self) -> BTreeMap<usize, u32> {
+        let mut all = self.stats.penalties.clone();
+        if let Some(client) = &self.client {
+            for (peer, n) in client.penalties() {
+                *all.entry(*peer).or_default() += n;
+            }
+        }
+        all
+    }
+
+    fn churn(&mut self, new_keys: usize) -> Result<(), ClientError> {
+        let keys: Vec<Vec<u8>> = self
+            .source
+            .key_values(&self.target, None, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let mut ops: Vec<BatchOp> = Vec::new();
+        for key in keys {
+            match self.rng.random_range(0..3) {
+                0 => ops.push(BatchOp::Put(key, vec![self.rng.random(); 9])),
+                1 => ops.push(BatchOp::Delete(key)),
+                _ => {}
+            }
+        }
+        ops.extend(random_pairs(&mut self.rng, new_keys / 3));
+        self.target = self.source.commit(ops)?;
+        self.targets.push(self.target);
+        Ok(())
+    }
+
+    fn serve(
+        &mut self,
+        life: u64,
+        id: u64,
+        peer: usize,
+        request: &[u8],
+    ) -> Result<(), ClientError> {
+        let kind = match self.servers[peer] {
+            Server::EveryLie => {
+                self.next_lie = (self.next_lie + 1) % LIES.len();
+                LIES[self.next_lie]
+            }
+            Server::Flaky if self.rng.random_bool(0.5) => Server::Silent,
+            Server::Flaky => Server::Honest,
+            other => other,
+        };
+        let Ok(decoded) = pb::Request::decode(request) else {
+            return Ok(());
+        };
+        let (is_range, root) = match decoded.message {
+            Some(request::Message::RangeProofRequest(r)) => (true, r.root_hash),
+            Some(request::Message::ChangeProofRequest(r)) => (false, r.end_root_hash),
+            None => return Ok(()),
+        };
+        if is_range {
+            self.stats.range_requests += 1;
+        } else {
+            self.stats.change_requests += 1;
+        }
+        let honest = match handle(&self.source, request) {
+            Ok(Reply::Bytes(bytes)) => bytes,
+            Ok(Reply::Drop) | Err(_) => return Ok(()),
+        };
+        if kind == Server::Silent {
+            return Ok(());
+        }
+        if kind.lies() {
+            *self.stats.lies.entry(kind).or_default() += 1;
+        }
+        let (bytes, keys) = if kind == Server::Garbage {
+            let len = self.rng.random_range(1..300);
+            ((0..len).map(|_| self.rng.random()).collect(), None)
+        } else {
+            let (bytes, keys) = corrupt(kind, is_range, &honest);
+            let root: Hash = root.as_slice().try_into().unwrap_or_default();
+            (bytes, (kind == Server::Honest).then_some((root, keys)))
+        };
+        if self.rng.random_bool(self.config.loss) {
+            self.stats.lost += 1;
+            return Ok(());
+        }
+        let at = self.queue.now() + self.latency();
+        self.queue.push(
+            at,
+            Event::Answer {
+                life,
+                id,
+                bytes,
+                keys,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// An honest answer (to a range-proof request if `is_range`, else to a change-proof request)
+/// with `lie` applied, and the keys the result carries. [`Server::Garbage`] and the kinds that
+/// do not lie leave it as it is.
+#[must_use]
+pub fn corrupt(lie: Server, is_range: bool, honest: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    if is_range {
+        // The server's own encoding decodes.
+        let mut proof = pb::RangeProof::decode(honest).unwrap_or_default();
+        lie_about_range(lie, &mut proof);
+        let keys = proof.key_values.iter().map(|kv| kv.key.clone()).collect();
+        return (proof.encode_to_vec(), keys);
+    }
+    let mut response = pb::SyncGetChangeProofResponse::decode(honest).unwrap_or_default();
+    let keys = match response.response.as_mut() {
+        Some(change_proof_response::Response::RangeProof(proof)) => {
+            lie_about_range(lie, proof);
+            proof.key_values.iter().map(|kv| kv.key.clone()).collect()
+        }
+        Some(change_proof_response::Response::ChangeProof(proof)) => {
+            lie_about_changes(lie, proof);
+            proof.key_changes.iter().map(|kc| kc.key.clone()).collect()
+        }
+        None => Vec::new(),
+    };
+    (response.encode_to_vec(), keys)
+}
+
+/// Applies `lie` to a proof's items and proofs; a lie that would change nothing (dropping from
+/// an empty proof) adds a leaf instead.
+fn lie_about<T>(
+    lie: Server,
+    items: &mut Vec<T>,
+    proofs: [&mut Vec<pb::ProofNode>; 2],
+    forge: impl FnOnce(&mut T),
+    leaf: T,
+) {
+    let n = items.len();
+    let [start_proof, end_proof] = proofs;
+    let has_proofs = !start_proof.is_empty() || !end_proof.is_empty();
+    match lie {
+        Server::Honest | Server::Silent | Server::Flaky | Server::Garbage | Server::EveryLie => {}
+        Server::DropFirst if n > 0 => drop(items.remove(0)),
+        Server::DropMiddle if n > 1 => drop(items.remove(n / 2)),
+        Server::Tamper if n > 0 => forge(&mut items[n / 2]),
+        Server::StripProofs if has_proofs => {
+            start_proof.clear();
+            end_proof.clear();
+        }
+        Server::Empty if n > 0 || has_proofs => {
+            items.clear();
+            start_proof.clear();
+            end_proof.clear();
+        }
+        _ => items.push(leaf),
+    }
+}
+
+fn lie_about_range(lie: Server, proof: &mut pb::RangeProof) {
+    lie_about(
+        lie,
+        &mut proof.key_values,
+        [&mut proof.start_proof, &mut proof.end_proof],
+        |kv| kv.value.push(1),
+        pb::KeyValue {
+            key: vec![0xff; 40],
+            value: vec![1],
+        },
+    );
+}
+
+fn lie_about_changes(lie: Server, proof: &mut pb::ChangeProof) {
+    let forged = pb::MaybeBytes {
+        value: b"forged".to_vec(),
+        is_nothing: false,
+    };
+    lie_about(
+        lie,
+        &mut proof.key_changes,
+        [&mut proof.start_proof, &mut proof.end_proof],
+        |kc| kc.value = Some(forged.clone()),
+        pb::KeyChange {
+            key: vec![0xff; 40],
+            value: Some(forged.clone()),
+        },
+    );
+}

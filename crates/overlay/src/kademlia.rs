@@ -50,6 +50,9 @@ pub struct KademliaConfig {
     pub stable_after: Duration,
     /// How long a new connection is safe from pruning.
     pub prune_grace: Duration,
+    /// Most peers known; records of new peers beyond it are dropped (gossip cannot grow the
+    /// table, or the store behind it, without bound).
+    pub max_known: usize,
 }
 
 impl Default for KademliaConfig {
@@ -63,6 +66,7 @@ impl Default for KademliaConfig {
             max_failures: 8,
             stable_after: Duration::from_secs(60),
             prune_grace: Duration::from_secs(15),
+            max_known: 10_000,
         }
     }
 }
@@ -212,6 +216,7 @@ impl Kademlia {
         if record.overlay == self.base {
             return false;
         }
+        let full = self.known.len() >= self.config.max_known;
         match self.known.get_mut(&record.overlay) {
             Some(k) if k.record.wire == record.wire => false,
             Some(k) if k.record.wire.timestamp > record.wire.timestamp => false,
@@ -220,6 +225,7 @@ impl Kademlia {
                 k.record = record;
                 true
             }
+            None if full => false,
             None => {
                 let known = Known {
                     record,
@@ -575,6 +581,24 @@ mod tests {
         let mut a = [0u8; 32];
         a[0] = first;
         Address(a)
+    }
+
+    #[test]
+    fn the_table_knows_at_most_max_known_peers() {
+        let record = |seed: u8| {
+            let id = crate::Identity::from_secret(&[seed; 32], [0; 32]).expect("key");
+            crate::verify_record(&id.sign_record(1, vec![], 1).expect("signs"), 1)
+                .expect("verifies")
+        };
+        let config = KademliaConfig {
+            max_known: 2,
+            ..KademliaConfig::default()
+        };
+        let mut table = Kademlia::new(addr(0), config);
+        assert!(table.add_known(record(1), false));
+        assert!(table.add_known(record(2), false));
+        assert!(!table.add_known(record(3), false));
+        assert_eq!(table.known_len(), 2);
     }
 
     #[test]

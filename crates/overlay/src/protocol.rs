@@ -66,6 +66,8 @@ pub struct OverlayConfig {
     pub dial_timeout: Duration,
     /// Most dials in flight.
     pub max_dials: usize,
+    /// Most connections, handshaking or not; more are closed at once.
+    pub max_connections: usize,
     /// How often connected peers are sent the records nearest them again.
     pub hive_interval: Duration,
     /// How often the table is looked at (dials, pruning, announcements).
@@ -83,6 +85,7 @@ impl Default for OverlayConfig {
             handshake_timeout: Duration::from_secs(15),
             dial_timeout: Duration::from_secs(30),
             max_dials: 8,
+            max_connections: 256,
             hive_interval: Duration::from_secs(20),
             tick: Duration::from_millis(500),
             seed: 0,
@@ -149,6 +152,9 @@ pub enum DisconnectReason {
     /// Its bin holds more peers than the table keeps.
     #[error("pruned from an over-saturated bin")]
     Pruned,
+    /// The node holds as many connections as it may.
+    #[error("connection limit reached")]
+    Full,
 }
 
 /// Errors of the overlay core.
@@ -380,6 +386,13 @@ impl Overlay {
     pub fn handle_connected(&mut self, now: Instant, key: NodeKey, outbound: bool) {
         let dialled = self.dialing.remove(&key).map(|(overlay, _)| overlay);
         if self.conns.contains_key(&key) {
+            return;
+        }
+        if self.conns.len() >= self.config.max_connections {
+            self.out.push_back(Output::Disconnect {
+                peer: key,
+                reason: DisconnectReason::Full,
+            });
             return;
         }
         let mut conn = Conn {
@@ -821,5 +834,61 @@ impl Overlay {
                 underlays: s.underlays,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Identity;
+    use tributary_store::MemStore;
+
+    fn core(config: OverlayConfig) -> Overlay {
+        let id = Identity::from_secret(&[1; 32], [0; 32]).expect("key");
+        let record = id.sign_record(config.network_id, vec![], 1).expect("signs");
+        Overlay::new(config, &record, Arc::new(MemStore::new())).expect("starts")
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_closed_at_once() {
+        let mut overlay = core(OverlayConfig {
+            max_connections: 1,
+            ..OverlayConfig::default()
+        });
+        let now = Instant::now();
+        let (a, b) = (NodeKey([2; 33]), NodeKey([3; 33]));
+        overlay.handle_connected(now, a, false);
+        assert_eq!(overlay.poll_output(), None);
+        overlay.handle_connected(now, b, false);
+        assert_eq!(
+            overlay.poll_output(),
+            Some(Output::Disconnect {
+                peer: b,
+                reason: DisconnectReason::Full
+            })
+        );
+    }
+
+    #[test]
+    fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+        let config = OverlayConfig::default();
+        let timeout = config.handshake_timeout;
+        let mut overlay = core(config);
+        let now = Instant::now();
+        let peer = NodeKey([2; 33]);
+        overlay.handle_connected(now, peer, false);
+        overlay.handle_timeout(now).expect("ticks");
+        while overlay.poll_output().is_some() {}
+        overlay
+            .handle_timeout(now + timeout + Duration::from_secs(1))
+            .expect("ticks");
+        let outputs: Vec<Output> = std::iter::from_fn(|| overlay.poll_output()).collect();
+        assert!(
+            outputs.contains(&Output::Disconnect {
+                peer,
+                reason: DisconnectReason::HandshakeTimeout
+            }),
+            "{outputs:?}"
+        );
     }
 }

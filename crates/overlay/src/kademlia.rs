@@ -602,6 +602,41 @@ mod tests {
     }
 
     #[test]
+    fn iteration_is_nearest_first() {
+        let record = |seed: u8| {
+            let id = crate::Identity::from_secret(&[seed; 32], [0; 32]).expect("key");
+            crate::verify_record(&id.sign_record(1, vec![], 1).expect("signs"), 1)
+                .expect("verifies")
+        };
+        let mut table = Kademlia::new(addr(0), KademliaConfig::default());
+        let now = Instant::now();
+        for seed in 1..=12 {
+            let r = record(seed);
+            let (overlay, key) = (r.overlay, r.key);
+            table.add_known(r, false);
+            if seed % 2 == 0 {
+                table.connect(overlay, key, now);
+            }
+        }
+        let target = addr(0x5a);
+        let addrs = table.each_addr(&target);
+        assert_eq!(addrs.len(), 12);
+        assert!(
+            addrs
+                .windows(2)
+                .all(|w| distance(&target, &w[0]) < distance(&target, &w[1]))
+        );
+        let conns = table.each_conn(&target);
+        assert_eq!(conns.len(), 6);
+        assert!(
+            conns
+                .windows(2)
+                .all(|w| distance(&target, &w[0].0) < distance(&target, &w[1].0))
+        );
+        assert!(conns.iter().all(|(a, _)| table.is_connected(a)));
+    }
+
+    #[test]
     fn depth_is_min_of_radius_and_shallowest_empty_bin() {
         let base = addr(0);
         // POs: 0 (0x80), 1 (0x40), 2 (0x20), 3 (0x10), 4 (0x08).

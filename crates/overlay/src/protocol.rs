@@ -844,9 +844,105 @@ mod tests {
     use tributary_store::MemStore;
 
     fn core(config: OverlayConfig) -> Overlay {
-        let id = Identity::from_secret(&[1; 32], [0; 32]).expect("key");
+        core_with_key(config, 1).0
+    }
+
+    fn core_with_key(config: OverlayConfig, secret: u8) -> (Overlay, NodeKey) {
+        let id = Identity::from_secret(&[secret; 32], [0; 32]).expect("key");
         let record = id.sign_record(config.network_id, vec![], 1).expect("signs");
-        Overlay::new(config, &record, Arc::new(MemStore::new())).expect("starts")
+        let overlay = Overlay::new(config, &record, Arc::new(MemStore::new())).expect("starts");
+        (overlay, id.node_key())
+    }
+
+    /// A's handshake to B after A dialled B, passed through `edit`; B's outputs.
+    fn handshake_through(edit: impl FnOnce(&mut Handshake)) -> Vec<Output> {
+        let now = Instant::now();
+        let (mut a, ka) = core_with_key(OverlayConfig::default(), 1);
+        let (mut b, kb) = core_with_key(OverlayConfig::default(), 2);
+        a.handle_connected(now, kb, true);
+        b.handle_connected(now, ka, false);
+        let Some(Output::Send { message, .. }) = a.poll_output() else {
+            panic!("the dialer sends its handshake first");
+        };
+        let Some(overlay_message::Message::Handshake(mut h)) = message.message else {
+            panic!("not a handshake");
+        };
+        edit(&mut h);
+        let bytes = OverlayMessage {
+            message: Some(overlay_message::Message::Handshake(h)),
+        }
+        .encode_to_vec();
+        b.handle_message(now, ka, &bytes).expect("handles");
+        std::iter::from_fn(|| b.poll_output()).collect()
+    }
+
+    fn refusal(outputs: &[Output]) -> Option<&Refusal> {
+        outputs.iter().find_map(|o| match o {
+            Output::Disconnect {
+                reason: DisconnectReason::Refused(r),
+                ..
+            } => Some(r),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_valid_handshake_connects_and_is_answered() {
+        let outputs = handshake_through(|_| {});
+        assert!(refusal(&outputs).is_none(), "{outputs:?}");
+        assert!(
+            outputs
+                .iter()
+                .any(|o| matches!(o, Output::PeerConnected { light: false, .. }))
+        );
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                message: OverlayMessage {
+                    message: Some(overlay_message::Message::Handshake(_))
+                },
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn handshakes_of_another_version_network_or_key_are_refused() {
+        let version = handshake_through(|h| h.version = 2);
+        assert_eq!(
+            refusal(&version),
+            Some(&Refusal::Version { ours: 1, theirs: 2 })
+        );
+        let network = handshake_through(|h| h.network_id = 5);
+        assert_eq!(
+            refusal(&network),
+            Some(&Refusal::Network { ours: 1, theirs: 5 })
+        );
+        let forged = handshake_through(|h| {
+            if let Some(r) = h.record.as_mut() {
+                r.signature[3] ^= 1;
+            }
+        });
+        assert!(
+            matches!(
+                refusal(&forged),
+                Some(Refusal::Record(_) | Refusal::KeyMismatch)
+            ),
+            "{forged:?}"
+        );
+        let stolen = handshake_through(|h| {
+            // A record genuinely signed, by another key than the connection's.
+            let other = Identity::from_secret(&[9; 32], [0; 32]).expect("key");
+            h.record = Some(other.sign_record(1, vec![], 1).expect("signs"));
+        });
+        assert_eq!(refusal(&stolen), Some(&Refusal::KeyMismatch));
+        for outputs in [&version, &network, &forged, &stolen] {
+            assert!(
+                !outputs
+                    .iter()
+                    .any(|o| matches!(o, Output::PeerConnected { .. }))
+            );
+        }
     }
 
     #[test]

@@ -104,6 +104,10 @@ pub struct Kademlia {
     config: KademliaConfig,
     known: BTreeMap<Address, Known>,
     connected: BTreeMap<Address, Connected>,
+    /// Known peers per bin (kept with `known`, so depth is O(bins), not a sort per tick).
+    known_bins: [usize; BINS],
+    /// Connected peers per bin.
+    connected_bins: [usize; BINS],
 }
 
 /// The health of a table held against a god's-eye view of the network (old Swarm's
@@ -184,6 +188,26 @@ pub fn depth_of(
     radius.min(u8::try_from(empty).unwrap_or(u8::MAX))
 }
 
+/// [`depth_of`] from the number of peers in each bin: the radius is the bin where the count
+/// from the deepest bin reaches `neighbourhood_size`.
+fn depth_of_bins(bins: &[usize; BINS], neighbourhood_size: usize) -> u8 {
+    if bins.iter().sum::<usize>() <= neighbourhood_size {
+        return 0;
+    }
+    let mut seen = 0;
+    let mut radius = 0;
+    for po in (0..BINS).rev() {
+        seen += bins[po];
+        if seen >= neighbourhood_size.max(1) {
+            radius = po;
+            break;
+        }
+    }
+    let empty = bins.iter().position(|n| *n == 0).unwrap_or(BINS);
+    // Both are at most 32.
+    u8::try_from(radius.min(empty)).unwrap_or(u8::MAX)
+}
+
 /// XOR distance, comparable as bytes.
 #[must_use]
 pub fn distance(a: &Address, b: &Address) -> [u8; 32] {
@@ -199,7 +223,13 @@ impl Kademlia {
             config,
             known: BTreeMap::new(),
             connected: BTreeMap::new(),
+            known_bins: [0; BINS],
+            connected_bins: [0; BINS],
         }
+    }
+
+    fn bin(&self, overlay: &Address) -> usize {
+        usize::from(proximity(&self.base, overlay))
     }
 
     /// The node's own overlay.
@@ -232,6 +262,8 @@ impl Kademlia {
                     failures: 0,
                     next_dial: None,
                 };
+                let bin = self.bin(&known.record.overlay);
+                self.known_bins[bin] += 1;
                 self.known.insert(known.record.overlay, known);
                 true
             }
@@ -258,21 +290,22 @@ impl Kademlia {
     /// Marks a peer connected; it must be known.
     pub fn connect(&mut self, overlay: Address, key: NodeKey, now: Instant) {
         if self.known.contains_key(&overlay) {
-            self.connected.insert(
-                overlay,
-                Connected {
-                    key,
-                    since: now,
-                    their_depth: None,
-                },
-            );
+            let fresh = Connected {
+                key,
+                since: now,
+                their_depth: None,
+            };
+            if self.connected.insert(overlay, fresh).is_none() {
+                let bin = self.bin(&overlay);
+                self.connected_bins[bin] += 1;
+            }
         }
     }
 
     /// Marks a peer disconnected. A connection that ended before it was stable counts as a
     /// failure. Returns whether the peer was forgotten.
     pub fn disconnect(&mut self, overlay: &Address, now: Instant, jitter: f64) -> bool {
-        let Some(conn) = self.connected.remove(overlay) else {
+        let Some(conn) = self.remove_connected(overlay) else {
             return false;
         };
         if now.saturating_duration_since(conn.since) >= self.config.stable_after {
@@ -295,7 +328,14 @@ impl Kademlia {
     /// Marks a peer disconnected by this node's own choice (pruning): no failure is recorded,
     /// and it may be dialled again as soon as the table wants it.
     pub fn disconnect_pruned(&mut self, overlay: &Address) {
-        self.connected.remove(overlay);
+        self.remove_connected(overlay);
+    }
+
+    fn remove_connected(&mut self, overlay: &Address) -> Option<Connected> {
+        let conn = self.connected.remove(overlay)?;
+        let bin = self.bin(overlay);
+        self.connected_bins[bin] -= 1;
+        Some(conn)
     }
 
     /// Records a failed dial. Returns whether the peer was forgotten.
@@ -310,6 +350,8 @@ impl Kademlia {
         k.failures += 1;
         if k.failures >= self.config.max_failures && !self.connected.contains_key(overlay) {
             self.known.remove(overlay);
+            let bin = self.bin(overlay);
+            self.known_bins[bin] -= 1;
             return true;
         }
         let exp = 2f64.powi(i32::try_from(k.failures - 1).unwrap_or(i32::MAX).min(30));
@@ -349,30 +391,19 @@ impl Kademlia {
     /// The depth over connected peers.
     #[must_use]
     pub fn depth(&self) -> u8 {
-        depth_of(
-            &self.base,
-            self.connected.keys().copied(),
-            self.config.neighbourhood_size,
-        )
+        depth_of_bins(&self.connected_bins, self.config.neighbourhood_size)
     }
 
     /// min(depth over connected peers, depth over known peers): peers at or beyond it are
     /// neighbours, all to be connected.
     #[must_use]
     pub fn neighbourhood_cut(&self) -> u8 {
-        let known = depth_of(
-            &self.base,
-            self.known.keys().copied(),
-            self.config.neighbourhood_size,
-        );
+        let known = depth_of_bins(&self.known_bins, self.config.neighbourhood_size);
         self.depth().min(known)
     }
 
     fn connected_in_bin(&self, po: u8) -> usize {
-        self.connected
-            .keys()
-            .filter(|a| proximity(&self.base, a) == po)
-            .count()
+        self.connected_bins[usize::from(po)]
     }
 
     fn expected_bin_size(&self, po: u8, depth: u8) -> usize {
@@ -599,6 +630,37 @@ mod tests {
         assert!(table.add_known(record(2), false));
         assert!(!table.add_known(record(3), false));
         assert_eq!(table.known_len(), 2);
+    }
+
+    #[test]
+    fn depth_from_bin_counts_equals_depth_from_the_peers() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..2_000 {
+            let base = Address(rng.random());
+            let n = rng.random_range(0..40);
+            let ns = rng.random_range(1..6);
+            // Addresses near `base` in places, so deep bins are populated too.
+            let peers: Vec<Address> = (0..n)
+                .map(|_| {
+                    let mut a = base;
+                    let flip = rng.random_range(0..24);
+                    a.0[flip / 8] ^= 0x80 >> (flip % 8);
+                    for byte in a.0.iter_mut().skip(flip / 8 + 1) {
+                        *byte = rng.random();
+                    }
+                    a
+                })
+                .collect();
+            let mut bins = [0usize; BINS];
+            for p in &peers {
+                bins[usize::from(proximity(&base, p))] += 1;
+            }
+            assert_eq!(
+                depth_of_bins(&bins, ns),
+                depth_of(&base, peers.iter().copied(), ns)
+            );
+        }
     }
 
     #[test]

@@ -273,12 +273,17 @@ impl Kademlia {
     /// Whether exactly this record is already known (so it need not be verified again).
     #[must_use]
     pub fn has_record(&self, wire: &PeerRecord) -> bool {
-        let Ok(overlay) = <[u8; 32]>::try_from(wire.overlay.as_slice()) else {
-            return false;
-        };
+        self.identical_record(wire).is_some()
+    }
+
+    /// The known, verified record with exactly these bytes, if any.
+    #[must_use]
+    pub fn identical_record(&self, wire: &PeerRecord) -> Option<&VerifiedRecord> {
+        let overlay = <[u8; 32]>::try_from(wire.overlay.as_slice()).ok()?;
         self.known
             .get(&Address(overlay))
-            .is_some_and(|k| k.record.wire == *wire)
+            .map(|k| &k.record)
+            .filter(|r| r.wire == *wire)
     }
 
     /// The record of a known peer.

@@ -22,8 +22,9 @@ use crate::node::{ctrl_c, init_logging};
 const MAX_NODES: usize = 64;
 /// Longest wait for a node to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Network id of devnets (not the default 1, so a devnet node never joins another network).
-const DEVNET_NETWORK_ID: u64 = 1337;
+/// Network id of devnets: the default of `tributary node` and `tributary state sync`, so the
+/// commands a user points at a devnet node work without `--network-id`.
+const DEVNET_NETWORK_ID: u64 = 1;
 
 #[derive(Args)]
 pub struct DevnetArgs {

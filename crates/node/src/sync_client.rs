@@ -45,7 +45,10 @@ pub enum PeerSyncError {
         reasons: String,
     },
     /// Every peer went away and none came back.
-    #[error("all peers disconnected for {0:?}")]
+    #[error(
+        "all peers disconnected for {0:?} (a node closes the connection of a peer of another \
+         network: check --network-id)"
+    )]
     PeersGone(Duration),
     /// The client failed (its database, or the final root).
     #[error(transparent)]

@@ -141,21 +141,31 @@ impl Session {
         None
     }
 
-    /// Dials every address and waits until each connected or failed.
+    /// Dials every address and waits until each dial connected or failed (several addresses
+    /// of one node give one peer).
     async fn connect(&mut self, addrs: &[Multiaddr]) -> Result<Vec<PeerId>, PeerSyncError> {
         let mut failures = Vec::new();
+        let mut pending = 0usize;
         for addr in addrs {
-            if let Err(e) = self.swarm.dial(addr.clone()) {
-                failures.push(format!("{addr}: {e}"));
+            match self.swarm.dial(addr.clone()) {
+                Ok(()) => pending += 1,
+                Err(e) => failures.push(format!("{addr}: {e}")),
             }
         }
         let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
         tokio::pin!(deadline);
-        while self.connected.len() + failures.len() < addrs.len() {
+        while pending > 0 {
             tokio::select! {
                 event = self.swarm.select_next_some() => {
-                    if let SwarmEvent::OutgoingConnectionError { error, .. } = &event {
-                        failures.push(error.to_string());
+                    match &event {
+                        SwarmEvent::OutgoingConnectionError { error, .. } => {
+                            failures.push(error.to_string());
+                            pending = pending.saturating_sub(1);
+                        }
+                        SwarmEvent::ConnectionEstablished { endpoint, .. } if endpoint.is_dialer() => {
+                            pending = pending.saturating_sub(1);
+                        }
+                        _ => {}
                     }
                     let _ = self.on_event(event);
                 }

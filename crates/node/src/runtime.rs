@@ -265,12 +265,12 @@ impl Runtime {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), NodeError> {
         tokio::pin!(shutdown);
+        // The first tick: it arms the core's timer and dials the peers it knows from its store.
+        self.overlay.handle_timeout(Instant::now())?;
+        self.drain()?;
         loop {
             self.bootstrap_if_isolated();
-            let wake = self
-                .overlay
-                .poll_timeout()
-                .map_or(self.next_bootstrap, |t| t.min(self.next_bootstrap));
+            let wake = self.next_wake();
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event)?,
                 () = tokio::time::sleep_until(wake.into()) => self.overlay.handle_timeout(Instant::now())?,
@@ -282,6 +282,16 @@ impl Runtime {
         }
         info!("shutting down");
         Ok(())
+    }
+
+    /// The overlay's next deadline, and the next bootnode dial while isolated; an hour away
+    /// if neither (the loop must never wait on a deadline already past, or it spins).
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.overlay.poll_timeout();
+        if !self.bootnodes.is_empty() && self.overlay.is_isolated() {
+            wake = Some(wake.map_or(self.next_bootstrap, |t| t.min(self.next_bootstrap)));
+        }
+        wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
 
     fn bootstrap_if_isolated(&mut self) {

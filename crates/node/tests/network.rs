@@ -222,3 +222,31 @@ fn forged_records_and_oversized_messages_are_refused() {
     assert_eq!(a.metric("tributary_overlay_refusals_total"), 2.0);
     assert_eq!(connected(&a), 0);
 }
+
+/// CPU time this process has used, from `/proc/self/stat` (utime + stime, in clock ticks of
+/// 1/100 s on Linux).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("procfs");
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// An idle node (and its bootnode-less loop) sleeps between its ticks instead of spinning.
+#[test]
+fn idle_nodes_do_not_spin() {
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let a = Node::start(dirs[0].path());
+    let b = Node::start_with(dirs[1].path(), &[a.addr()], 1);
+    eventually(Duration::from_secs(20), "connected", || {
+        connected(&a) == 1 && connected(&b) == 1
+    });
+    let before = cpu_ticks();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks() - before;
+    // Two idle nodes tick twice a second each; a spinning loop burns ~300 ticks here.
+    assert!(used < 60, "two idle nodes used {used} ticks of CPU in 3 s");
+}

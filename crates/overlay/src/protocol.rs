@@ -376,7 +376,8 @@ impl Overlay {
         self.out.pop_front()
     }
 
-    /// When [`Overlay::handle_timeout`] should be called next.
+    /// When [`Overlay::handle_timeout`] should be called next. `None` before the first call,
+    /// which the driver makes right after [`Overlay::new`]: from then on the core ticks.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_tick

@@ -236,11 +236,13 @@ pub async fn sync_from_peers(
         } else {
             alone_since = None;
         }
+        // A wake-up already past means an item is ready but the work limit is full: the next
+        // answer or failure wakes the loop, so only future backoffs count (else it spins).
+        let second = now + Duration::from_secs(1);
         let wake = client
             .next_wakeup()
-            .map_or(now + Duration::from_secs(1), |t| {
-                t.min(now + Duration::from_secs(1))
-            });
+            .filter(|t| *t > now)
+            .map_or(second, |t| t.min(second));
         tokio::select! {
             event = session.swarm.select_next_some() => {
                 if let Some(event) = session.on_event(event) {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use libp2p::PeerId;
 use libp2p::identity::{Keypair, PublicKey, secp256k1};
 use serde::{Deserialize, Serialize};
-use tributary_overlay::{Identity, NodeKey};
+use tributary_overlay::{Identity, NodeKey, RecordError};
 
 /// File name of the key in the data directory.
 pub const IDENTITY_FILE: &str = "identity.json";
@@ -58,6 +58,36 @@ pub struct NodeIdentity {
 }
 
 impl NodeIdentity {
+    /// Both forms of the identity with this secret key and nonce.
+    ///
+    /// # Errors
+    /// When `secret` is not a valid secp256k1 secret key.
+    pub fn from_secret(secret: &[u8; 32], nonce: [u8; 32]) -> Result<Self, RecordError> {
+        let identity = Identity::from_secret(secret, nonce)?;
+        let mut libp2p_secret = *secret;
+        let key = secp256k1::SecretKey::try_from_bytes(&mut libp2p_secret)
+            .map_err(|_| RecordError::BadSecret)?;
+        let keypair = Keypair::from(secp256k1::Keypair::from(key));
+        Ok(Self { identity, keypair })
+    }
+
+    /// A fresh random identity (the key file's, or a throwaway one for a sync client).
+    ///
+    /// # Errors
+    /// When the operating system gives no randomness.
+    pub fn random() -> Result<Self, IdentityError> {
+        loop {
+            let mut secret = [0u8; 32];
+            let mut nonce = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| IdentityError::Random(e.to_string()))?;
+            getrandom::fill(&mut nonce).map_err(|e| IdentityError::Random(e.to_string()))?;
+            // A random 32-byte string is a valid scalar except with probability ~2^-128.
+            if let Ok(identity) = Self::from_secret(&secret, nonce) {
+                return Ok(identity);
+            }
+        }
+    }
+
     /// The libp2p peer id.
     #[must_use]
     pub fn peer_id(&self) -> PeerId {
@@ -78,7 +108,7 @@ pub fn load_or_create(dir: &Path) -> Result<NodeIdentity, IdentityError> {
     match std::fs::read_to_string(&path) {
         Ok(text) => parse(&path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let identity = generate()?;
+            let identity = NodeIdentity::random()?.identity;
             let file = KeyFile {
                 secret_key: hex::encode(identity.secret_bytes()),
                 nonce: hex::encode(identity.nonce()),
@@ -88,19 +118,6 @@ pub fn load_or_create(dir: &Path) -> Result<NodeIdentity, IdentityError> {
             parse(&path, &text)
         }
         Err(e) => Err(io(e)),
-    }
-}
-
-fn generate() -> Result<Identity, IdentityError> {
-    loop {
-        let mut secret = [0u8; 32];
-        let mut nonce = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| IdentityError::Random(e.to_string()))?;
-        getrandom::fill(&mut nonce).map_err(|e| IdentityError::Random(e.to_string()))?;
-        // A random 32-byte string is a valid scalar except with probability ~2^-128.
-        if let Ok(identity) = Identity::from_secret(&secret, nonce) {
-            return Ok(identity);
-        }
     }
 }
 
@@ -118,12 +135,7 @@ fn parse(path: &Path, text: &str) -> Result<NodeIdentity, IdentityError> {
     };
     let secret = bytes32("secret_key", &file.secret_key)?;
     let nonce = bytes32("nonce", &file.nonce)?;
-    let identity = Identity::from_secret(&secret, nonce).map_err(|e| invalid(e.to_string()))?;
-    let mut libp2p_secret = secret;
-    let key = secp256k1::SecretKey::try_from_bytes(&mut libp2p_secret)
-        .map_err(|e| invalid(e.to_string()))?;
-    let keypair = Keypair::from(secp256k1::Keypair::from(key));
-    Ok(NodeIdentity { identity, keypair })
+    NodeIdentity::from_secret(&secret, nonce).map_err(|e| invalid(e.to_string()))
 }
 
 #[cfg(unix)]

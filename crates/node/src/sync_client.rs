@@ -19,10 +19,10 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm};
 use prost::Message;
 use tributary_merkle::{Hash, MerkleDb};
-use tributary_overlay::Identity;
 use tributary_statesync::client::{Client, ClientConfig, ClientError};
 use tributary_wire::overlay::{Handshake, OverlayMessage, overlay_message};
 
+use crate::identity::NodeIdentity;
 use crate::runtime::{Behaviour, BehaviourEvent, build_swarm, unix_now};
 
 /// How long the peers may take to accept the connection.
@@ -77,9 +77,10 @@ struct Session {
 impl Session {
     fn new(network_id: u64) -> Result<Self, PeerSyncError> {
         let transport = |e: String| PeerSyncError::Transport(e);
-        let (identity, keypair) = fresh_key().map_err(transport)?;
-        let swarm = build_swarm(keypair, false).map_err(|e| transport(e.to_string()))?;
-        let record = identity
+        let id = NodeIdentity::random().map_err(|e| transport(e.to_string()))?;
+        let swarm = build_swarm(id.keypair, false).map_err(|e| transport(e.to_string()))?;
+        let record = id
+            .identity
             .sign_record(network_id, Vec::new(), unix_now())
             .map_err(|e| transport(e.to_string()))?;
         let handshake = OverlayMessage {
@@ -181,21 +182,6 @@ impl Session {
         let mut peers: Vec<PeerId> = self.connected.iter().copied().collect();
         peers.sort();
         Ok(peers)
-    }
-}
-
-fn fresh_key() -> Result<(Identity, libp2p::identity::Keypair), String> {
-    loop {
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
-        let Ok(identity) = Identity::from_secret(&secret, [0; 32]) else {
-            continue;
-        };
-        let key = libp2p::identity::secp256k1::SecretKey::try_from_bytes(&mut secret)
-            .map_err(|e| e.to_string())?;
-        let keypair =
-            libp2p::identity::Keypair::from(libp2p::identity::secp256k1::Keypair::from(key));
-        return Ok((identity, keypair));
     }
 }
 

@@ -12,6 +12,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 use prost::Message;
 use tributary_chunk::{Address, proximity};
+use tributary_node::NodeIdentity;
 use tributary_overlay::Identity;
 use tributary_wire::MAX_OVERLAY_MESSAGE_BYTES;
 use tributary_wire::overlay::{Handshake, OverlayMessage, overlay_message};
@@ -147,17 +148,13 @@ struct Rogue {
 impl Rogue {
     fn new(secret: u8) -> Self {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let mut key = [secret; 32];
-        let identity = Identity::from_secret(&key, [7; 32]).expect("key");
-        let keypair = libp2p::identity::Keypair::from(libp2p::identity::secp256k1::Keypair::from(
-            libp2p::identity::secp256k1::SecretKey::try_from_bytes(&mut key).expect("key"),
-        ));
+        let id = NodeIdentity::from_secret(&[secret; 32], [7; 32]).expect("key");
         let swarm = rt
-            .block_on(async { tributary_node::runtime::build_swarm(keypair, false) })
+            .block_on(async { tributary_node::runtime::build_swarm(id.keypair, false) })
             .expect("swarm");
         Self {
             swarm,
-            identity,
+            identity: id.identity,
             rt,
         }
     }

@@ -484,37 +484,21 @@ impl SyncSim {
             Server::Flaky => Server::Honest,
             other => other,
         };
-        let Ok(decoded) = pb::Request::decode(request) else {
+        let Ok(served) = serve_as(&self.source, kind, request, &mut self.rng) else {
             return Ok(());
         };
-        let (is_range, root) = match decoded.message {
-            Some(request::Message::RangeProofRequest(r)) => (true, r.root_hash),
-            Some(request::Message::ChangeProofRequest(r)) => (false, r.end_root_hash),
-            None => return Ok(()),
-        };
-        if is_range {
+        if served.is_range {
             self.stats.range_requests += 1;
         } else {
             self.stats.change_requests += 1;
         }
-        let honest = match handle(&self.source, request) {
-            Ok(Reply::Bytes(bytes)) => bytes,
-            Ok(Reply::Drop) | Err(_) => return Ok(()),
-        };
-        if kind == Server::Silent {
+        let Some(bytes) = served.bytes else {
             return Ok(());
-        }
+        };
         if kind.lies() {
             *self.stats.lies.entry(kind).or_default() += 1;
         }
-        let (bytes, keys) = if kind == Server::Garbage {
-            let len = self.rng.random_range(1..300);
-            ((0..len).map(|_| self.rng.random()).collect(), None)
-        } else {
-            let (bytes, keys) = corrupt(kind, is_range, &honest);
-            let root: Hash = root.as_slice().try_into().unwrap_or_default();
-            (bytes, (kind == Server::Honest).then_some((root, keys)))
-        };
+        let keys = (kind == Server::Honest).then_some((served.root, served.keys));
         if self.rng.random_bool(self.config.loss) {
             self.stats.lost += 1;
             return Ok(());
@@ -533,11 +517,78 @@ impl SyncSim {
     }
 }
 
+/// What a server of one kind makes of a request.
+#[derive(Debug)]
+pub struct Served {
+    /// Whether it was a range-proof request (else a change-proof request).
+    pub is_range: bool,
+    /// The root the request asked about (its end root for a change proof).
+    pub root: Hash,
+    /// The answer sent, `None` if the server stays silent.
+    pub bytes: Option<Vec<u8>>,
+    /// The keys the answer carries (none for garbage).
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// The answer a server of `kind` sends to `request`, from `source`: the server core's answer,
+/// corrupted as `kind` lies, random bytes for [`Server::Garbage`], nothing for
+/// [`Server::Silent`]. `kind` must be resolved ([`Server::Flaky`] and [`Server::EveryLie`]
+/// choose per answer, so the caller chooses first).
+///
+/// # Errors
+/// What the server core refuses; [`ServerError::Declined`] when it holds no such root.
+pub fn serve_as(
+    source: &MerkleDb,
+    kind: Server,
+    request: &[u8],
+    rng: &mut StdRng,
+) -> Result<Served, ServerError> {
+    let honest = match handle(source, request)? {
+        Reply::Bytes(bytes) => bytes,
+        Reply::Drop => return Err(ServerError::Declined),
+    };
+    // `handle` decoded it already: it is a well-formed request.
+    let (is_range, root) = match pb::Request::decode(request).map(|r| r.message) {
+        Ok(Some(request::Message::RangeProofRequest(r))) => (true, r.root_hash),
+        Ok(Some(request::Message::ChangeProofRequest(r))) => (false, r.end_root_hash),
+        _ => return Err(ServerError::Declined),
+    };
+    let root: Hash = root.as_slice().try_into().unwrap_or_default();
+    let (bytes, keys) = match kind {
+        Server::Silent => (None, Vec::new()),
+        Server::Garbage => {
+            let len = rng.random_range(1..300);
+            (Some((0..len).map(|_| rng.random()).collect()), Vec::new())
+        }
+        _ => {
+            let (bytes, keys) = corrupt(kind, is_range, &honest);
+            (Some(bytes), keys)
+        }
+    };
+    Ok(Served {
+        is_range,
+        root,
+        bytes,
+        keys,
+    })
+}
+
+/// Why [`serve_as`] gave nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The server core refused the request.
+    #[error(transparent)]
+    Refused(#[from] tributary_statesync::server::ServerError),
+    /// The server holds no such root.
+    #[error("root not held")]
+    Declined,
+}
+
 /// An honest answer (to a range-proof request if `is_range`, else to a change-proof request)
 /// with `lie` applied, and the keys the result carries. [`Server::Garbage`] and the kinds that
 /// do not lie leave it as it is.
 #[must_use]
-pub fn corrupt(lie: Server, is_range: bool, honest: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+fn corrupt(lie: Server, is_range: bool, honest: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
     if is_range {
         // The server's own encoding decodes.
         let mut proof = pb::RangeProof::decode(honest).unwrap_or_default();

@@ -7,7 +7,7 @@
 //! step-by-step driver that lets a test act between any two answers (move the target, crash
 //! the client after exactly N answers). `statesync.rs` runs the same client on the simulator's
 //! network instead, with latency, loss and timeouts. Both corrupt answers with the simulator's
-//! [`corrupt`].
+//! [`serve_as`](tributary_sim::statesync::serve_as).
 
 #[path = "../../merkle/tests/common/mod.rs"]
 mod common;
@@ -17,15 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::seed;
-use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tributary_merkle::{BatchOp, Config, EMPTY_ROOT, Hash, MerkleDb};
-use tributary_sim::statesync::{LIES, Server, corrupt, random_pairs};
+use tributary_sim::statesync::{LIES, Server, ServerError, random_pairs, serve_as};
 use tributary_statesync::client::{Client, ClientConfig, ClientError};
-use tributary_statesync::server::{MAX_BYTES_LIMIT, MAX_KEY_LIMIT, Reply, handle};
+use tributary_statesync::server::{MAX_BYTES_LIMIT, MAX_KEY_LIMIT};
 use tributary_store::MemStore;
-use tributary_wire::sync::{self as pb, request};
 
 /// How a simulated peer answers (the simulator's server kinds).
 type Peer = Server;
@@ -90,33 +88,23 @@ impl Net {
 
     /// The answer `peer` sends, or `None` for a timeout.
     fn answer(&mut self, peer: usize, request: &[u8]) -> Option<Vec<u8>> {
-        let is_range = matches!(
-            pb::Request::decode(request)
-                .expect("client sends valid requests")
-                .message,
-            Some(request::Message::RangeProofRequest(_))
-        );
-        if is_range {
+        let kind = match self.peers[peer] {
+            Peer::Flaky if self.rng.random_bool(0.5) => Peer::Silent,
+            Peer::Flaky => Peer::Honest,
+            other => other,
+        };
+        let served = match serve_as(&self.source, kind, request, &mut self.rng) {
+            Ok(served) => served,
+            Err(ServerError::Declined) => return None,
+            Err(e) => panic!("the client sent a request the server refuses: {e}"),
+        };
+        if served.is_range {
             self.stats.range_requests += 1;
         } else {
             self.stats.change_requests += 1;
         }
-        let honest = match handle(&self.source, request) {
-            Ok(Reply::Bytes(bytes)) => bytes,
-            Ok(Reply::Drop) => return None,
-            Err(e) => panic!("the client sent a request the server refuses: {e}"),
-        };
-        let peer = self.peers[peer];
-        if peer == Peer::Silent || (peer == Peer::Flaky && self.rng.random_bool(0.5)) {
-            return None;
-        }
-        if peer == Peer::Garbage {
-            let len = self.rng.random_range(1..300);
-            return Some((0..len).map(|_| self.rng.random()).collect());
-        }
-        let (answer, keys) = corrupt(peer, is_range, &honest);
-        self.count(keys.iter());
-        Some(answer)
+        self.count(served.keys.iter());
+        served.bytes
     }
 
     fn count<'a>(&mut self, keys: impl Iterator<Item = &'a Vec<u8>>) {

@@ -329,6 +329,22 @@ fn read_pairs(file: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
             .with_context(|| format!("line {}: key {k:?} is not valid hex", n + 1))?;
         let value = hex::decode(v)
             .with_context(|| format!("line {}: value {v:?} is not valid hex", n + 1))?;
+        // Checked here, before anything is written: the trie checks them only at commit, one
+        // batch at a time, which would leave the batches before a bad line committed.
+        ensure!(
+            key.len() <= tributary_merkle::MAX_KEY_LEN,
+            "line {}: a key of {} bytes is over the limit of {} bytes",
+            n + 1,
+            key.len(),
+            tributary_merkle::MAX_KEY_LEN
+        );
+        ensure!(
+            value.len() <= tributary_merkle::MAX_VALUE_LEN,
+            "line {}: a value of {} bytes is over the limit of {} bytes",
+            n + 1,
+            value.len(),
+            tributary_merkle::MAX_VALUE_LEN
+        );
         pairs.push((key, value));
     }
     Ok(pairs)

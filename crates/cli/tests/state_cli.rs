@@ -377,3 +377,61 @@ fn sync_brings_a_database_to_an_old_or_current_root() {
 fn sync_args<'a>(dst: &'a str, src: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     [&["state", "sync", "--db", dst, "--from", src][..], extra].concat()
 }
+
+/// The empty key is a key like any other: stored, read back after the process exits (the
+/// checkpoint on close once panicked on it and left a database that never opened again).
+#[test]
+fn the_empty_key_survives_the_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db");
+    let pairs = dir.path().join("pairs.txt");
+    std::fs::write(&pairs, " 0a\n00 0b\n").expect("write pairs");
+    let root = ok(&["state", "import", "--db", path(&db), path(&pairs)]);
+    assert_eq!(ok(&["state", "root", "--db", path(&db)]), root);
+    assert_eq!(ok(&["state", "get", "--db", path(&db), ""]), "0a");
+    let after_put = ok(&["state", "put", "--db", path(&db), "", "01"]);
+    assert_eq!(ok(&["state", "root", "--db", path(&db)]), after_put);
+    assert_eq!(ok(&["state", "get", "--db", path(&db), ""]), "01");
+    ok(&["state", "delete", "--db", path(&db), ""]);
+    fails(&["state", "get", "--db", path(&db), ""], None, "not found");
+}
+
+/// A bad line anywhere in the input, even batches after the first, leaves no database at all.
+#[test]
+fn import_checks_every_line_before_writing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db");
+    let long_key = "ab".repeat(tributary_merkle::MAX_KEY_LEN + 1);
+    let input = format!("01 01\n02 02\n03 03\n{long_key} 04\n");
+    fails(
+        &["state", "import", "--db", path(&db), "--batch", "1", "-"],
+        Some(&input),
+        "line 4: a key of 4097 bytes is over the limit",
+    );
+    assert!(!db.exists(), "nothing created");
+    let long_value = "cd".repeat(tributary_merkle::MAX_VALUE_LEN + 1);
+    let input = format!("01 01\n05 {long_value}\n");
+    fails(
+        &["state", "import", "--db", path(&db), "--batch", "1", "-"],
+        Some(&input),
+        "line 2: a value of 1048577 bytes is over the limit",
+    );
+    assert!(!db.exists(), "nothing created");
+}
+
+/// Two processes on one data directory: the second says the directory is in use.
+#[test]
+fn a_database_in_use_is_named_as_such() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db");
+    ok(&["state", "import", "--db", path(&db), "-"]);
+    let holder =
+        tributary_store::FjallStore::open(&db.join("store"), tributary_store::Durability::Buffered)
+            .expect("hold the store");
+    fails(
+        &["state", "root", "--db", path(&db)],
+        None,
+        "is in use by another process",
+    );
+    drop(holder);
+}

@@ -26,6 +26,12 @@ pub enum DbError {
     /// Stored metadata is unreadable or inconsistent.
     #[error("corrupt database: {0}")]
     Corrupt(String),
+    /// The database was written by another version of the storage layout.
+    #[error(
+        "database uses storage layout {0}, this build reads layout {layout}: re-create it (e.g. `state import` into a new directory)",
+        layout = crate::persist::LAYOUT
+    )]
+    UnknownLayout(u8),
     /// The database was created with another branch factor.
     #[error("database has branch factor {stored}, but {requested} was requested")]
     BranchFactorMismatch {

@@ -3,9 +3,9 @@
 //!
 //! | keyspace | key | value |
 //! |---|---|---|
-//! | `merkle.values` | the key's bytes | node encoding of a node with a value |
+//! | `merkle.values` | `0x00` ‖ the key's bytes | node encoding of a node with a value |
 //! | `merkle.branches` | packed key ‖ bit length mod 8 | node encoding of a value-less node |
-//! | `merkle.meta` | `bf`, `rev`, `root`, `nodes_rev`, `nodes_root` | branch factor, last commit, its root key, checkpointed revision, its root key |
+//! | `merkle.meta` | `bf`, `layout`, `rev`, `root`, `nodes_rev`, `nodes_root` | branch factor, last commit, its root key, checkpointed revision, its root key |
 //! | `merkle.roots` | revision (u64 BE) | that revision's root |
 //! | `merkle.history` | revision (u64 BE) | that commit's value changes ([`crate::history`]) |
 //!
@@ -20,8 +20,9 @@
 //! Deferring node writes matters: the branch nodes near the root change on every commit, so
 //! writing them once per checkpoint instead of once per commit removes most of the bytes and
 //! records a commit would otherwise write (measured: the store writes were 45% of commit time).
-//! Value nodes are keyed by their bytes, so scanning `merkle.values` scans key-values in order,
-//! as avalanchego's value node DB.
+//! Value nodes are keyed by their bytes behind one `0x00` byte, so scanning `merkle.values`
+//! scans key-values in order, as avalanchego's value node DB, and the empty trie key (which
+//! avalanchego allows) is not the empty store key (which fjall refuses).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -66,6 +67,21 @@ pub(crate) struct StoreSource<'a> {
     pub root: Option<RootRef>,
 }
 
+/// The version of this layout, kept in `merkle.meta` under `layout`. Version 2 put the `0x00`
+/// byte before value keys; a database without it was written by an older layout.
+pub(crate) const LAYOUT: u8 = 2;
+
+/// The byte before every key of `merkle.values`.
+const VALUE_KEY_PREFIX: u8 = 0x00;
+
+/// The store key of the value node at trie key `key`.
+pub(crate) fn value_storage_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(VALUE_KEY_PREFIX);
+    out.extend_from_slice(key);
+    out
+}
+
 pub(crate) fn branch_storage_key_into(key: &Key, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(key.packed());
@@ -82,7 +98,8 @@ impl NodeSource for StoreSource<'_> {
             return Ok(Some(node));
         }
         let stored = if has_value {
-            self.store.get(self.ks.values, key.packed())?
+            self.store
+                .get(self.ks.values, &value_storage_key(key.packed()))?
         } else {
             let mut storage_key = Vec::with_capacity(key.packed().len() + 1);
             branch_storage_key_into(key, &mut storage_key);
@@ -95,7 +112,7 @@ impl NodeSource for StoreSource<'_> {
     }
 
     fn value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        match self.store.get(self.ks.values, key)? {
+        match self.store.get(self.ks.values, &value_storage_key(key))? {
             Some(bytes) => Ok(node::decode_stored_value(&bytes)?),
             None => Ok(None),
         }
@@ -104,12 +121,15 @@ impl NodeSource for StoreSource<'_> {
     fn values_from(&self, start: &[u8]) -> ValueIter<'_> {
         Box::new(
             self.store
-                .scan_from(self.ks.values, start)
+                .scan_from(self.ks.values, &value_storage_key(start))
                 .filter_map(|r| match r {
                     Err(e) => Some(Err(e.into())),
-                    Ok((k, v)) => match node::decode_stored_value(&v) {
+                    Ok((mut k, v)) => match node::decode_stored_value(&v) {
                         Err(e) => Some(Err(e.into())),
-                        Ok(value) => value.map(|value| Ok((k, value))),
+                        Ok(value) => value.map(|value| {
+                            k.remove(0);
+                            Ok((k, value))
+                        }),
                     },
                 }),
         )
@@ -159,14 +179,18 @@ pub(crate) fn checkpoint_batch(ks: &Spaces, revision: u64, pending: &Changes) ->
         let after_has_value = change.after.as_ref().map(|n| n.has_value());
         if let Some(node) = &change.after {
             if node.has_value() {
-                batch.put_with(ks.values, key.packed(), |out| node.encode_into(out));
+                batch.put_with(ks.values, &value_storage_key(key.packed()), |out| {
+                    node.encode_into(out);
+                });
             } else {
                 branch_storage_key_into(key, &mut storage_key);
                 batch.put_with(ks.branches, &storage_key, |out| node.encode_into(out));
             }
         }
         match (change.before, after_has_value) {
-            (Some(true), None | Some(false)) => batch.delete(ks.values, key.packed()),
+            (Some(true), None | Some(false)) => {
+                batch.delete(ks.values, &value_storage_key(key.packed()));
+            }
             (Some(false), None | Some(true)) => {
                 branch_storage_key_into(key, &mut storage_key);
                 batch.delete(ks.branches, &storage_key);
@@ -254,10 +278,16 @@ pub(crate) fn check_branch_factor(
             stored: stored.arity(),
             requested: requested.arity(),
         }),
-        Some(_) => Ok(()),
+        Some(_) => match store.get(ks.meta, b"layout")?.as_deref() {
+            Some([LAYOUT]) => Ok(()),
+            Some([found]) => Err(DbError::UnknownLayout(*found)),
+            None => Err(DbError::UnknownLayout(1)),
+            Some(_) => Err(DbError::Corrupt("unreadable layout version".into())),
+        },
         None => {
             let mut batch = WriteBatch::default();
             batch.put(ks.meta, b"bf", &[requested.token_bits() as u8]);
+            batch.put(ks.meta, b"layout", &[LAYOUT]);
             Ok(store.write(batch)?)
         }
     }

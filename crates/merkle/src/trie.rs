@@ -702,12 +702,17 @@ mod tests {
                     seq.apply(ops.clone())?;
                     let seq = seq.finish()?;
                     let root = src.root().expect("non-empty base");
-                    if all_below(&root.key, &ops) {
-                        let node = (*src.expect_node(&root.key, root.has_value)?).clone();
-                        let par =
-                            build_parallel(src, tb, ops.clone(), node, Some(root.has_value), 2)?;
-                        assert_same(src, &seq, &par);
-                    }
+                    // The keys spread over many first bytes, so the root sits above them all
+                    // and the parallel build applies; a case where it did not would compare
+                    // nothing, so it fails instead.
+                    assert!(
+                        all_below(&root.key, &ops),
+                        "root {:?} is not above every key: nothing to compare",
+                        root.key
+                    );
+                    let node = (*src.expect_node(&root.key, root.has_value)?).clone();
+                    let par = build_parallel(src, tb, ops.clone(), node, Some(root.has_value), 2)?;
+                    assert_same(src, &seq, &par);
                     Ok(())
                 })
                 .expect("build");

@@ -48,6 +48,69 @@ pub enum StoreError {
     /// A [`KeyspaceId`] from another store was used.
     #[error("unknown keyspace handle {0}")]
     UnknownKeyspace(usize),
+    /// A batch wrote or deleted the empty key, which fjall cannot store.
+    #[error("the empty key cannot be stored")]
+    EmptyKey,
+    /// A batch wrote a key longer than fjall can store.
+    #[error("a key of {len} bytes is longer than the {max} bytes a store key may have")]
+    KeyTooLong {
+        /// The key's length.
+        len: usize,
+        /// The limit, [`MAX_KEY_LEN`].
+        max: usize,
+    },
+    /// A batch wrote a value longer than fjall can store.
+    #[error("a value of {len} bytes is longer than the {max} bytes a store value may have")]
+    ValueTooLong {
+        /// The value's length.
+        len: u64,
+        /// The limit, [`MAX_VALUE_LEN`].
+        max: u64,
+    },
+    /// The data directory is locked by another process that has the store open.
+    #[error("the data directory {} is in use by another process", .0.display())]
+    Locked(std::path::PathBuf),
+}
+
+/// The longest key a store holds: fjall keeps key lengths in 16 bits.
+pub const MAX_KEY_LEN: usize = u16::MAX as usize;
+
+/// The longest value a store holds: fjall keeps value lengths in 32 bits.
+pub const MAX_VALUE_LEN: u64 = u32::MAX as u64;
+
+/// Checks that `key` can be stored: not empty, at most [`MAX_KEY_LEN`] bytes.
+///
+/// # Errors
+/// [`StoreError::EmptyKey`] or [`StoreError::KeyTooLong`].
+pub fn check_key(key: &[u8]) -> Result<(), StoreError> {
+    if key.is_empty() {
+        return Err(StoreError::EmptyKey);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(StoreError::KeyTooLong {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that every operation of `batch` can be stored, before any of it is applied: fjall
+/// panics on the empty key and on keys or values over its limits, and both stores refuse them
+/// here instead, so a model test sees exactly what the node sees.
+fn check_batch(batch: &WriteBatch) -> Result<(), StoreError> {
+    for (_, key, value) in batch.iter() {
+        check_key(key)?;
+        if let Some(value) = value
+            && value.len() as u64 > MAX_VALUE_LEN
+        {
+            return Err(StoreError::ValueTooLong {
+                len: value.len() as u64,
+                max: MAX_VALUE_LEN,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One key-value pair as returned by scans.
@@ -60,13 +123,13 @@ pub type KvIter<'a> = Box<dyn Iterator<Item = Result<KvPair, StoreError>> + Send
 ///
 /// Keys and values are copied into one arena buffer, so building a batch of many small records
 /// costs two allocations in all rather than two per record.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteBatch {
     arena: Vec<u8>,
     ops: Vec<BatchEntry>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BatchEntry {
     pub(crate) ks: KeyspaceId,
     key: (usize, usize),
@@ -113,6 +176,19 @@ impl WriteBatch {
             key,
             value: None,
         });
+    }
+
+    /// Appends every operation of `other` after those of `self` (so `self` then does what
+    /// writing both, in order, would).
+    pub fn append(&mut self, other: &Self) {
+        let base = self.arena.len();
+        self.arena.extend_from_slice(&other.arena);
+        let shift = |(a, b): (usize, usize)| (a + base, b + base);
+        self.ops.extend(other.ops.iter().map(|e| BatchEntry {
+            ks: e.ks,
+            key: shift(e.key),
+            value: e.value.map(shift),
+        }));
     }
 
     /// Number of operations in the batch.
@@ -163,7 +239,8 @@ pub trait KvStore: Send + Sync {
         self.keyspace(name)
     }
 
-    /// Reads the value of `key` in `ks`.
+    /// Reads the value of `key` in `ks`. A key that cannot be stored (see [`check_key`]) is
+    /// absent.
     ///
     /// # Errors
     /// When the engine fails.
@@ -175,7 +252,9 @@ pub trait KvStore: Send + Sync {
     /// Applies every operation of `batch`, in order, as one atomic unit.
     ///
     /// # Errors
-    /// When the engine fails; then none of the batch is applied.
+    /// When a key or value cannot be stored ([`StoreError::EmptyKey`],
+    /// [`StoreError::KeyTooLong`], [`StoreError::ValueTooLong`]) or the engine fails; then
+    /// none of the batch is applied.
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
 }
 
@@ -209,9 +288,127 @@ mod tests {
         assert_eq!(all, vec![b"k1".to_vec(), b"k2".to_vec()]);
     }
 
+    /// What fjall cannot hold is refused by both stores, and the refused batch leaves nothing.
+    fn refuses_what_fjall_refuses(store: &dyn KvStore) {
+        let a = store.keyspace("a").expect("keyspace a");
+        let long_key = vec![7u8; MAX_KEY_LEN + 1];
+        let cases: [(&[u8], Option<&[u8]>); 3] =
+            [(b"", Some(b"v")), (b"", None), (&long_key, Some(b"v"))];
+        for (key, value) in cases {
+            let mut batch = WriteBatch::default();
+            batch.put(a, b"fine", b"first");
+            match value {
+                Some(v) => batch.put(a, key, v),
+                None => batch.delete(a, key),
+            }
+            let err = store.write(batch).expect_err("refused");
+            assert!(
+                matches!(err, StoreError::EmptyKey | StoreError::KeyTooLong { .. }),
+                "{err}"
+            );
+            assert_eq!(store.get(a, b"fine").expect("get"), None, "nothing applied");
+        }
+        assert_eq!(store.get(a, b"").expect("get empty"), None);
+        assert_eq!(store.get(a, &long_key).expect("get long"), None);
+        let mut batch = WriteBatch::default();
+        batch.put(a, &vec![1u8; MAX_KEY_LEN], b"longest key");
+        store.write(batch).expect("longest key is fine");
+    }
+
+    #[test]
+    fn appended_batches_apply_in_order() {
+        let store = MemStore::new();
+        let a = store.keyspace("a").expect("keyspace");
+        let mut first = WriteBatch::default();
+        first.put(a, b"k", b"old");
+        first.put(a, b"gone", b"x");
+        let mut second = WriteBatch::default();
+        second.put(a, b"k", b"new");
+        second.delete(a, b"gone");
+        first.append(&second);
+        assert_eq!(first.len(), 4);
+        store.write(first).expect("write");
+        assert_eq!(store.get(a, b"k").expect("get"), Some(b"new".to_vec()));
+        assert_eq!(store.get(a, b"gone").expect("get"), None);
+    }
+
     #[test]
     fn mem_store_semantics() {
         exercise(&MemStore::new());
+        refuses_what_fjall_refuses(&MemStore::new());
+    }
+
+    #[test]
+    fn fjall_store_refuses_what_it_cannot_hold() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path(), Durability::Buffered).expect("open");
+        refuses_what_fjall_refuses(&store);
+    }
+
+    fn journal_bytes(dir: &std::path::Path) -> u64 {
+        let mut total = 0;
+        for entry in std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry"))
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                total += journal_bytes(&path);
+            } else if path.extension().is_some_and(|e| e == "jnl") {
+                // Blocks in use: fjall preallocates each journal to 64 MiB as a sparse file.
+                use std::os::unix::fs::MetadataExt;
+                total += entry.metadata().expect("metadata").blocks() * 512;
+            }
+        }
+        total
+    }
+
+    /// Chunk data and a small index beside it, as the chunk store writes them: the journals
+    /// are reclaimed as the data is flushed (the small keyspace once pinned all of them). fjall
+    /// starts a new journal past 64 MB and deletes old ones once every keyspace has flushed
+    /// what they hold, so at most about one journal's worth stays.
+    #[test]
+    fn journals_of_large_values_are_reclaimed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path(), Durability::Buffered).expect("open");
+        let data = store.keyspace_for_large_values("data").expect("data");
+        let index = store.keyspace("index").expect("index");
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut value = vec![0u8; 4096];
+        let n: u32 = 40_000; // 160 MiB: past two journal rotations
+        for first in (0..n).step_by(100) {
+            let mut batch = WriteBatch::default();
+            for i in first..first + 100 {
+                for word in value.chunks_mut(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    word.copy_from_slice(&x.to_le_bytes());
+                }
+                batch.put(data, &i.to_be_bytes(), &value);
+                batch.put(index, &i.to_be_bytes(), b"i");
+            }
+            store.write(batch).expect("write");
+        }
+        drop(store);
+        let journals = journal_bytes(dir.path());
+        let written = u64::from(n) * 4096;
+        assert!(
+            journals < 100 << 20,
+            "{journals} bytes of journals left after writing {written}"
+        );
+    }
+
+    #[test]
+    fn second_open_of_a_directory_says_it_is_in_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = FjallStore::open(dir.path(), Durability::Buffered).expect("open");
+        let err = FjallStore::open(dir.path(), Durability::Buffered).expect_err("locked");
+        assert!(matches!(err, StoreError::Locked(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::{KeyspaceId, KvIter, KvPair, KvStore, StoreError, WriteBatch};
+use crate::{KeyspaceId, KvIter, KvPair, KvStore, StoreError, WriteBatch, check_batch, check_key};
 
 type Maps = Vec<(String, BTreeMap<Vec<u8>, Vec<u8>>)>;
 
@@ -49,6 +49,9 @@ impl KvStore for MemStore {
 
     fn get(&self, ks: KeyspaceId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let maps = self.read();
+        if check_key(key).is_err() {
+            return Ok(None);
+        }
         let (_, map) = maps.get(ks.0).ok_or(StoreError::UnknownKeyspace(ks.0))?;
         Ok(map.get(key).cloned())
     }
@@ -72,6 +75,7 @@ impl KvStore for MemStore {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        check_batch(&batch)?;
         let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
         if let Some((ks, _, _)) = batch.iter().find(|(ks, _, _)| ks.0 >= maps.len()) {
             return Err(StoreError::UnknownKeyspace(ks.0));

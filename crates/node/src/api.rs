@@ -12,12 +12,18 @@
 //! Files stream in both directions: the request body feeds the splitter and the joiner feeds
 //! the response through bounded channels (at most 16 frames in flight), so memory does not grow
 //! with the file. Chunk store work runs on blocking threads, never on the async runtime.
+//!
+//! Slow clients are bounded: at most [`MAX_TRANSFERS`] file uploads and downloads run at once
+//! (more get `503`), and a transfer whose client sends or takes nothing for
+//! [`TRANSFER_IDLE_TIMEOUT`] ends (`408` for an upload; a download's body is cut), so no client
+//! can hold a blocking thread for long. Every error, body-limit refusals included, is JSON.
 
 use std::io::{self, Write};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +31,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tributary_chunk::bmt::CHUNK_SIZE;
 use tributary_chunk::file::{FileError, Joiner, Splitter};
 use tributary_chunk::store::{Batched, ChunkStore};
@@ -36,10 +42,36 @@ const FRAMES_IN_FLIGHT: usize = 16;
 /// Bytes per frame of a streamed file.
 const FRAME: usize = 64 * 1024;
 
-type Store = Arc<ChunkStore>;
+/// File uploads and downloads served at once.
+pub const MAX_TRANSFERS: usize = 16;
+/// How long a file transfer may go without the client sending or taking a byte.
+pub const TRANSFER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the handlers share: the chunk store and the transfer slots.
+#[derive(Clone)]
+struct Api {
+    store: Arc<ChunkStore>,
+    transfers: Arc<Semaphore>,
+}
+
+impl Api {
+    /// A transfer slot, or `503` when all are taken.
+    fn transfer(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.transfers.clone().try_acquire_owned().map_err(|_| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_TRANSFERS} file transfers are running; try again later"),
+            )
+        })
+    }
+}
 
 /// The API's routes over a chunk store.
-pub fn router(store: Store) -> Router {
+pub fn router(store: Arc<ChunkStore>) -> Router {
+    let api = Api {
+        store,
+        transfers: Arc::new(Semaphore::new(MAX_TRANSFERS)),
+    };
     Router::new()
         .route(
             "/health",
@@ -60,7 +92,7 @@ pub fn router(store: Store) -> Router {
                 .get(get_chunk)
                 .layer(DefaultBodyLimit::max(8 + CHUNK_SIZE)),
         )
-        .with_state(store)
+        .with_state(api)
 }
 
 /// An error answer: its status, and a message naming what is wrong.
@@ -107,7 +139,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-async fn post_bytes(State(store): State<Store>, body: Body) -> Result<Response, ApiError> {
+async fn post_bytes(State(api): State<Api>, body: Body) -> Result<Response, ApiError> {
+    let _slot = api.transfer()?;
+    let store = api.store;
     let (tx, mut rx) = mpsc::channel::<Bytes>(FRAMES_IN_FLIGHT);
     let split = tokio::task::spawn_blocking(move || -> Result<Address, FileError> {
         let mut splitter = Splitter::new(Batched::new(&store, 512));
@@ -119,7 +153,17 @@ async fn post_bytes(State(store): State<Store>, body: Body) -> Result<Response, 
         Ok(reference)
     });
     let mut frames = body.into_data_stream();
-    while let Some(frame) = frames.next().await {
+    loop {
+        let next = tokio::time::timeout(TRANSFER_IDLE_TIMEOUT, frames.next()).await;
+        let Ok(next) = next else {
+            // Dropping the sender ends the splitter; what it stored is content-addressed
+            // chunks, harmless and reused by a retry.
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("no body bytes for {} s", TRANSFER_IDLE_TIMEOUT.as_secs()),
+            ));
+        };
+        let Some(frame) = next else { break };
         let frame = frame.map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
@@ -179,14 +223,26 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()>
     Ok(Some(range))
 }
 
-/// Writes into a bounded channel of response frames (blocking while the client is slow).
-struct FrameWriter(mpsc::Sender<Result<Bytes, io::Error>>);
+/// Writes into a bounded channel of response frames, blocking while the client is slow, for
+/// at most [`TRANSFER_IDLE_TIMEOUT`] per frame.
+struct FrameWriter {
+    tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    runtime: tokio::runtime::Handle,
+}
 
 impl Write for FrameWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))?;
+        let frame = Ok(Bytes::copy_from_slice(buf));
+        self.runtime
+            .block_on(self.tx.send_timeout(frame, TRANSFER_IDLE_TIMEOUT))
+            .map_err(|e| match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => {
+                    io::Error::new(io::ErrorKind::TimedOut, "the client took nothing")
+                }
+                mpsc::error::SendTimeoutError::Closed(_) => {
+                    io::Error::new(io::ErrorKind::BrokenPipe, "client went away")
+                }
+            })?;
         Ok(buf.len())
     }
 
@@ -196,11 +252,13 @@ impl Write for FrameWriter {
 }
 
 async fn get_bytes(
-    State(store): State<Store>,
+    State(api): State<Api>,
     Path(reference): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let reference = parse_address(&reference)?;
+    let slot = api.transfer()?;
+    let store = api.store;
     let probe = store.clone();
     let size = blocking(move || Joiner::new(&*probe, reference).map(|j| j.size()))
         .await?
@@ -218,10 +276,12 @@ async fn get_bytes(
     };
     let (start, end) = range.unwrap_or((0, size));
     let (tx, rx) = mpsc::channel(FRAMES_IN_FLIGHT);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _slot = slot; // held until the joiner is done
         let failed = tx.clone();
         let result = Joiner::new(&*store, reference).and_then(|joiner| {
-            let mut out = io::BufWriter::with_capacity(FRAME, FrameWriter(tx));
+            let mut out = io::BufWriter::with_capacity(FRAME, FrameWriter { tx, runtime });
             joiner.read_range(start, end, &mut out)?;
             Ok(out.flush()?)
         });
@@ -252,10 +312,12 @@ async fn get_bytes(
 }
 
 async fn store_chunk(
-    store: Store,
-    data: Bytes,
+    store: Arc<ChunkStore>,
+    data: Result<Bytes, BytesRejection>,
     expected: Option<Address>,
 ) -> Result<Response, ApiError> {
+    // A body over the limit is refused by axum before it is read; answer in the API's shape.
+    let data = data.map_err(|e| error(e.status(), e.body_text()))?;
     let chunk = Chunk::from_wire(data.to_vec())
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
     if let Some(expected) = expected
@@ -276,23 +338,27 @@ async fn store_chunk(
     Ok(created(address))
 }
 
-async fn post_chunk(State(store): State<Store>, data: Bytes) -> Result<Response, ApiError> {
-    store_chunk(store, data, None).await
+async fn post_chunk(
+    State(api): State<Api>,
+    data: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    store_chunk(api.store, data, None).await
 }
 
 async fn post_chunk_at(
-    State(store): State<Store>,
+    State(api): State<Api>,
     Path(address): Path<String>,
-    data: Bytes,
+    data: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    store_chunk(store, data, Some(parse_address(&address)?)).await
+    store_chunk(api.store, data, Some(parse_address(&address)?)).await
 }
 
 async fn get_chunk(
-    State(store): State<Store>,
+    State(api): State<Api>,
     Path(address): Path<String>,
 ) -> Result<Response, ApiError> {
     let address = parse_address(&address)?;
+    let store = api.store;
     match blocking(move || store.get(&address)).await? {
         Ok(Some(data)) => {
             Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())

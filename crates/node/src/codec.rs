@@ -47,6 +47,8 @@ impl Codec for BytesCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
+        // One byte over the limit is read, so the protocol sees an oversized request and can
+        // hold it against the peer; nothing more is.
         read_at_most(io, self.max_request + 1).await
     }
 

@@ -11,12 +11,14 @@ pub mod codec;
 pub mod identity;
 pub mod metrics;
 pub mod runtime;
+pub mod slots;
 pub mod status;
 pub mod sync_client;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use libp2p::Multiaddr;
 use tokio::sync::{mpsc, watch};
@@ -60,8 +62,18 @@ pub enum NodeError {
     #[error("overlay")]
     Overlay(#[from] OverlayError),
     /// The libp2p transport could not be built.
-    #[error("transport: {0}")]
-    Transport(String),
+    #[error("building the libp2p transport")]
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A task of the node (the event loop, the API server, a blocking job) panicked or was
+    /// cancelled.
+    #[error("the {what} task failed")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// An address could not be listened on.
     #[error("cannot listen on {addr}: {reason}")]
     Listen {
@@ -199,11 +211,7 @@ pub async fn run(
         seed: random_seed(),
         ..OverlayConfig::default()
     };
-    let overlay = Overlay::new(
-        overlay_config,
-        &record,
-        Arc::clone(&store) as Arc<dyn KvStore>,
-    )?;
+    let overlay = Overlay::new(Instant::now(), overlay_config, &record, store.as_ref())?;
 
     let api_err = |source| NodeError::Api {
         addr: config.api.to_string(),
@@ -233,8 +241,14 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let loop_task = tokio::spawn(
-        runtime::Runtime::new(swarm, overlay, Arc::clone(&db), config.bootnodes.clone())
-            .run(queries_rx, stopped(stop_rx.clone())),
+        runtime::Runtime::new(
+            swarm,
+            overlay,
+            Arc::clone(&db),
+            Arc::clone(&store) as Arc<dyn KvStore>,
+            config.bootnodes.clone(),
+        )
+        .run(queries_rx, stopped(stop_rx.clone())),
     );
     let router =
         api::router(chunks).merge(status::router(status::NodeHandle::new(info, queries_tx)));
@@ -245,13 +259,21 @@ pub async fn run(
     );
     shutdown.await;
     let _ = stop_tx.send(true);
-    let loop_result = loop_task
+    let loop_result = loop_task.await.map_err(|source| NodeError::Task {
+        what: "event loop",
+        source,
+    })?;
+    let served = server.await.map_err(|source| NodeError::Task {
+        what: "HTTP API",
+        source,
+    })?;
+    // Writing the pending trie nodes is blocking work: off the async threads.
+    tokio::task::spawn_blocking(move || db.flush())
         .await
-        .map_err(|e| NodeError::Transport(format!("runtime task: {e}")))?;
-    let served = server
-        .await
-        .map_err(|e| NodeError::Transport(format!("API task: {e}")))?;
-    db.flush()?;
+        .map_err(|source| NodeError::Task {
+            what: "state flush",
+            source,
+        })??;
     info!("state flushed; stopped");
     loop_result?;
     served.map_err(api_err)

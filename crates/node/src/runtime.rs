@@ -12,6 +12,7 @@
 //! its deadlines, re-dials the bootnodes every [`BOOTSTRAP_RETRY`] while no peer is connected,
 //! and answers the HTTP API's queries over a bounded channel.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,12 +28,14 @@ use tracing::{debug, info, warn};
 use tributary_merkle::MerkleDb;
 use tributary_overlay::{DisconnectReason, NodeKey, Output, Overlay, Topology};
 use tributary_statesync::server::{self, Reply};
-use tributary_wire::{MAX_OVERLAY_MESSAGE_BYTES, MAX_SYNC_MESSAGE_BYTES};
+use tributary_store::{KvStore, StoreError, WriteBatch};
+use tributary_wire::{MAX_OVERLAY_MESSAGE_BYTES, MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_REQUEST_BYTES};
 
 use crate::NodeError;
 use crate::codec::BytesCodec;
 use crate::identity::{node_key, peer_id};
 use crate::metrics::Metric;
+use crate::slots::HandshakeSlots;
 
 /// The overlay protocol.
 pub const OVERLAY_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/overlay/1");
@@ -44,8 +47,14 @@ const OVERLAY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STATESYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// State-sync requests served at once; more are refused (the stream is dropped).
 pub const MAX_SERVING: usize = 16;
-/// Streams per connection and protocol.
+/// Overlay streams per connection.
 const MAX_STREAMS: usize = 64;
+/// State-sync streams per connection: no more than are ever served at once, so a connection
+/// holds at most `MAX_SERVING` requests of at most [`MAX_SYNC_REQUEST_BYTES`] (256 KiB) being
+/// read before any is counted.
+const MAX_SYNC_STREAMS: usize = MAX_SERVING;
+/// Malformed state-sync requests after which a peer is disconnected.
+pub const MAX_SYNC_FAULTS: u32 = 3;
 /// How often an isolated node dials its bootnodes again.
 pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
 /// Queries from the API waiting for the loop.
@@ -86,12 +95,12 @@ impl Behaviour {
 fn protocol(
     name: StreamProtocol,
     codec: BytesCodec,
-    timeout: Duration,
+    (timeout, streams): (Duration, usize),
     support: ProtocolSupport,
 ) -> request_response::Behaviour<BytesCodec> {
     let config = request_response::Config::default()
         .with_request_timeout(timeout)
-        .with_max_concurrent_streams(MAX_STREAMS);
+        .with_max_concurrent_streams(streams);
     request_response::Behaviour::with_codec(codec, [(name, support)], config)
 }
 
@@ -104,7 +113,9 @@ pub fn build_swarm(
     keypair: libp2p::identity::Keypair,
     serve_state: bool,
 ) -> Result<Swarm<Behaviour>, NodeError> {
-    let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
+    fn transport_err(e: impl std::error::Error + Send + Sync + 'static) -> NodeError {
+        NodeError::Transport(Box::new(e))
+    }
     let sync_support = if serve_state {
         ProtocolSupport::Full
     } else {
@@ -117,23 +128,23 @@ pub fn build_swarm(
             noise::Config::new,
             yamux::Config::default,
         )
-        .map_err(|e| transport_err(&e))?
+        .map_err(transport_err)?
         .with_quic()
         .with_behaviour(|_| Behaviour {
             overlay: protocol(
                 OVERLAY_PROTOCOL,
                 BytesCodec::new(MAX_OVERLAY_MESSAGE_BYTES, 0),
-                OVERLAY_TIMEOUT,
+                (OVERLAY_TIMEOUT, MAX_STREAMS),
                 ProtocolSupport::Full,
             ),
             statesync: protocol(
                 STATESYNC_PROTOCOL,
-                BytesCodec::new(MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_MESSAGE_BYTES),
-                STATESYNC_TIMEOUT,
+                BytesCodec::new(MAX_SYNC_REQUEST_BYTES, MAX_SYNC_MESSAGE_BYTES),
+                (STATESYNC_TIMEOUT, MAX_SYNC_STREAMS),
                 sync_support,
             ),
         })
-        .map_err(|e| transport_err(&e))?
+        .map_err(transport_err)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
     Ok(swarm)
@@ -211,6 +222,9 @@ struct Counters {
     sync_dropped: u64,
     sync_refused: u64,
     sync_busy: u64,
+    sync_faulty_peers: u64,
+    handshake_slots_full: u64,
+    peer_write_failures: u64,
 }
 
 type Served = (
@@ -229,6 +243,18 @@ pub struct Runtime {
     served_tx: mpsc::Sender<Served>,
     served_rx: mpsc::Receiver<Served>,
     serving: usize,
+    /// Where the overlay core's peer records go.
+    peer_store: Arc<dyn KvStore>,
+    /// Peer-record writes not yet handed to the writer, merged in order.
+    unwritten: WriteBatch,
+    /// Whether a peer-record write is running on the blocking pool (at most one is).
+    writing: bool,
+    written_tx: mpsc::Sender<Result<(), StoreError>>,
+    written_rx: mpsc::Receiver<Result<(), StoreError>>,
+    /// Malformed state-sync requests per connected peer (dropped when the peer disconnects).
+    sync_faults: HashMap<PeerId, u32>,
+    /// Inbound connections awaiting their handshake, per remote address.
+    slots: HandshakeSlots,
     counters: Counters,
 }
 
@@ -239,10 +265,17 @@ impl Runtime {
         swarm: Swarm<Behaviour>,
         overlay: Overlay,
         db: Arc<MerkleDb>,
+        peer_store: Arc<dyn KvStore>,
         bootnodes: Vec<Multiaddr>,
     ) -> Self {
         let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
+        let (written_tx, written_rx) = mpsc::channel(1);
         Self {
+            peer_store,
+            unwritten: WriteBatch::default(),
+            writing: false,
+            written_tx,
+            written_rx,
             swarm,
             overlay,
             db,
@@ -251,6 +284,8 @@ impl Runtime {
             served_tx,
             served_rx,
             serving: 0,
+            sync_faults: HashMap::new(),
+            slots: HandshakeSlots::default(),
             counters: Counters::default(),
         }
     }
@@ -266,21 +301,62 @@ impl Runtime {
     ) -> Result<(), NodeError> {
         tokio::pin!(shutdown);
         // The first tick: it arms the core's timer and dials the peers it knows from its store.
-        self.overlay.handle_timeout(Instant::now())?;
+        self.overlay.handle_timeout(Instant::now());
         self.drain()?;
         loop {
             self.bootstrap_if_isolated();
             let wake = self.next_wake();
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event)?,
-                () = tokio::time::sleep_until(wake.into()) => self.overlay.handle_timeout(Instant::now())?,
+                () = tokio::time::sleep_until(wake.into()) => self.overlay.handle_timeout(Instant::now()),
                 Some(query) = queries.recv() => self.answer(query),
                 Some(served) = self.served_rx.recv() => self.on_served(served),
+                Some(written) = self.written_rx.recv() => self.on_written(written),
                 () = &mut shutdown => break,
             }
             self.drain()?;
         }
         info!("shutting down");
+        self.finish_writes().await
+    }
+
+    /// Hands the peer records waiting to be written to the blocking pool, unless a write is
+    /// running already (then they go, merged, when it is done). The store fsyncs each batch,
+    /// which must never happen on this loop.
+    fn start_write(&mut self) {
+        if self.writing || self.unwritten.is_empty() {
+            return;
+        }
+        self.writing = true;
+        let batch = std::mem::take(&mut self.unwritten);
+        let (store, done) = (Arc::clone(&self.peer_store), self.written_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let result = store.write(batch);
+            // The loop owns the receiver until it exits; a send after that is moot.
+            let _ = done.blocking_send(result);
+        });
+    }
+
+    fn on_written(&mut self, result: Result<(), StoreError>) {
+        self.writing = false;
+        if let Err(e) = result {
+            // Peer records are hints for the next start; the node goes on without them.
+            self.counters.peer_write_failures += 1;
+            warn!("peer records not persisted: {e}");
+        }
+        self.start_write();
+    }
+
+    /// Waits for the running write and writes what is left, so a clean stop keeps every
+    /// peer record.
+    async fn finish_writes(&mut self) -> Result<(), NodeError> {
+        self.start_write();
+        while self.writing {
+            let Some(result) = self.written_rx.recv().await else {
+                break;
+            };
+            self.on_written(result);
+        }
         Ok(())
     }
 
@@ -323,6 +399,14 @@ impl Runtime {
                     return Ok(());
                 };
                 if num_established.get() == 1 {
+                    if !endpoint.is_dialer()
+                        && !self.slots.take(peer_id, endpoint.get_remote_address())
+                    {
+                        debug!(%peer_id, "refused peer: too many handshakes from its address");
+                        self.counters.handshake_slots_full += 1;
+                        let _ = self.swarm.disconnect_peer_id(peer_id);
+                        return Ok(());
+                    }
                     self.overlay
                         .handle_connected(now, key, endpoint.is_dialer());
                 }
@@ -332,8 +416,10 @@ impl Runtime {
                 num_established: 0,
                 ..
             } => {
+                self.sync_faults.remove(&peer_id);
+                self.slots.release(&peer_id);
                 if let Some(key) = node_key(&peer_id) {
-                    self.overlay.handle_disconnected(now, key)?;
+                    self.overlay.handle_disconnected(now, key);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -343,7 +429,7 @@ impl Runtime {
             } => {
                 debug!(%peer_id, "dial failed: {error}");
                 if let Some(key) = node_key(&peer_id) {
-                    self.overlay.handle_dial_failed(now, key)?;
+                    self.overlay.handle_dial_failed(now, key);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Overlay(event)) => {
@@ -380,7 +466,7 @@ impl Runtime {
                     .overlay
                     .send_response(channel, Vec::new());
                 if let Some(key) = node_key(&peer) {
-                    self.overlay.handle_message(now, key, &request)?;
+                    self.overlay.handle_message(now, key, &request);
                 }
             }
             request_response::Event::OutboundFailure { peer, error, .. } => {
@@ -405,6 +491,14 @@ impl Runtime {
             ..
         } = event
         {
+            if request.len() > MAX_SYNC_REQUEST_BYTES {
+                self.counters.sync_refused += 1;
+                self.sync_fault(
+                    peer,
+                    &format!("a request over {MAX_SYNC_REQUEST_BYTES} bytes"),
+                );
+                return;
+            }
             if self.serving >= MAX_SERVING {
                 self.counters.sync_busy += 1;
                 debug!(%peer, "state sync request dropped: {MAX_SERVING} already being served");
@@ -433,14 +527,29 @@ impl Runtime {
                     .send_response(channel, bytes);
             }
             Ok(Reply::Drop) => self.counters.sync_dropped += 1,
-            Err(e) => {
+            Err(e) if e.is_peer_fault() => {
                 self.counters.sync_refused += 1;
-                if e.is_peer_fault() {
-                    warn!(%peer, "refused state sync request: {e}");
-                } else {
-                    warn!(%peer, "state sync request failed: {e}");
-                }
+                self.sync_fault(peer, &e);
             }
+            Err(e) => warn!(%peer, "state sync request failed: {e}"),
+        }
+    }
+
+    /// A malformed state-sync request: counted against the peer, which is disconnected once
+    /// it has sent [`MAX_SYNC_FAULTS`].
+    fn sync_fault(&mut self, peer: PeerId, e: &dyn std::fmt::Display) {
+        if !self.swarm.is_connected(&peer) {
+            return; // gone already; an entry now would outlive it
+        }
+        let faults = self.sync_faults.entry(peer).or_default();
+        *faults += 1;
+        if *faults >= MAX_SYNC_FAULTS {
+            warn!(%peer, "refused peer: {faults} malformed state sync requests, the last: {e}");
+            self.counters.sync_faulty_peers += 1;
+            self.sync_faults.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        } else {
+            warn!(%peer, "refused state sync request: {e}");
         }
     }
 
@@ -471,12 +580,20 @@ impl Runtime {
                     overlay,
                     light,
                 } => {
-                    let peer = peer_id(&key).map(|p| p.to_string()).unwrap_or_default();
+                    let peer = peer_id(&key);
+                    if let Some(peer) = &peer {
+                        self.slots.release(peer);
+                    }
+                    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
                     info!(%peer, %overlay, light, "peer connected");
                 }
                 Output::PeerDisconnected { key, overlay } => {
                     let peer = peer_id(&key).map(|p| p.to_string()).unwrap_or_default();
                     info!(%peer, %overlay, "peer disconnected");
+                }
+                Output::Persist(batch) => {
+                    self.unwritten.append(&batch);
+                    self.start_write();
                 }
             }
         }
@@ -496,7 +613,7 @@ impl Runtime {
             self.swarm.dial(opts).is_ok()
         });
         if !dialled {
-            self.overlay.handle_dial_failed(now, key)?;
+            self.overlay.handle_dial_failed(now, key);
         }
         Ok(())
     }
@@ -638,6 +755,24 @@ impl Runtime {
                 "Malformed state sync requests.",
                 "counter",
                 v(c.sync_refused),
+            ),
+            Metric::single(
+                "tributary_peer_record_write_failures_total",
+                "Batches of peer records the store failed to write.",
+                "counter",
+                v(c.peer_write_failures),
+            ),
+            Metric::single(
+                "tributary_handshake_slots_full_total",
+                "Inbound connections closed: too many awaiting a handshake from one address.",
+                "counter",
+                v(c.handshake_slots_full),
+            ),
+            Metric::single(
+                "tributary_statesync_faulty_peers_total",
+                "Peers disconnected for malformed state sync requests.",
+                "counter",
+                v(c.sync_faulty_peers),
             ),
             Metric::single(
                 "tributary_statesync_busy_total",

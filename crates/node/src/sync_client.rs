@@ -33,9 +33,9 @@ pub const NO_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Errors of a sync from peers.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerSyncError {
-    /// The transport could not be built.
-    #[error("transport: {0}")]
-    Transport(String),
+    /// The client's identity, record or transport could not be made.
+    #[error("setting up the sync client's node")]
+    Setup(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// No peer could be connected.
     #[error("none of the {tried} peers could be connected: {reasons}")]
     NoPeers {
@@ -76,13 +76,13 @@ struct Session {
 
 impl Session {
     fn new(network_id: u64) -> Result<Self, PeerSyncError> {
-        let transport = |e: String| PeerSyncError::Transport(e);
-        let id = NodeIdentity::random().map_err(|e| transport(e.to_string()))?;
-        let swarm = build_swarm(id.keypair, false).map_err(|e| transport(e.to_string()))?;
+        let id = NodeIdentity::random().map_err(|e| PeerSyncError::Setup(Box::new(e)))?;
+        let swarm =
+            build_swarm(id.keypair, false).map_err(|e| PeerSyncError::Setup(Box::new(e)))?;
         let record = id
             .identity
             .sign_record(network_id, Vec::new(), unix_now())
-            .map_err(|e| transport(e.to_string()))?;
+            .map_err(|e| PeerSyncError::Setup(Box::new(e)))?;
         let handshake = OverlayMessage {
             message: Some(overlay_message::Message::Handshake(Handshake {
                 version: tributary_overlay::protocol::PROTOCOL_VERSION,
@@ -187,6 +187,7 @@ impl Session {
 
 /// Brings `db` to `config.target` from `config.peers`, calling `progress` after every answer
 /// and at least every second. Returns the finished client (its stats, penalties, database).
+/// Runs on a multi-threaded tokio runtime: commits run in `block_in_place`.
 ///
 /// # Errors
 /// When no peer can be reached, all of them go away, or the client fails.
@@ -257,7 +258,10 @@ fn on_sync_event(
             ..
         } => {
             if let Some(id) = pending.remove(&request_id) {
-                client.handle_response(now, id, &response)?;
+                // Verifying and committing a proof (with an fsync) is blocking work: tell the
+                // runtime, which moves this worker's other tasks (the connections' I/O) to
+                // another thread meanwhile. Needs the multi-threaded runtime.
+                tokio::task::block_in_place(|| client.handle_response(now, id, &response))?;
             }
         }
         request_response::Event::OutboundFailure {

@@ -124,12 +124,15 @@ fn bytes_and_chunks_over_http() {
             .expect("not stored"),
     );
     assert_eq!(status, 404, "a refused chunk was not stored");
-    let (status, _) = body(
+    let (status, reply) = body(
         http.post(format!("{}/chunks", node.base))
             .send(&vec![0u8; 5000][..])
             .expect("too big"),
     );
     assert_eq!(status, 413);
+    let reply: serde_json::Value = serde_json::from_slice(&reply).expect("a JSON error");
+    assert_eq!(reply["code"], 413, "{reply}");
+    assert!(reply["message"].is_string(), "{reply}");
 
     // Bad references and missing data.
     let (status, _) = body(
@@ -149,4 +152,55 @@ fn bytes_and_chunks_over_http() {
         String::from_utf8_lossy(&reply).contains(&missing),
         "the 404 names the missing chunk"
     );
+}
+
+/// Clients that start an upload and stall hold a transfer slot each; past
+/// `MAX_TRANSFERS` the node answers `503` at once instead of tying up more threads.
+#[test]
+fn stalled_uploads_take_a_bounded_number_of_transfer_slots() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path());
+    let addr = node.base.trim_start_matches("http://").to_owned();
+    let stalled: Vec<std::net::TcpStream> = (0..tributary_node::api::MAX_TRANSFERS)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            write!(
+                s,
+                "POST /bytes HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nfirst bytes"
+            )
+            .expect("write");
+            s
+        })
+        .collect();
+    // Let the node take them all in.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (status, reply) = body(
+        agent()
+            .post(format!("{}/bytes", node.base))
+            .send(&b"hello"[..])
+            .expect("answered"),
+    );
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&reply));
+    // A stalled client that goes away frees its slot.
+    drop(stalled);
+    let took = common::eventually(std::time::Duration::from_secs(10), "a slot frees", || {
+        let (status, _) = body(
+            agent()
+                .post(format!("{}/bytes", node.base))
+                .send(&b"hello"[..])
+                .expect("answered"),
+        );
+        status == 201
+    });
+    println!("slots free again {took:?} after the stalled clients left");
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("w");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }

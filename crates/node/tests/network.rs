@@ -220,6 +220,81 @@ fn forged_records_and_oversized_messages_are_refused() {
     assert_eq!(connected(&a), 0);
 }
 
+impl Rogue {
+    /// Dials `addr` and sends `requests` on the state-sync protocol one after the other, each
+    /// once the one before has an outcome. Returns how many had an outcome, and whether the
+    /// node closed the connection (before all did, or within 15 s).
+    fn sync_requests(&mut self, addr: &str, requests: &[Vec<u8>]) -> (usize, bool) {
+        use libp2p::request_response::Event;
+        use tributary_node::runtime::BehaviourEvent;
+        let addr: Multiaddr = addr.parse().expect("multiaddr");
+        let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
+            panic!("address without /p2p")
+        };
+        let swarm = &mut self.swarm;
+        self.rt.block_on(async move {
+            swarm.dial(addr).expect("dials");
+            let mut done = 0;
+            let deadline = tokio::time::sleep(Duration::from_secs(15));
+            tokio::pin!(deadline);
+            loop {
+                let event = tokio::select! {
+                    event = swarm.select_next_some() => event,
+                    () = &mut deadline => return (done, false),
+                };
+                match event {
+                    SwarmEvent::ConnectionEstablished { .. } => {}
+                    SwarmEvent::Behaviour(BehaviourEvent::Statesync(
+                        Event::OutboundFailure { .. } | Event::Message { .. },
+                    )) => done += 1,
+                    SwarmEvent::ConnectionClosed {
+                        num_established: 0, ..
+                    } => return (done, true),
+                    _ => continue,
+                }
+                match requests.get(done) {
+                    Some(r) => {
+                        swarm
+                            .behaviour_mut()
+                            .statesync_mut()
+                            .send_request(&peer, r.clone());
+                    }
+                    None => return (done, false),
+                }
+            }
+        })
+    }
+}
+
+/// Malformed state-sync requests are refused and counted; a peer that keeps sending them is
+/// disconnected. A request over the request size cap is not even read as one.
+#[test]
+fn peers_sending_malformed_state_sync_requests_are_disconnected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Node::start(dir.path());
+    let mut rogue = Rogue::new(11);
+    let garbage = vec![vec![0xFF; 40]; 10];
+    let (answered, closed) = rogue.sync_requests(&a.addr(), &garbage);
+    assert!(closed, "a peer sending malformed requests is disconnected");
+    assert!(
+        answered <= tributary_node::runtime::MAX_SYNC_FAULTS as usize,
+        "disconnected only after {answered} malformed requests"
+    );
+    eventually(Duration::from_secs(5), "counted", || {
+        a.metric("tributary_statesync_faulty_peers_total") == 1.0
+    });
+    assert!(a.metric("tributary_statesync_refused_total") >= 3.0);
+    // Requests over the request cap (far below the 2 MiB of an answer) count as malformed.
+    let mut rogue = Rogue::new(12);
+    let oversized = vec![vec![0u8; tributary_wire::MAX_SYNC_REQUEST_BYTES + 1]; 10];
+    let (answered, closed) = rogue.sync_requests(&a.addr(), &oversized);
+    assert!(closed, "a peer sending oversized requests is disconnected");
+    assert!(answered <= tributary_node::runtime::MAX_SYNC_FAULTS as usize);
+    eventually(Duration::from_secs(5), "counted", || {
+        a.metric("tributary_statesync_faulty_peers_total") == 2.0
+    });
+}
+
 /// CPU time this process has used, from `/proc/self/stat` (utime + stime, in clock ticks of
 /// 1/100 s on Linux).
 fn cpu_ticks() -> u64 {

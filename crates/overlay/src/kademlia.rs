@@ -50,8 +50,10 @@ pub struct KademliaConfig {
     pub stable_after: Duration,
     /// How long a new connection is safe from pruning.
     pub prune_grace: Duration,
-    /// Most peers known; records of new peers beyond it are dropped (gossip cannot grow the
-    /// table, or the store behind it, without bound).
+    /// Most peers known (gossip cannot grow the table, or the store behind it, without
+    /// bound). At the limit a new record evicts the farthest known, unconnected peer (the
+    /// oldest record among equals) if the new one is nearer, or if it comes from the peer's
+    /// own handshake; connected peers are never evicted.
     pub max_known: usize,
 }
 
@@ -71,11 +73,17 @@ impl Default for KademliaConfig {
     }
 }
 
+/// How often a known peer's record may be replaced by a gossiped one: anyone can gossip a
+/// peer's re-signed records, and each replacement is a store write.
+pub const RECORD_UPDATE_INTERVAL: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Debug)]
 struct Known {
     record: VerifiedRecord,
     failures: u32,
     next_dial: Option<Instant>,
+    /// When the record was last taken in.
+    updated: Instant,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +92,27 @@ struct Connected {
     since: Instant,
     /// The depth the peer last told us: if we are beyond it, we are its neighbour.
     their_depth: Option<u8>,
+}
+
+/// What [`Kademlia::add_known`] did with a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Added {
+    /// Nothing: the record was known, older, our own, or the table is full of nearer peers.
+    Unchanged,
+    /// A new peer, or a newer record of a known one.
+    Changed {
+        /// The peer evicted to make room, whose record the store should drop too.
+        evicted: Option<Address>,
+    },
+}
+
+impl Added {
+    /// Whether the table changed.
+    #[must_use]
+    pub fn changed(self) -> bool {
+        matches!(self, Self::Changed { .. })
+    }
 }
 
 /// A peer the table wants dialled.
@@ -238,35 +267,74 @@ impl Kademlia {
         self.base
     }
 
-    /// Adds or refreshes a verified record. Returns whether anything changed: a new peer, or
+    /// Adds or refreshes a verified record. Says whether anything changed: a new peer, or
     /// a newer record of a known one (which keeps its dial history). A `direct` record (from
     /// the peer's own handshake) also replaces a different one of the same second, as a node
-    /// restarted within a second on new ports signs.
-    pub fn add_known(&mut self, record: VerifiedRecord, direct: bool) -> bool {
+    /// restarted within a second on new ports signs. A gossiped record replaces a known one
+    /// at most once per [`RECORD_UPDATE_INTERVAL`]. At [`KademliaConfig::max_known`] a new
+    /// peer evicts another (see there), or is dropped.
+    pub fn add_known(&mut self, now: Instant, record: VerifiedRecord, direct: bool) -> Added {
         if record.overlay == self.base {
-            return false;
+            return Added::Unchanged;
         }
-        let full = self.known.len() >= self.config.max_known;
+        let mut evicted = None;
+        if !self.known.contains_key(&record.overlay) && self.known.len() >= self.config.max_known {
+            match self.eviction_victim(&record.overlay, direct) {
+                Some(victim) => {
+                    self.remove_known(&victim);
+                    evicted = Some(victim);
+                }
+                None => return Added::Unchanged,
+            }
+        }
         match self.known.get_mut(&record.overlay) {
-            Some(k) if k.record.wire == record.wire => false,
-            Some(k) if k.record.wire.timestamp > record.wire.timestamp => false,
-            Some(k) if k.record.wire.timestamp == record.wire.timestamp && !direct => false,
+            Some(k) if k.record.wire == record.wire => Added::Unchanged,
+            Some(k) if k.record.wire.timestamp > record.wire.timestamp => Added::Unchanged,
+            Some(k) if k.record.wire.timestamp == record.wire.timestamp && !direct => {
+                Added::Unchanged
+            }
+            Some(k)
+                if !direct && now.saturating_duration_since(k.updated) < RECORD_UPDATE_INTERVAL =>
+            {
+                Added::Unchanged
+            }
             Some(k) => {
                 k.record = record;
-                true
+                k.updated = now;
+                Added::Changed { evicted: None }
             }
-            None if full => false,
             None => {
                 let known = Known {
                     record,
                     failures: 0,
                     next_dial: None,
+                    updated: now,
                 };
                 let bin = self.bin(&known.record.overlay);
                 self.known_bins[bin] += 1;
                 self.known.insert(known.record.overlay, known);
-                true
+                Added::Changed { evicted }
             }
+        }
+    }
+
+    /// The known peer a record of `newcomer` would evict from a full table: the farthest
+    /// unconnected peer (the oldest record among equals), if `newcomer` is nearer than it or
+    /// `direct`. A flood of gossiped records can thus only replace peers by nearer ones.
+    fn eviction_victim(&self, newcomer: &Address, direct: bool) -> Option<Address> {
+        let (victim, _) = self
+            .known
+            .iter()
+            .filter(|(a, _)| !self.connected.contains_key(*a))
+            .min_by_key(|(a, k)| (proximity(&self.base, a), k.record.wire.timestamp))?;
+        let nearer = proximity(&self.base, newcomer) > proximity(&self.base, victim);
+        (direct || nearer).then_some(*victim)
+    }
+
+    fn remove_known(&mut self, overlay: &Address) {
+        if self.known.remove(overlay).is_some() {
+            let bin = self.bin(overlay);
+            self.known_bins[bin] -= 1;
         }
     }
 
@@ -379,6 +447,12 @@ impl Kademlia {
     #[must_use]
     pub fn is_connected(&self, overlay: &Address) -> bool {
         self.connected.contains_key(overlay)
+    }
+
+    /// Whether `overlay` is a known peer.
+    #[must_use]
+    pub fn knows(&self, overlay: &Address) -> bool {
+        self.known.contains_key(overlay)
     }
 
     /// Number of known peers.
@@ -630,10 +704,47 @@ mod tests {
             max_known: 2,
             ..KademliaConfig::default()
         };
-        let mut table = Kademlia::new(addr(0), config);
-        assert!(table.add_known(record(1), false));
-        assert!(table.add_known(record(2), false));
-        assert!(!table.add_known(record(3), false));
+        let base = addr(0);
+        let now = Instant::now();
+        let mut table = Kademlia::new(base, config);
+        // Peers by proximity to the base: find three of distinct bins, far to near.
+        let mut by_po: BTreeMap<u8, VerifiedRecord> = BTreeMap::new();
+        for seed in 1..=254u8 {
+            let r = record(seed);
+            by_po.entry(proximity(&base, &r.overlay)).or_insert(r);
+        }
+        let mut ranked = by_po.into_values();
+        let (far, mid, near) = (
+            ranked.next().expect("a far peer"),
+            ranked.next().expect("a middle peer"),
+            ranked.next().expect("a near peer"),
+        );
+        assert_eq!(
+            table.add_known(now, mid.clone(), false),
+            Added::Changed { evicted: None }
+        );
+        assert!(table.add_known(now, near.clone(), false).changed());
+        // Full of nearer peers: a gossiped far record is dropped...
+        assert_eq!(table.add_known(now, far.clone(), false), Added::Unchanged);
+        assert_eq!(table.known_len(), 2);
+        // ...but the handshake of a peer that just connected evicts the farthest one.
+        assert_eq!(
+            table.add_known(now, far.clone(), true),
+            Added::Changed {
+                evicted: Some(mid.overlay)
+            }
+        );
+        table.connect(far.overlay, far.key, now);
+        // Full again, with the far peer connected: a gossiped record not nearer than the one
+        // unconnected peer is dropped; a handshake evicts that one, never the connected peer.
+        assert_eq!(table.add_known(now, mid.clone(), false), Added::Unchanged);
+        assert_eq!(
+            table.add_known(now, mid, true),
+            Added::Changed {
+                evicted: Some(near.overlay)
+            }
+        );
+        assert!(table.knows(&far.overlay), "the connected peer stays");
         assert_eq!(table.known_len(), 2);
     }
 
@@ -669,6 +780,30 @@ mod tests {
     }
 
     #[test]
+    fn gossip_replaces_a_known_record_at_most_once_per_interval() {
+        let id = crate::Identity::from_secret(&[3; 32], [0; 32]).expect("key");
+        let signed = |timestamp| {
+            crate::verify_record(&id.sign_record(1, vec![], timestamp).expect("signs"), 1)
+                .expect("verifies")
+        };
+        let mut table = Kademlia::new(addr(0), KademliaConfig::default());
+        let now = Instant::now();
+        assert!(table.add_known(now, signed(1), false).changed());
+        let soon = now + RECORD_UPDATE_INTERVAL / 2;
+        assert_eq!(
+            table.add_known(soon, signed(2), false),
+            Added::Unchanged,
+            "a re-signed record gossiped too soon is not taken"
+        );
+        assert!(
+            table.add_known(soon, signed(3), true).changed(),
+            "the peer's own handshake always is"
+        );
+        let later = soon + RECORD_UPDATE_INTERVAL;
+        assert!(table.add_known(later, signed(4), false).changed());
+    }
+
+    #[test]
     fn iteration_is_nearest_first() {
         let record = |seed: u8| {
             let id = crate::Identity::from_secret(&[seed; 32], [0; 32]).expect("key");
@@ -680,7 +815,7 @@ mod tests {
         for seed in 1..=12 {
             let r = record(seed);
             let (overlay, key) = (r.overlay, r.key);
-            table.add_known(r, false);
+            assert!(table.add_known(now, r, false).changed());
             if seed % 2 == 0 {
                 table.connect(overlay, key, now);
             }

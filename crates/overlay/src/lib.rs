@@ -15,7 +15,7 @@ pub mod kademlia;
 pub mod protocol;
 
 pub use identity::{Identity, NodeKey, RecordError, VerifiedRecord, verify_record};
-pub use kademlia::{Health, Kademlia, KademliaConfig, Topology};
+pub use kademlia::{Added, Health, Kademlia, KademliaConfig, Topology};
 pub use protocol::{
     DisconnectReason, Output, Overlay, OverlayConfig, OverlayError, OverlayStats, Refusal,
 };

@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tributary_chunk::Address;
 use tributary_overlay::{Health, Identity, NodeKey, Output, Overlay, OverlayConfig, OverlayError};
-use tributary_store::MemStore;
+use tributary_store::{KvStore, MemStore};
 use tributary_wire::overlay::PeerRecord;
 
 use crate::queue::EventQueue;
@@ -221,8 +221,8 @@ impl Sim {
             .identity
             .sign_record(config.network_id, vec![underlay], timestamp)
             .map_err(OverlayError::OwnRecord)?;
-        let store: Arc<MemStore> = Arc::clone(&node.store);
-        node.core = Some(Overlay::new(config, &record, store)?);
+        let now = self.queue.now();
+        node.core = Some(Overlay::new(now, config, &record, node.store.as_ref())?);
         node.timer = None;
         self.push(
             self.queue.now(),
@@ -389,7 +389,7 @@ impl Sim {
             Event::DialFailed { from, key } => {
                 self.stats.dial_failures += 1;
                 if let Some(core) = self.nodes[from].core.as_mut() {
-                    core.handle_dial_failed(now, key)?;
+                    core.handle_dial_failed(now, key);
                 }
                 self.drain(from)?;
             }
@@ -406,7 +406,7 @@ impl Sim {
                 self.stats.delivered += 1;
                 let key = self.nodes[from].identity.node_key();
                 if let Some(core) = self.nodes[to].core.as_mut() {
-                    core.handle_message(now, key, &bytes)?;
+                    core.handle_message(now, key, &bytes);
                 }
                 self.drain(to)?;
             }
@@ -417,7 +417,7 @@ impl Sim {
                 self.nodes[node].timer = None;
                 let due = self.nodes[node].next_bootstrap.is_some_and(|t| t <= now);
                 if let Some(core) = self.nodes[node].core.as_mut() {
-                    core.handle_timeout(now)?;
+                    core.handle_timeout(now);
                     if due && core.is_isolated() {
                         self.dial_bootnode(node);
                     }
@@ -467,7 +467,7 @@ impl Sim {
         for (me, other) in [(a, b), (b, a)] {
             let key = self.nodes[other].identity.node_key();
             if let Some(core) = self.nodes[me].core.as_mut() {
-                core.handle_disconnected(now, key)?;
+                core.handle_disconnected(now, key);
             }
         }
         self.drain(a)?;
@@ -514,6 +514,8 @@ impl Sim {
             }
             Output::PeerConnected { .. } => self.stats.handshakes += 1,
             Output::PeerDisconnected { .. } => {}
+            // Written at once: the simulated store is as durable as the moment it is told.
+            Output::Persist(batch) => self.nodes[i].store.write(batch)?,
         }
         Ok(())
     }

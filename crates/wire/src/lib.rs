@@ -16,3 +16,9 @@ pub const MAX_OVERLAY_MESSAGE_BYTES: usize = 32 * 1024;
 /// Largest state-sync message accepted or produced: the x/sync byte limit (2 MiB − 4 KiB) plus
 /// room for the request wrapper.
 pub const MAX_SYNC_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Largest state-sync *request* accepted or produced. A request holds at most two 32-byte
+/// roots, two key bounds (keys are at most 4 KiB; a next start key one byte more) and two
+/// limits; 16 KiB leaves room for the framing. Capped apart from the answers so that a peer
+/// cannot make a node buffer megabytes per stream before a request is even looked at.
+pub const MAX_SYNC_REQUEST_BYTES: usize = 16 * 1024;

@@ -54,6 +54,7 @@ fn init_logging_quiet() {
         let _ = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::WARN)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init();
     } else {
         init_logging();

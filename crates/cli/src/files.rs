@@ -167,23 +167,22 @@ fn upload_via_api(
 
 pub fn download(args: &DownloadArgs) -> Result<()> {
     let reference: Address = args.reference.parse()?;
-    // Write beside the target and rename at the end: a failed download leaves no partial file.
-    let partial = args.out.with_extension("partial");
-    let result = args
-        .target
-        .via()
-        .and_then(|via| match via {
-            Via::Api(api) => download_via_api(api, reference, &partial),
-            Via::Dir(db) => download_from_dir(db, reference, &partial),
-        })
-        .and_then(|size| {
-            fs::rename(&partial, &args.out)
-                .with_context(|| format!("writing {}", args.out.display()))?;
-            Ok(size)
-        });
-    let size = result.inspect_err(|_| {
-        let _ = fs::remove_file(&partial);
+    // Write to a new file of a unique name beside the target and rename it at the end: a
+    // failed download leaves no partial file, and no file already there is touched.
+    let mut partial = partial_beside(&args.out)?;
+    let size = args.target.via().and_then(|via| {
+        let mut out = BufWriter::new(partial.as_file_mut());
+        let size = match via {
+            Via::Api(api) => download_via_api(api, reference, &mut out),
+            Via::Dir(db) => download_from_dir(db, reference, &mut out),
+        }?;
+        out.flush()
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        Ok(size)
     })?;
+    partial
+        .persist(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     if args.target.json {
         println!(
             "{}",
@@ -193,13 +192,23 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
     Ok(())
 }
 
-fn create(path: &Path) -> Result<BufWriter<File>> {
-    Ok(BufWriter::new(
-        File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    ))
+/// A new, uniquely named file in the directory of `out` (removed if dropped unpersisted).
+fn partial_beside(out: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = out
+        .file_name()
+        .map_or_else(|| "download".into(), |n| n.to_string_lossy());
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))
 }
 
-fn download_from_dir(db: &Path, reference: Address, partial: &Path) -> Result<u64> {
+fn download_from_dir(db: &Path, reference: Address, out: &mut impl Write) -> Result<u64> {
     ensure!(
         db.join("store").is_dir(),
         "no chunk store in {}",
@@ -208,14 +217,12 @@ fn download_from_dir(db: &Path, reference: Address, partial: &Path) -> Result<u6
     let store = tributary_node::open_chunks(db, tributary_chunk::Address::default())?;
     let joiner = Joiner::new(&*store, reference)?;
     let bar = progress(Some(joiner.size()));
-    let mut out = create(partial)?;
-    joiner.read_all(&mut bar.wrap_write(&mut out))?;
-    out.flush()?;
+    joiner.read_all(&mut bar.wrap_write(out))?;
     bar.finish_and_clear();
     Ok(joiner.size())
 }
 
-fn download_via_api(api: &str, reference: Address, partial: &Path) -> Result<u64> {
+fn download_via_api(api: &str, reference: Address, out: &mut impl Write) -> Result<u64> {
     let mut response = agent()
         .get(format!("http://{api}/bytes/{reference}"))
         .call()
@@ -225,13 +232,8 @@ fn download_via_api(api: &str, reference: Address, partial: &Path) -> Result<u64
     }
     let len = response.body().content_length();
     let bar = progress(len);
-    let mut out = create(partial)?;
-    let copied = io::copy(
-        &mut bar.wrap_read(response.body_mut().as_reader()),
-        &mut out,
-    )
-    .with_context(|| format!("downloading through {api}"))?;
-    out.flush()?;
+    let copied = io::copy(&mut bar.wrap_read(response.body_mut().as_reader()), out)
+        .with_context(|| format!("downloading through {api}"))?;
     bar.finish_and_clear();
     ensure!(
         len.is_none_or(|l| l == copied),

@@ -85,6 +85,9 @@ fn upload_download_round_trip_and_errors() {
         "storing the same file twice stores nothing new"
     );
     let out = dir.path().join("out.bin");
+    // A file that happens to carry the name of a partial download is the user's: untouched.
+    let bystander = dir.path().join("out.partial");
+    std::fs::write(&bystander, b"mine").expect("write");
     let down = tributary(
         &[
             "download",
@@ -122,11 +125,14 @@ fn upload_download_round_trip_and_errors() {
         assert!(!failed.status.success());
         let err = String::from_utf8_lossy(&failed.stderr);
         assert!(err.contains(needle), "{err}");
-        assert!(
-            !target.exists() && !target.with_extension("partial").exists(),
-            "no partial output"
-        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("nope"))
+            .collect();
+        assert!(left.is_empty(), "no partial output: {left:?}");
     }
+    assert_eq!(std::fs::read(&bystander).expect("read"), b"mine");
 }
 
 /// `tributary node` on 127.0.0.1 port 0, with upload and download through its API.
@@ -149,6 +155,9 @@ fn upload_download_through_a_running_node() {
     );
     let reference = String::from_utf8_lossy(&up.stdout).trim().to_owned();
     let out = dir.path().join("out.bin");
+    // A file that happens to carry the name of a partial download is the user's: untouched.
+    let bystander = dir.path().join("out.partial");
+    std::fs::write(&bystander, b"mine").expect("write");
     let down = tributary(
         &[
             "download",

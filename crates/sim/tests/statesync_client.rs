@@ -452,3 +452,40 @@ fn a_client_needs_peers_and_valid_limits() {
         );
     }
 }
+
+/// A database of another branch factor than the peers': the first proof says so, and the sync
+/// stops with an error naming both factors instead of penalizing honest peers forever.
+#[test]
+fn a_branch_factor_mismatch_stops_the_sync_with_both_factors() {
+    let mut rng = StdRng::seed_from_u64(seed("a_branch_factor_mismatch_stops_the_sync"));
+    let mut net = Net::new(&mut rng, 500, vec![Peer::Honest]);
+    net.source = MerkleDb::open(
+        Arc::new(MemStore::new()),
+        Config {
+            branch_factor: tributary_merkle::BranchFactor::TwoFiftySix,
+            ..Config::default()
+        },
+    )
+    .expect("open bf256");
+    net.source
+        .commit(random_pairs(&mut rng, 500))
+        .expect("fill");
+    let target = net.source.root();
+    let db = open(&Arc::new(MemStore::new()));
+    let mut client = Client::new(db, target, vec![0], small_requests()).expect("client");
+    let err = drive(&mut client, &mut net, STEPS, |_, _, _| {}).expect_err("mismatch");
+    assert!(
+        matches!(
+            err,
+            ClientError::BranchFactorMismatch {
+                ours: 16,
+                theirs: 256
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        client.penalties().is_empty(),
+        "the honest peer was penalized"
+    );
+}

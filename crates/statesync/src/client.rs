@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use tributary_merkle::{
-    BatchOp, ChangeProof, DbError, EMPTY_ROOT, Hash, MerkleDb, ProofError, ProofNode, RangeProof,
-    View,
+    BatchOp, BranchFactor, ChangeProof, DbError, EMPTY_ROOT, Hash, MerkleDb, ProofError, ProofNode,
+    RangeProof, View,
 };
 use tributary_wire::sync::{self as pb, change_proof_response, request};
 
@@ -85,6 +85,18 @@ pub enum ClientError {
     /// The stored progress record does not decode.
     #[error(transparent)]
     CorruptProgress(#[from] CorruptProgress),
+    /// The peers' trie has another branch factor than the local database: every proof they
+    /// send would fail, so syncing cannot go on. Detected when a range proof that does not
+    /// verify under the local factor verifies under another against the asked root.
+    #[error(
+        "the peers' database has branch factor {theirs}, this one {ours}: sync into a new database created with branch factor {theirs}"
+    )]
+    BranchFactorMismatch {
+        /// The local database's arity.
+        ours: usize,
+        /// The arity the peer's proof verified under.
+        theirs: usize,
+    },
     /// A limit of zero, or above what servers accept.
     #[error(
         "invalid config: work limit must be positive, key limit in 1..={MAX_KEY_LIMIT}, bytes limit in 1..={MAX_BYTES_LIMIT}"
@@ -439,6 +451,10 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
                 Ok(())
             }
             Err(Rejected::Local(e)) => Err(e.into()),
+            Err(Rejected::BranchFactor(theirs)) => Err(ClientError::BranchFactorMismatch {
+                ours: self.db.branch_factor().arity(),
+                theirs: theirs.arity(),
+            }),
         }
     }
 
@@ -453,9 +469,15 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
             if proof.key_values.len() > self.config.key_limit as usize {
                 return Err(Rejected::Peer);
             }
-            proof
-                .verify(start, end, asked, self.db.branch_factor())
-                .map_err(Rejected::from)?;
+            if let Err(e) = proof.verify(start, end, asked, self.db.branch_factor()) {
+                return Err(other_branch_factor(
+                    &proof,
+                    (start, end),
+                    asked,
+                    self.db.branch_factor(),
+                )
+                .map_or_else(|| Rejected::from(e), Rejected::BranchFactor));
+            }
             let ops = self
                 .db
                 .range_proof_ops(start, end, &proof)
@@ -720,6 +742,28 @@ enum Rejected {
     Peer,
     /// The local database failed.
     Local(DbError),
+    /// The proof verifies, but under this branch factor, not the local one.
+    BranchFactor(BranchFactor),
+}
+
+/// The branch factor other than `ours` under which `proof` verifies against `root`, if any. A
+/// proof cannot verify against a root under a factor the root was not built with (that would
+/// be a hash collision), so this tells a mismatched database from a lying peer.
+fn other_branch_factor(
+    proof: &RangeProof,
+    (start, end): (Option<&[u8]>, Option<&[u8]>),
+    root: &Hash,
+    ours: BranchFactor,
+) -> Option<BranchFactor> {
+    [
+        BranchFactor::Two,
+        BranchFactor::Four,
+        BranchFactor::Sixteen,
+        BranchFactor::TwoFiftySix,
+    ]
+    .into_iter()
+    .filter(|bf| *bf != ours)
+    .find(|bf| proof.verify(start, end, root, *bf).is_ok())
 }
 
 impl From<ProofError> for Rejected {

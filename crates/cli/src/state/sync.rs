@@ -43,6 +43,10 @@ pub struct SyncArgs {
     /// Most keys per proof, 1 to 2048.
     #[arg(long, default_value_t = MAX_KEY_LIMIT, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_KEY_LIMIT)))]
     key_limit: u32,
+    /// Branch factor of a new destination database (2, 4, 16 or 256) with --peer; it must be
+    /// the peers' (a mismatch is detected and named). With --from the source's is used.
+    #[arg(long, value_parser = super::parse_branch_factor_arg)]
+    branch_factor: Option<usize>,
     /// The peers' network id.
     #[arg(long, value_name = "N", default_value_t = 1)]
     network_id: u64,
@@ -69,7 +73,7 @@ fn sync_from_network(args: &SyncArgs, config: ClientConfig) -> Result<()> {
         .as_deref()
         .context("--root is required with --peer")?;
     let target = parse_root("--root", root)?;
-    let dest = open(&args.db, None)?;
+    let dest = open(&args.db, args.branch_factor)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let progress = Progress::new()?;
     let sync = PeerSyncConfig {
@@ -78,8 +82,12 @@ fn sync_from_network(args: &SyncArgs, config: ClientConfig) -> Result<()> {
         client: config,
         network_id: args.network_id,
     };
+    let reported = std::cell::Cell::new(0u32);
     let client = runtime
-        .block_on(sync_from_peers(dest, sync, |c| progress.show(c)))
+        .block_on(sync_from_peers(dest, sync, |c| {
+            progress.show(c);
+            report_penalties(&progress, c, &reported);
+        }))
         .context("state sync")?;
     progress.finish();
     for (peer, n) in client.penalties() {
@@ -122,6 +130,22 @@ fn sync_from_dir(args: &SyncArgs, from: &std::path::Path, config: ClientConfig) 
     }
     progress.finish();
     summary(args.json, &client, progress.started)
+}
+
+/// Says so as soon as a peer is penalized (not only in the summary), so an interrupted sync
+/// shows it too; `reported` is the number of invalid answers said so far.
+fn report_penalties<P: Clone + Eq + StdHash>(
+    progress: &Progress,
+    client: &Client<P>,
+    reported: &std::cell::Cell<u32>,
+) {
+    let total: u32 = client.penalties().values().sum();
+    if total > reported.get() {
+        reported.set(total);
+        progress.bar.suspend(|| {
+            eprintln!("a peer was penalized: {total} invalid answers so far");
+        });
+    }
 }
 
 /// The progress line: keys, MiB, rate, ranges left.

@@ -1,13 +1,15 @@
 //! A `tributary node` process on 127.0.0.1 (port 0 for the API and libp2p), killed on drop.
 
+#![allow(dead_code, reason = "each test file uses part of the harness")]
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The process and its first listen address (with `/p2p/…`).
-pub struct NodeProcess(pub Child, pub String);
+/// The process, its first listen address (with `/p2p/…`) and its API address.
+pub struct NodeProcess(pub Child, pub String, pub String);
 
 impl NodeProcess {
     /// Starts a node on `dir` and waits for its `node.json`.
@@ -39,7 +41,26 @@ impl NodeProcess {
         let json: Value =
             serde_json::from_slice(&std::fs::read(&info).expect("reads")).expect("json");
         let addr = json["listen"][0].as_str().expect("listen").to_owned();
-        Self(child, addr)
+        let api = json["api"].as_str().expect("api").to_owned();
+        Self(child, addr, api)
+    }
+}
+
+impl NodeProcess {
+    /// The value of the Prometheus metric `name` on the node's `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = ureq::get(format!("http://{}/metrics", self.2))
+            .call()
+            .expect("GET /metrics")
+            .body_mut()
+            .read_to_string()
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+            .trim()
+            .parse()
+            .expect("a counter")
     }
 }
 

@@ -40,6 +40,7 @@ impl FjallStore {
     /// # Errors
     /// When the directory cannot be opened as a fjall database.
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
+        clear_unfinished_creation(dir)?;
         let db = Database::builder(dir).open().map_err(|e| match e {
             fjall::Error::Locked => StoreError::Locked(dir.to_path_buf()),
             e => StoreError::Engine(e),
@@ -88,6 +89,44 @@ impl FjallStore {
             .map(|(_, k)| k.clone())
             .ok_or(StoreError::UnknownKeyspace(ks.0))
     }
+}
+
+/// What fjall 3.1 writes while it creates a database, its version marker last.
+const CREATION_FILES: [&str; 4] = ["lock", "0.jnl", "keyspaces", "version"];
+
+/// fjall creates a database in steps and writes its version marker last (and not atomically:
+/// it creates the file, then writes it), so a process killed during creation leaves a
+/// directory fjall refuses to open ("InvalidVersion", or a leftover journal it will not
+/// create again). No batch can have been written to it: writes start only once the marker is
+/// complete. Such a directory is removed, under fjall's own lock, so the open creates it
+/// afresh. A directory holding anything else is left alone (fjall then says what is wrong).
+/// Found by `scripts/crash-test.py` (a `state import` killed within its first milliseconds).
+fn clear_unfinished_creation(dir: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let marker = std::fs::metadata(dir.join("version"));
+    if marker.is_ok_and(|m| m.len() > 0) || !dir.exists() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        if !CREATION_FILES.iter().any(|f| name == *f) {
+            return Ok(());
+        }
+    }
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("lock"))
+        .map_err(io)?;
+    if lock.try_lock().is_err() {
+        return Err(StoreError::Locked(dir.to_path_buf()));
+    }
+    std::fs::remove_dir_all(dir).map_err(io)
 }
 
 impl KvStore for FjallStore {

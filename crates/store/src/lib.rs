@@ -67,6 +67,15 @@ pub enum StoreError {
         /// The limit, [`MAX_VALUE_LEN`].
         max: u64,
     },
+    /// A file of the store's directory could not be read or removed.
+    #[error("{}", .path.display())]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The data directory is locked by another process that has the store open.
     #[error("the data directory {} is in use by another process", .0.display())]
     Locked(std::path::PathBuf),
@@ -397,6 +406,51 @@ mod tests {
             journals < 100 << 20,
             "{journals} bytes of journals left after writing {written}"
         );
+    }
+
+    /// A process killed while fjall creates the database leaves its files without a complete
+    /// version marker; the next open creates the database afresh instead of failing forever.
+    #[test]
+    fn an_unfinished_creation_is_created_again() {
+        for (marker, journal) in [(None, false), (None, true), (Some(0), true)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("store");
+            {
+                let store = FjallStore::open(&path, Durability::Sync).expect("create");
+                drop(store);
+            }
+            // Back to what a kill mid-creation leaves: no data, and the marker missing or empty.
+            for entry in std::fs::read_dir(&path).expect("list") {
+                let entry = entry.expect("entry");
+                let name = entry.file_name();
+                let keep = name == "lock"
+                    || name == "keyspaces"
+                    || (journal && name == "0.jnl")
+                    || (marker.is_some() && name == "version");
+                if !keep {
+                    let p = entry.path();
+                    if p.is_dir() {
+                        std::fs::remove_dir_all(&p).expect("rm");
+                    } else {
+                        std::fs::remove_file(&p).expect("rm");
+                    }
+                }
+            }
+            if marker == Some(0) {
+                std::fs::write(path.join("version"), b"").expect("empty marker");
+            }
+            let store = FjallStore::open(&path, Durability::Sync).expect("reopens");
+            let a = store.keyspace("a").expect("keyspace");
+            let mut batch = WriteBatch::default();
+            batch.put(a, b"k", b"v");
+            store.write(batch).expect("write");
+        }
+        // A directory with other files is not touched: fjall's own error stands.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("precious.txt"), b"mine").expect("write");
+        std::fs::write(dir.path().join("version"), b"").expect("write");
+        assert!(FjallStore::open(dir.path(), Durability::Sync).is_err());
+        assert!(dir.path().join("precious.txt").exists());
     }
 
     #[test]

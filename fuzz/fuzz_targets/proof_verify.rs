@@ -2,41 +2,25 @@
 //! false: any range proof accepted against the fixture trie's root lists exactly the fixture's
 //! key-values from its start to its last key.
 //!
-//! Run: `cargo +nightly fuzz run proof_verify` (from the repository root).
+//! Run: `scripts/fuzz.sh` (all targets, seeded corpus), or `cargo +nightly fuzz run proof_verify`.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tributary_merkle::{BatchOp, BranchFactor, ChangeProof, Config, Hash, MerkleDb, RangeProof};
-use tributary_store::MemStore;
+use tributary_merkle::{BranchFactor, ChangeProof, RangeProof};
+use tributary_sim::fuzzing::{ProofFixture, proof_bounds, proof_fixture};
 
-struct Fixture {
-    db: MerkleDb,
-    root: Hash,
-    old_root: Hash,
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let db = MerkleDb::open(Arc::new(MemStore::new()), Config::default()).expect("open");
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> =
-            (0u8..40).map(|i| (vec![i / 8, i % 8, i], vec![i; (i as usize) % 40])).collect();
-        let old_root = db.commit(pairs[..20].iter().map(|(k, v)| BatchOp::Put(k.clone(), v.clone()))).expect("commit");
-        let root = db.commit(pairs[20..].iter().map(|(k, v)| BatchOp::Put(k.clone(), v.clone()))).expect("commit");
-        Fixture { db, root, old_root, pairs }
-    })
+fn fixture() -> &'static ProofFixture {
+    static F: OnceLock<ProofFixture> = OnceLock::new();
+    F.get_or_init(proof_fixture)
 }
 
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
     let (selector, body) = data.split_first().unwrap_or((&0, &[]));
-    let start = [selector & 0x07, 0, 0];
-    let start = (selector & 0x08 != 0).then_some(&start[..]);
-    let end = [4u8];
-    let end = (selector & 0x10 != 0).then_some(&end[..]);
+    let (start, end) = proof_bounds(*selector);
+    let (start, end) = (start.as_deref(), end.as_deref());
     if selector & 0x20 == 0 {
         if let Ok(proof) = RangeProof::from_bytes(body)
             && proof.verify(start, end, &f.root, BranchFactor::Sixteen).is_ok()

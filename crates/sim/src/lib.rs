@@ -25,6 +25,7 @@ use tributary_wire::overlay::PeerRecord;
 
 use crate::queue::EventQueue;
 
+pub mod fuzzing;
 mod queue;
 pub mod statesync;
 

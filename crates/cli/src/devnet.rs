@@ -183,6 +183,6 @@ fn topology_counts(api: &str) -> Option<(u64, u64)> {
         .body_mut()
         .read_to_string()
         .ok()?;
-    let t: Value = serde_json::from_str(&text).ok()?;
-    Some((t["population"].as_u64()?, t["connected"].as_u64()?))
+    let t: tributary_node::status::TopologyResponse = serde_json::from_str(&text).ok()?;
+    Some((t.population as u64, t.connected as u64))
 }

@@ -1,8 +1,8 @@
 //! `tributary status`: a running node's Kademlia table, as text or JSON.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
-use serde_json::Value;
+use tributary_node::status::TopologyResponse;
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -23,40 +23,33 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         .body_mut()
         .read_to_string()
         .with_context(|| format!("reading {url}"))?;
-    let topology: Value = serde_json::from_str(&text).with_context(|| format!("parsing {url}"))?;
     if args.json {
-        println!("{topology}");
+        println!("{}", text.trim());
         return Ok(());
     }
+    let topology: TopologyResponse =
+        serde_json::from_str(&text).with_context(|| format!("parsing {url}"))?;
     print!("{}", render(&topology)?);
     Ok(())
 }
 
 /// The table as text: a header line, then one line per bin that has peers.
-fn render(t: &Value) -> Result<String> {
-    let field = |v: &Value, name: &str| -> Result<u64> {
-        v.get(name)
-            .and_then(Value::as_u64)
-            .with_context(|| format!("topology without {name}"))
-    };
-    let Some(base) = t.get("baseAddr").and_then(Value::as_str) else {
-        bail!("topology without baseAddr");
-    };
+fn render(t: &TopologyResponse) -> Result<String> {
     let mut out = format!(
-        "overlay {base}\ndepth {}  connected {}  known {}\n",
-        field(t, "depth")?,
-        field(t, "connected")?,
-        field(t, "population")?
+        "overlay {}\ndepth {}  connected {}  known {}\n",
+        t.base_addr, t.depth, t.connected, t.population
     );
     out.push_str("bin  connected  known\n");
     for i in 0..32 {
         let bin = t
-            .get("bins")
-            .and_then(|b| b.get(format!("bin_{i}")))
+            .bins
+            .get(&format!("bin_{i}"))
             .with_context(|| format!("topology without bin_{i}"))?;
-        let (connected, population) = (field(bin, "connected")?, field(bin, "population")?);
-        if population > 0 {
-            out.push_str(&format!("{i:>3}  {connected:>9}  {population:>5}\n"));
+        if bin.population > 0 {
+            out.push_str(&format!(
+                "{i:>3}  {:>9}  {:>5}\n",
+                bin.connected, bin.population
+            ));
         }
     }
     Ok(out)
@@ -77,10 +70,15 @@ mod tests {
             );
         }
         let t = serde_json::json!({"baseAddr": "ab", "depth": 1, "connected": 2, "population": 3, "bins": bins});
+        let t: TopologyResponse = serde_json::from_value(t).expect("a topology");
         assert_eq!(
             render(&t).expect("renders"),
             "overlay ab\ndepth 1  connected 2  known 3\nbin  connected  known\n  1          2      3\n"
         );
-        assert!(render(&serde_json::json!({})).is_err());
+        let no_bins: TopologyResponse = serde_json::from_value(
+            serde_json::json!({"baseAddr": "ab", "depth": 1, "connected": 2, "population": 3, "bins": {}}),
+        )
+        .expect("a topology");
+        assert!(render(&no_bins).is_err());
     }
 }

@@ -22,7 +22,7 @@ use crate::history::{self, Record};
 use crate::key::{BranchFactor, Key};
 use crate::node::{EMPTY_ROOT, Hash, Node};
 use crate::persist::{self, Spaces, StoreSource};
-use crate::source::{Changes, NodeSource, Overlay};
+use crate::source::{Changed, Changes, NodeSource};
 use crate::trie::{Ops, build, normalize_ops};
 
 /// Longest key accepted, in bytes.
@@ -154,16 +154,16 @@ impl Inner {
         let disk = self.disk(state);
         match &state.inflight {
             Some(inflight) => {
-                let frozen = Overlay {
+                let frozen = Changed {
                     base: &disk,
                     changes: &inflight.changes,
                 };
-                f(&Overlay {
+                f(&Changed {
                     base: &frozen,
                     changes: &state.pending,
                 })
             }
-            None => f(&Overlay {
+            None => f(&Changed {
                 base: &disk,
                 changes: &state.pending,
             }),
@@ -541,7 +541,7 @@ impl MerkleDb {
                 return f(current);
             }
             let changes = self.historical_changes(state, current, revision)?;
-            f(&Overlay {
+            f(&Changed {
                 base: current,
                 changes: &changes,
             })
@@ -775,7 +775,7 @@ impl View {
             });
         }
         self.db.inner.with_current(&state, |base| {
-            f(&Overlay {
+            f(&Changed {
                 base,
                 changes: &self.changes,
             })
@@ -852,5 +852,5 @@ fn recorded_root(state: &State, revision: u64) -> Option<Hash> {
 }
 
 pub(crate) fn hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    ::hex::encode(h)
 }

@@ -7,9 +7,7 @@
 use crate::node::{CodecError, Hash};
 use tributary_store::StoreError;
 
-fn hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::db::hex;
 
 /// Errors of [`crate::MerkleDb`] operations.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //!
 //! A [`NodeSource`] is what the trie builder reads from and what proofs are generated from: the
 //! database at its current revision, a historical revision (the database plus the changes that
-//! undo later commits: [`Overlay`]), or nothing at all ([`EmptySource`], for verifying range
+//! undo later commits: [`Changed`]), or nothing at all ([`EmptySource`], for verifying range
 //! proofs).
 
 use std::collections::BTreeMap;
@@ -140,12 +140,12 @@ impl Changes {
 }
 
 /// A revision seen as `base` with `changes` applied on top.
-pub(crate) struct Overlay<'a> {
+pub(crate) struct Changed<'a> {
     pub base: &'a dyn NodeSource,
     pub changes: &'a Changes,
 }
 
-impl NodeSource for Overlay<'_> {
+impl NodeSource for Changed<'_> {
     fn root(&self) -> Option<RootRef> {
         self.changes.root.clone()
     }

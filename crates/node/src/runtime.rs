@@ -227,7 +227,7 @@ struct Counters {
     peer_write_failures: u64,
 }
 
-type Served = (
+type SyncAnswer = (
     ResponseChannel<Vec<u8>>,
     PeerId,
     Result<Reply, server::ServerError>,
@@ -240,8 +240,8 @@ pub struct Runtime {
     db: Arc<MerkleDb>,
     bootnodes: Vec<Multiaddr>,
     next_bootstrap: Instant,
-    served_tx: mpsc::Sender<Served>,
-    served_rx: mpsc::Receiver<Served>,
+    served_tx: mpsc::Sender<SyncAnswer>,
+    served_rx: mpsc::Receiver<SyncAnswer>,
     serving: usize,
     /// Where the overlay core's peer records go.
     peer_store: Arc<dyn KvStore>,
@@ -515,7 +515,7 @@ impl Runtime {
         }
     }
 
-    fn on_served(&mut self, (channel, peer, result): Served) {
+    fn on_served(&mut self, (channel, peer, result): SyncAnswer) {
         self.serving = self.serving.saturating_sub(1);
         match result {
             Ok(Reply::Bytes(bytes)) => {

@@ -89,7 +89,7 @@ async fn peers(State(h): State<NodeHandle>) -> Response {
 
 async fn topology(State(h): State<NodeHandle>) -> Response {
     match h.ask(Query::Topology).await {
-        Ok(t) => axum::Json(topology_json(&t)).into_response(),
+        Ok(t) => axum::Json(TopologyResponse::from(&t)).into_response(),
         Err(r) => r,
     }
 }
@@ -106,35 +106,75 @@ async fn metrics(State(h): State<NodeHandle>) -> Response {
 }
 
 /// Bee's `/topology` shape: `baseAddr`, `population`, `connected`, `depth`, and `bins` with
-/// keys `bin_0` … `bin_31`.
-#[must_use]
-pub fn topology_json(t: &Topology) -> Value {
-    let peers = |list: &[tributary_chunk::Address]| -> Vec<Value> {
-        list.iter()
-            .map(|a| json!({"address": a.to_string()}))
-            .collect()
-    };
-    let bins: serde_json::Map<String, Value> = t
-        .bins
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            (
-                format!("bin_{i}"),
-                json!({
-                    "population": b.population,
-                    "connected": b.connected,
-                    "connectedPeers": peers(&b.connected_peers),
-                    "disconnectedPeers": peers(&b.disconnected_peers),
-                }),
-            )
-        })
-        .collect();
-    json!({
-        "baseAddr": t.base.to_string(),
-        "population": t.population,
-        "connected": t.connected,
-        "depth": t.depth,
-        "bins": bins,
-    })
+/// keys `bin_0` … `bin_31`. The node serves it and `tributary status` and the devnet read it,
+/// so both sides share this one type.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologyResponse {
+    /// This node's overlay, in hex.
+    pub base_addr: String,
+    /// Known peers.
+    pub population: usize,
+    /// Connected peers.
+    pub connected: usize,
+    /// The depth.
+    pub depth: u8,
+    /// `bin_0` … `bin_31`.
+    pub bins: std::collections::BTreeMap<String, BinResponse>,
+}
+
+/// One bin of a [`TopologyResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BinResponse {
+    /// Known peers in the bin.
+    pub population: usize,
+    /// Connected peers in the bin.
+    pub connected: usize,
+    /// The connected peers.
+    #[serde(default)]
+    pub connected_peers: Vec<PeerAddress>,
+    /// The known peers not connected.
+    #[serde(default)]
+    pub disconnected_peers: Vec<PeerAddress>,
+}
+
+/// A peer in a [`BinResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerAddress {
+    /// Its overlay, in hex.
+    pub address: String,
+}
+
+impl From<&Topology> for TopologyResponse {
+    fn from(t: &Topology) -> Self {
+        let peers = |list: &[tributary_chunk::Address]| {
+            list.iter()
+                .map(|a| PeerAddress {
+                    address: a.to_string(),
+                })
+                .collect()
+        };
+        let bins = t
+            .bins
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let bin = BinResponse {
+                    population: b.population,
+                    connected: b.connected,
+                    connected_peers: peers(&b.connected_peers),
+                    disconnected_peers: peers(&b.disconnected_peers),
+                };
+                (format!("bin_{i}"), bin)
+            })
+            .collect();
+        Self {
+            base_addr: t.base.to_string(),
+            population: t.population,
+            connected: t.connected,
+            depth: t.depth,
+            bins,
+        }
+    }
 }

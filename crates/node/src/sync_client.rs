@@ -20,7 +20,6 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use prost::Message;
 use tributary_merkle::{Hash, MerkleDb};
 use tributary_statesync::client::{Client, ClientConfig, ClientError};
-use tributary_wire::overlay::{Handshake, OverlayMessage, overlay_message};
 
 use crate::identity::NodeIdentity;
 use crate::runtime::{Behaviour, BehaviourEvent, build_swarm, unix_now};
@@ -83,15 +82,8 @@ impl Session {
             .identity
             .sign_record(network_id, Vec::new(), unix_now())
             .map_err(|e| PeerSyncError::Setup(Box::new(e)))?;
-        let handshake = OverlayMessage {
-            message: Some(overlay_message::Message::Handshake(Handshake {
-                version: tributary_overlay::protocol::PROTOCOL_VERSION,
-                network_id,
-                record: Some(record),
-                light: true,
-            })),
-        }
-        .encode_to_vec();
+        let handshake =
+            tributary_overlay::protocol::handshake(network_id, record, true).encode_to_vec();
         Ok(Self {
             swarm,
             handshake,

@@ -264,6 +264,21 @@ pub struct OverlayStats {
     pub persists: u64,
 }
 
+/// The handshake a node sends first on every connection: this protocol version, the network,
+/// the node's signed record and whether it is light. Also what a peer that only wants to make
+/// requests (a state-sync client) sends to be accepted.
+#[must_use]
+pub fn handshake(network_id: u64, record: PeerRecord, light: bool) -> OverlayMessage {
+    OverlayMessage {
+        message: Some(overlay_message::Message::Handshake(Handshake {
+            version: PROTOCOL_VERSION,
+            network_id,
+            record: Some(record),
+            light,
+        })),
+    }
+}
+
 /// The overlay core of one node.
 pub struct Overlay {
     config: OverlayConfig,
@@ -538,13 +553,15 @@ impl Overlay {
 
     fn send_handshake(&mut self, to: NodeKey, conn: &mut Conn) {
         conn.sent_handshake = true;
-        let handshake = Handshake {
-            version: PROTOCOL_VERSION,
-            network_id: self.config.network_id,
-            record: Some(self.own.wire.clone()),
-            light: self.config.light,
-        };
-        self.send(to, overlay_message::Message::Handshake(handshake));
+        let handshake = handshake(
+            self.config.network_id,
+            self.own.wire.clone(),
+            self.config.light,
+        );
+        self.out.push_back(Output::Send {
+            to,
+            message: handshake,
+        });
     }
 
     fn on_handshake(&mut self, now: Instant, from: NodeKey, h: &Handshake) -> Result<(), Refusal> {

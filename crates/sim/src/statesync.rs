@@ -3,7 +3,7 @@
 //! over links with latency and loss, with the target moving and the client crashing.
 //!
 //! Every server answers from one source database (its answers are then corrupted as its
-//! [`Server`] kind says); a request or answer may be lost, and a request with no answer within
+//! [`ServerKind`] kind says); a request or answer may be lost, and a request with no answer within
 //! [`SyncConfig::timeout`] fails. A crash drops the client with its requests in flight; the
 //! restart opens a new client on the same store, as `tributary state sync` does after a kill.
 
@@ -24,7 +24,7 @@ use crate::queue::{self, EventQueue};
 
 /// How a server answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Server {
+pub enum ServerKind {
     /// As the server core answers.
     Honest,
     /// Adds a key after the last one.
@@ -50,17 +50,17 @@ pub enum Server {
 }
 
 /// Every way of lying.
-pub const LIES: [Server; 7] = [
-    Server::AddLeaf,
-    Server::DropFirst,
-    Server::DropMiddle,
-    Server::Tamper,
-    Server::StripProofs,
-    Server::Empty,
-    Server::Garbage,
+pub const LIES: [ServerKind; 7] = [
+    ServerKind::AddLeaf,
+    ServerKind::DropFirst,
+    ServerKind::DropMiddle,
+    ServerKind::Tamper,
+    ServerKind::StripProofs,
+    ServerKind::Empty,
+    ServerKind::Garbage,
 ];
 
-impl Server {
+impl ServerKind {
     /// Whether this kind of server sends invalid answers.
     #[must_use]
     pub const fn lies(self) -> bool {
@@ -114,7 +114,7 @@ pub struct SyncStats {
     /// Change-proof requests served.
     pub change_requests: u64,
     /// Lies told, by kind.
-    pub lies: BTreeMap<Server, u64>,
+    pub lies: BTreeMap<ServerKind, u64>,
     /// Penalties the client gave each server (summed over the client's lives).
     pub penalties: BTreeMap<usize, u32>,
     /// Requests that timed out.
@@ -168,7 +168,7 @@ pub struct SyncSim {
     rng: StdRng,
     queue: EventQueue<Event>,
     source: MerkleDb,
-    servers: Vec<Server>,
+    servers: Vec<ServerKind>,
     next_lie: usize,
     store: Arc<MemStore>,
     client: Option<Client<usize>>,
@@ -205,7 +205,11 @@ impl SyncSim {
     ///
     /// # Errors
     /// When a database fails.
-    pub fn new(config: SyncConfig, keys: usize, servers: Vec<Server>) -> Result<Self, ClientError> {
+    pub fn new(
+        config: SyncConfig,
+        keys: usize,
+        servers: Vec<ServerKind>,
+    ) -> Result<Self, ClientError> {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let source = open(&Arc::new(MemStore::new()))?;
         source.commit(random_pairs(&mut rng, keys))?;
@@ -476,12 +480,12 @@ impl SyncSim {
         request: &[u8],
     ) -> Result<(), ClientError> {
         let kind = match self.servers[peer] {
-            Server::EveryLie => {
+            ServerKind::EveryLie => {
                 self.next_lie = (self.next_lie + 1) % LIES.len();
                 LIES[self.next_lie]
             }
-            Server::Flaky if self.rng.random_bool(0.5) => Server::Silent,
-            Server::Flaky => Server::Honest,
+            ServerKind::Flaky if self.rng.random_bool(0.5) => ServerKind::Silent,
+            ServerKind::Flaky => ServerKind::Honest,
             other => other,
         };
         let Ok(served) = serve_as(&self.source, kind, request, &mut self.rng) else {
@@ -498,7 +502,7 @@ impl SyncSim {
         if kind.lies() {
             *self.stats.lies.entry(kind).or_default() += 1;
         }
-        let keys = (kind == Server::Honest).then_some((served.root, served.keys));
+        let keys = (kind == ServerKind::Honest).then_some((served.root, served.keys));
         if self.rng.random_bool(self.config.loss) {
             self.stats.lost += 1;
             return Ok(());
@@ -519,7 +523,7 @@ impl SyncSim {
 
 /// What a server of one kind makes of a request.
 #[derive(Debug)]
-pub struct Served {
+pub struct Response {
     /// Whether it was a range-proof request (else a change-proof request).
     pub is_range: bool,
     /// The root the request asked about (its end root for a change proof).
@@ -531,18 +535,18 @@ pub struct Served {
 }
 
 /// The answer a server of `kind` sends to `request`, from `source`: the server core's answer,
-/// corrupted as `kind` lies, random bytes for [`Server::Garbage`], nothing for
-/// [`Server::Silent`]. `kind` must be resolved ([`Server::Flaky`] and [`Server::EveryLie`]
+/// corrupted as `kind` lies, random bytes for [`ServerKind::Garbage`], nothing for
+/// [`ServerKind::Silent`]. `kind` must be resolved ([`ServerKind::Flaky`] and [`ServerKind::EveryLie`]
 /// choose per answer, so the caller chooses first).
 ///
 /// # Errors
 /// What the server core refuses; [`ServerError::Declined`] when it holds no such root.
 pub fn serve_as(
     source: &MerkleDb,
-    kind: Server,
+    kind: ServerKind,
     request: &[u8],
     rng: &mut StdRng,
-) -> Result<Served, ServerError> {
+) -> Result<Response, ServerError> {
     let honest = match handle(source, request)? {
         Reply::Bytes(bytes) => bytes,
         Reply::Drop => return Err(ServerError::Declined),
@@ -555,8 +559,8 @@ pub fn serve_as(
     };
     let root: Hash = root.as_slice().try_into().unwrap_or_default();
     let (bytes, keys) = match kind {
-        Server::Silent => (None, Vec::new()),
-        Server::Garbage => {
+        ServerKind::Silent => (None, Vec::new()),
+        ServerKind::Garbage => {
             let len = rng.random_range(1..300);
             (Some((0..len).map(|_| rng.random()).collect()), Vec::new())
         }
@@ -565,7 +569,7 @@ pub fn serve_as(
             (Some(bytes), keys)
         }
     };
-    Ok(Served {
+    Ok(Response {
         is_range,
         root,
         bytes,
@@ -585,10 +589,10 @@ pub enum ServerError {
 }
 
 /// An honest answer (to a range-proof request if `is_range`, else to a change-proof request)
-/// with `lie` applied, and the keys the result carries. [`Server::Garbage`] and the kinds that
+/// with `lie` applied, and the keys the result carries. [`ServerKind::Garbage`] and the kinds that
 /// do not lie leave it as it is.
 #[must_use]
-fn corrupt(lie: Server, is_range: bool, honest: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+fn corrupt(lie: ServerKind, is_range: bool, honest: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
     if is_range {
         // The server's own encoding decodes.
         let mut proof = pb::RangeProof::decode(honest).unwrap_or_default();
@@ -614,7 +618,7 @@ fn corrupt(lie: Server, is_range: bool, honest: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>
 /// Applies `lie` to a proof's items and proofs; a lie that would change nothing (dropping from
 /// an empty proof) adds a leaf instead.
 fn lie_about<T>(
-    lie: Server,
+    lie: ServerKind,
     items: &mut Vec<T>,
     proofs: [&mut Vec<pb::ProofNode>; 2],
     forge: impl FnOnce(&mut T),
@@ -624,15 +628,19 @@ fn lie_about<T>(
     let [start_proof, end_proof] = proofs;
     let has_proofs = !start_proof.is_empty() || !end_proof.is_empty();
     match lie {
-        Server::Honest | Server::Silent | Server::Flaky | Server::Garbage | Server::EveryLie => {}
-        Server::DropFirst if n > 0 => drop(items.remove(0)),
-        Server::DropMiddle if n > 1 => drop(items.remove(n / 2)),
-        Server::Tamper if n > 0 => forge(&mut items[n / 2]),
-        Server::StripProofs if has_proofs => {
+        ServerKind::Honest
+        | ServerKind::Silent
+        | ServerKind::Flaky
+        | ServerKind::Garbage
+        | ServerKind::EveryLie => {}
+        ServerKind::DropFirst if n > 0 => drop(items.remove(0)),
+        ServerKind::DropMiddle if n > 1 => drop(items.remove(n / 2)),
+        ServerKind::Tamper if n > 0 => forge(&mut items[n / 2]),
+        ServerKind::StripProofs if has_proofs => {
             start_proof.clear();
             end_proof.clear();
         }
-        Server::Empty if n > 0 || has_proofs => {
+        ServerKind::Empty if n > 0 || has_proofs => {
             items.clear();
             start_proof.clear();
             end_proof.clear();
@@ -641,7 +649,7 @@ fn lie_about<T>(
     }
 }
 
-fn lie_about_range(lie: Server, proof: &mut pb::RangeProof) {
+fn lie_about_range(lie: ServerKind, proof: &mut pb::RangeProof) {
     lie_about(
         lie,
         &mut proof.key_values,
@@ -654,7 +662,7 @@ fn lie_about_range(lie: Server, proof: &mut pb::RangeProof) {
     );
 }
 
-fn lie_about_changes(lie: Server, proof: &mut pb::ChangeProof) {
+fn lie_about_changes(lie: ServerKind, proof: &mut pb::ChangeProof) {
     let forged = pb::MaybeBytes {
         value: b"forged".to_vec(),
         is_nothing: false,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tributary_sim::seed;
-use tributary_sim::statesync::{Server, SyncConfig, SyncSim};
+use tributary_sim::statesync::{ServerKind, SyncConfig, SyncSim};
 use tributary_statesync::client::ClientConfig;
 
 const KEYS: usize = 100_000;
@@ -14,7 +14,7 @@ const KEYS: usize = 100_000;
 /// prints its own; `cargo nextest run -p tributary-sim --test statesync --no-capture`).
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn with_liar(lie: Server) {
+fn with_liar(lie: ServerKind) {
     let seed = seed(100 + lie as u64);
     let mut config = SyncConfig::new(seed);
     config.loss = 0.05;
@@ -22,8 +22,12 @@ fn with_liar(lie: Server) {
         key_limit: 1000,
         ..ClientConfig::default()
     };
-    let mut sim =
-        SyncSim::new(config, KEYS, vec![Server::Honest, lie, Server::Flaky]).expect("sim");
+    let mut sim = SyncSim::new(
+        config,
+        KEYS,
+        vec![ServerKind::Honest, lie, ServerKind::Flaky],
+    )
+    .expect("sim");
     // The target moves while the first requests are in flight.
     sim.move_target_at(Duration::from_millis(150), 30_000);
     assert!(
@@ -66,37 +70,37 @@ fn with_liar(lie: Server) {
 
 #[test]
 fn liar_adding_a_leaf() {
-    with_liar(Server::AddLeaf);
+    with_liar(ServerKind::AddLeaf);
 }
 
 #[test]
 fn liar_dropping_the_first_key() {
-    with_liar(Server::DropFirst);
+    with_liar(ServerKind::DropFirst);
 }
 
 #[test]
 fn liar_dropping_a_middle_key() {
-    with_liar(Server::DropMiddle);
+    with_liar(ServerKind::DropMiddle);
 }
 
 #[test]
 fn liar_tampering_with_a_value() {
-    with_liar(Server::Tamper);
+    with_liar(ServerKind::Tamper);
 }
 
 #[test]
 fn liar_stripping_proof_nodes() {
-    with_liar(Server::StripProofs);
+    with_liar(ServerKind::StripProofs);
 }
 
 #[test]
 fn liar_sending_empty_proofs() {
-    with_liar(Server::Empty);
+    with_liar(ServerKind::Empty);
 }
 
 #[test]
 fn liar_sending_garbage() {
-    with_liar(Server::Garbage);
+    with_liar(ServerKind::Garbage);
 }
 
 #[test]
@@ -112,7 +116,7 @@ fn crashes_at_random_points_resume_without_fetching_twice() {
     let mut sim = SyncSim::new(
         config,
         KEYS,
-        vec![Server::Honest, Server::EveryLie, Server::Flaky],
+        vec![ServerKind::Honest, ServerKind::EveryLie, ServerKind::Flaky],
     )
     .expect("sim");
     assert!(sim.run(LIMIT).expect("syncs"), "not done within {LIMIT:?}");
@@ -152,7 +156,7 @@ fn the_same_seed_gives_the_same_sync() {
         let mut sim = SyncSim::new(
             config,
             5_000,
-            vec![Server::Honest, Server::EveryLie, Server::Flaky],
+            vec![ServerKind::Honest, ServerKind::EveryLie, ServerKind::Flaky],
         )
         .expect("sim");
         assert!(sim.run(LIMIT).expect("syncs"));

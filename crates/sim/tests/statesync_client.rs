@@ -20,13 +20,13 @@ use common::seed;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tributary_merkle::{BatchOp, Config, EMPTY_ROOT, Hash, MerkleDb};
-use tributary_sim::statesync::{LIES, Server, ServerError, random_pairs, serve_as};
+use tributary_sim::statesync::{LIES, ServerError, ServerKind, random_pairs, serve_as};
 use tributary_statesync::client::{Client, ClientConfig, ClientError};
 use tributary_statesync::server::{MAX_BYTES_LIMIT, MAX_KEY_LIMIT};
 use tributary_store::MemStore;
 
 /// How a simulated peer answers (the simulator's server kinds).
-type Peer = Server;
+type Peer = ServerKind;
 
 #[derive(Default, Debug)]
 struct Stats {

@@ -136,10 +136,19 @@ pub struct Outgoing<P> {
     pub bytes: Vec<u8>,
 }
 
-const RETRY: u8 = 4;
-const HIGH: u8 = 3;
-const MEDIUM: u8 = 2;
-const LOW: u8 = 1;
+/// How soon a work item goes out (x/sync's priorities); later variants go first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Priority {
+    /// The whole range at the start, and the far half of a split.
+    Low,
+    /// The near half of a split.
+    Medium,
+    /// Work synced at an old root, to bring over to the new target (and the rest of a range
+    /// after an answer, at most this).
+    High,
+    /// A request that failed or was refused, going again.
+    Retry,
+}
 
 const INITIAL_RETRY_WAIT: Duration = Duration::from_millis(10);
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(1);
@@ -148,7 +157,7 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(1);
 struct Work {
     start: Option<Vec<u8>>,
     end: Option<Vec<u8>>,
-    priority: u8,
+    priority: Priority,
     /// The root this range's keys were last synced at; `EMPTY_ROOT` if never.
     local_root: Hash,
     attempt: u32,
@@ -288,7 +297,7 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
         }
         self.target = target;
         for (_, mut work) in std::mem::take(&mut self.done) {
-            work.priority = HIGH;
+            work.priority = Priority::High;
             work.attempt = 0;
             work.not_before = None;
             self.queued.push(work);
@@ -413,7 +422,7 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
     }
 
     fn retry(&mut self, now: Instant, mut work: Work) {
-        work.priority = RETRY;
+        work.priority = Priority::Retry;
         work.attempt += 1;
         work.not_before = Some(now + backoff(work.attempt));
         self.queued.push(work);
@@ -607,7 +616,7 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
         } else {
             // Synced to a root that is no longer the target: bring it over with change proofs.
             self.queued.push(Work {
-                priority: HIGH,
+                priority: Priority::High,
                 attempt: 0,
                 not_before: None,
                 ..covered
@@ -616,7 +625,7 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
         if let Some(next) = next {
             let rest = Work {
                 start: Some(next),
-                priority: work.priority.min(HIGH),
+                priority: work.priority.min(Priority::High),
                 attempt: 0,
                 not_before: None,
                 ..work
@@ -644,7 +653,7 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
             if mid.is_some() && mid != work.start && mid != work.end {
                 let first = Work {
                     end: mid.clone(),
-                    priority: MEDIUM,
+                    priority: Priority::Medium,
                     ..work.clone()
                 };
                 // Upstream starts the second half at `mid` itself, so both halves hold a key
@@ -657,7 +666,7 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
                         m.push(0);
                         m
                     }),
-                    priority: LOW,
+                    priority: Priority::Low,
                     ..work
                 };
                 self.queued.push(first);
@@ -693,7 +702,7 @@ const fn whole_range(root: Hash) -> Work {
     Work {
         start: None,
         end: None,
-        priority: LOW,
+        priority: Priority::Low,
         local_root: root,
         attempt: 0,
         not_before: None,

@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -182,19 +183,36 @@ class Scenarios:
     def node(self):
         dir_ = self.fresh("node-db")
         node = Node(self.bin, dir_)
-        acknowledged = []
-        delay = self.rng.uniform(0.05, 1.0)
-        deadline = time.monotonic() + delay
-        try:
-            while time.monotonic() < deadline:
-                payload = self.rng.randbytes(self.rng.randint(1, 4096))
+        acknowledged, refused = [], []
+        stop = threading.Event()
+        seed = self.rng.randrange(1 << 32)
+
+        def post_chunks():
+            # Its own generator: the main thread's draws stay the same whatever this does.
+            rng = random.Random(seed)
+            while not stop.is_set():
+                payload = rng.randbytes(rng.randint(1, 4096))
                 chunk = len(payload).to_bytes(8, "little") + payload
                 req = urllib.request.Request(f"http://{node.api}/chunks", data=chunk, method="POST")
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    if r.status == 201:
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:
                         acknowledged.append((json.load(r)["reference"], chunk))
-        finally:
-            node.kill()
+                except urllib.error.HTTPError as e:
+                    if not stop.is_set():
+                        refused.append(f"POST /chunks answered {e.code}")
+                    return
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    return  # the node is gone: killed
+
+        poster = threading.Thread(target=post_chunks)
+        poster.start()
+        delay = self.rng.uniform(0.05, 1.0)
+        time.sleep(delay)
+        node.kill()  # while a request is in flight
+        stop.set()
+        poster.join()
+        if refused:
+            raise Failure(refused[0])
         node = Node(self.bin, dir_)
         try:
             for address, chunk in acknowledged:
@@ -205,6 +223,8 @@ class Scenarios:
             raise Failure(f"an acknowledged chunk is gone after the restart: {e}") from e
         finally:
             node.kill()
+        if not acknowledged:
+            raise Failure("no chunk was acknowledged before the kill")
         return delay, True
 
 

@@ -201,9 +201,13 @@ fn partial_beside(out: &Path) -> Result<tempfile::NamedTempFile> {
     let name = out
         .file_name()
         .map_or_else(|| "download".into(), |n| n.to_string_lossy());
+    // The mode a plain create gives (0666 less the umask), not tempfile's private 0600: the
+    // file is the user's download once renamed.
+    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o666);
     tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")
+        .permissions(mode)
         .tempfile_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))
 }

@@ -1,6 +1,7 @@
 //! `tributary chunk hash`: Swarm references of files and stdin, and a clear error otherwise.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod common;
@@ -108,6 +109,12 @@ fn upload_download_round_trip_and_errors() {
         std::fs::read(&out).expect("read") == bytes,
         "download returns the upload"
     );
+    // The download has the mode any new file gets here (not a temporary file's 0600).
+    use std::os::unix::fs::PermissionsExt;
+    let plain = dir.path().join("plain");
+    std::fs::File::create(&plain).expect("create");
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&out), mode(&plain), "the download's mode");
     let missing = "11".repeat(32);
     for (reference, needle) in [("abc", "64 hex"), (missing.as_str(), "missing")] {
         let target = dir.path().join("nope.bin");

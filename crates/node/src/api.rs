@@ -95,6 +95,20 @@ pub fn router(store: Arc<ChunkStore>) -> Router {
         .with_state(api)
 }
 
+/// The answer to a route the API does not have: bee's JSON error shape, like every other.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no route {}", uri.path())).into_response()
+}
+
+/// The answer to a method a route does not take.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .into_response()
+}
+
 /// An error answer: its status, and a message naming what is wrong.
 #[derive(Debug)]
 struct ApiError {

@@ -250,8 +250,10 @@ pub async fn run(
         )
         .run(queries_rx, stopped(stop_rx.clone())),
     );
-    let router =
-        api::router(chunks).merge(status::router(status::NodeHandle::new(info, queries_tx)));
+    let router = api::router(chunks)
+        .merge(status::router(status::NodeHandle::new(info, queries_tx)))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed);
     let server = tokio::spawn(
         axum::serve(listener, router)
             .with_graceful_shutdown(stopped(stop_rx))

@@ -50,8 +50,10 @@ pub const MAX_SERVING: usize = 16;
 /// Overlay streams per connection.
 const MAX_STREAMS: usize = 64;
 /// State-sync streams per connection: no more than are ever served at once, so a connection
-/// holds at most `MAX_SERVING` requests of at most [`MAX_SYNC_REQUEST_BYTES`] (256 KiB) being
-/// read before any is counted.
+/// holds at most `MAX_SERVING` requests of at most [`MAX_SYNC_REQUEST_BYTES`] each (256 KiB in
+/// all) being read before any is counted. libp2p counts inbound and outbound streams together,
+/// so this also bounds a client's requests in flight per peer (`state sync --work-limit` is at
+/// most 16).
 const MAX_SYNC_STREAMS: usize = MAX_SERVING;
 /// Malformed state-sync requests after which a peer is disconnected.
 pub const MAX_SYNC_FAULTS: u32 = 3;
@@ -248,9 +250,8 @@ pub struct Runtime {
     /// Peer-record writes not yet handed to the writer, merged in order.
     unwritten: WriteBatch,
     /// Whether a peer-record write is running on the blocking pool (at most one is).
-    writing: bool,
-    written_tx: mpsc::Sender<Result<(), StoreError>>,
-    written_rx: mpsc::Receiver<Result<(), StoreError>>,
+    /// The peer-record write running on the blocking pool, if any (at most one is).
+    write_task: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
     /// Malformed state-sync requests per connected peer (dropped when the peer disconnects).
     sync_faults: HashMap<PeerId, u32>,
     /// Inbound connections awaiting their handshake, per remote address.
@@ -269,13 +270,10 @@ impl Runtime {
         bootnodes: Vec<Multiaddr>,
     ) -> Self {
         let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
-        let (written_tx, written_rx) = mpsc::channel(1);
         Self {
             peer_store,
             unwritten: WriteBatch::default(),
-            writing: false,
-            written_tx,
-            written_rx,
+            write_task: None,
             swarm,
             overlay,
             db,
@@ -290,12 +288,23 @@ impl Runtime {
         }
     }
 
-    /// Runs until `shutdown` completes.
+    /// Runs until `shutdown` completes, then finishes the peer-record writes (also when the
+    /// loop ends with an error).
     ///
     /// # Errors
-    /// When the overlay's store fails.
+    /// When dialling fails for a reason other than the peer.
     pub async fn run(
         mut self,
+        queries: mpsc::Receiver<Query>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        let result = self.event_loop(queries, shutdown).await;
+        self.finish_writes().await;
+        result
+    }
+
+    async fn event_loop(
+        &mut self,
         mut queries: mpsc::Receiver<Query>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), NodeError> {
@@ -311,35 +320,39 @@ impl Runtime {
                 () = tokio::time::sleep_until(wake.into()) => self.overlay.handle_timeout(Instant::now()),
                 Some(query) = queries.recv() => self.answer(query),
                 Some(served) = self.served_rx.recv() => self.on_served(served),
-                Some(written) = self.written_rx.recv() => self.on_written(written),
+                written = written(&mut self.write_task) => {
+                    self.write_task = None;
+                    self.on_written(written);
+                }
                 () = &mut shutdown => break,
             }
             self.drain()?;
         }
         info!("shutting down");
-        self.finish_writes().await
+        Ok(())
     }
 
     /// Hands the peer records waiting to be written to the blocking pool, unless a write is
     /// running already (then they go, merged, when it is done). The store fsyncs each batch,
     /// which must never happen on this loop.
     fn start_write(&mut self) {
-        if self.writing || self.unwritten.is_empty() {
+        if self.write_task.is_some() || self.unwritten.is_empty() {
             return;
         }
-        self.writing = true;
         let batch = std::mem::take(&mut self.unwritten);
-        let (store, done) = (Arc::clone(&self.peer_store), self.written_tx.clone());
-        tokio::task::spawn_blocking(move || {
-            let result = store.write(batch);
-            // The loop owns the receiver until it exits; a send after that is moot.
-            let _ = done.blocking_send(result);
-        });
+        let store = Arc::clone(&self.peer_store);
+        self.write_task = Some(tokio::task::spawn_blocking(move || store.write(batch)));
     }
 
-    fn on_written(&mut self, result: Result<(), StoreError>) {
-        self.writing = false;
-        if let Err(e) = result {
+    /// A write ended: counted if it failed or panicked (its task's join error), and the next
+    /// one started.
+    fn on_written(&mut self, result: Result<Result<(), StoreError>, tokio::task::JoinError>) {
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failure {
             // Peer records are hints for the next start; the node goes on without them.
             self.counters.peer_write_failures += 1;
             warn!("peer records not persisted: {e}");
@@ -347,17 +360,14 @@ impl Runtime {
         self.start_write();
     }
 
-    /// Waits for the running write and writes what is left, so a clean stop keeps every
-    /// peer record.
-    async fn finish_writes(&mut self) -> Result<(), NodeError> {
+    /// Waits for the running write and writes what is left, so a stop keeps every peer
+    /// record the store takes.
+    async fn finish_writes(&mut self) {
         self.start_write();
-        while self.writing {
-            let Some(result) = self.written_rx.recv().await else {
-                break;
-            };
+        while let Some(task) = self.write_task.take() {
+            let result = task.await;
             self.on_written(result);
         }
-        Ok(())
     }
 
     /// The overlay's next deadline, and the next bootnode dial while isolated; an hour away
@@ -781,6 +791,16 @@ impl Runtime {
                 v(c.sync_busy),
             ),
         ]
+    }
+}
+
+/// The outcome of the running peer-record write; never, if none runs.
+async fn written(
+    task: &mut Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+) -> Result<Result<(), StoreError>, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -134,6 +134,24 @@ fn bytes_and_chunks_over_http() {
     assert_eq!(reply["code"], 413, "{reply}");
     assert!(reply["message"].is_string(), "{reply}");
 
+    // Unknown routes and methods answer in the same JSON shape.
+    for (status, reply) in [
+        body(
+            http.get(format!("{}/nope", node.base))
+                .call()
+                .expect("unknown route"),
+        ),
+        body(
+            http.delete(format!("{}/bytes", node.base))
+                .call()
+                .expect("wrong method"),
+        ),
+    ] {
+        let reply: serde_json::Value = serde_json::from_slice(&reply).expect("a JSON error");
+        assert_eq!(reply["code"], status, "{reply}");
+        assert!(status == 404 || status == 405, "{status}");
+    }
+
     // Bad references and missing data.
     let (status, _) = body(
         http.get(format!("{}/bytes/xyz", node.base))

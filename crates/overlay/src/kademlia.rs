@@ -318,15 +318,18 @@ impl Kademlia {
         }
     }
 
-    /// The known peer a record of `newcomer` would evict from a full table: the farthest
-    /// unconnected peer (the oldest record among equals), if `newcomer` is nearer than it or
-    /// `direct`. A flood of gossiped records can thus only replace peers by nearer ones.
+    /// The known peer a record of `newcomer` would evict from a full table: among unconnected
+    /// peers, one that failed its last dials first, then the farthest, then the one taken in
+    /// longest ago (local time: a signed timestamp is the peer's to choose), if `newcomer` is
+    /// nearer than it or `direct`. A flood of gossiped records can thus only replace peers by
+    /// nearer ones, and peers that handshake (each costing a connection) replace unreachable
+    /// ones before reachable ones. One scan of the table, only when it is full.
     fn eviction_victim(&self, newcomer: &Address, direct: bool) -> Option<Address> {
         let (victim, _) = self
             .known
             .iter()
             .filter(|(a, _)| !self.connected.contains_key(*a))
-            .min_by_key(|(a, k)| (proximity(&self.base, a), k.record.wire.timestamp))?;
+            .min_by_key(|(a, k)| (k.failures == 0, proximity(&self.base, a), k.updated))?;
         let nearer = proximity(&self.base, newcomer) > proximity(&self.base, victim);
         (direct || nearer).then_some(*victim)
     }

@@ -106,15 +106,21 @@ fn clear_unfinished_creation(dir: &Path) -> Result<(), StoreError> {
         path: dir.to_path_buf(),
         source,
     };
-    let marker = std::fs::metadata(dir.join("version"));
-    if marker.is_ok_and(|m| m.len() > 0) || !dir.exists() {
+    // fjall writes the marker as "FJL" and a version byte, in two writes.
+    let marker = std::fs::read(dir.join("version"));
+    if marker.is_ok_and(|m| m.len() >= 4 && m.starts_with(b"FJL")) || !dir.is_dir() {
         return Ok(());
     }
+    let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let name = entry.map_err(io)?.file_name();
-        if !CREATION_FILES.iter().any(|f| name == *f) {
-            return Ok(());
+        match CREATION_FILES.iter().find(|f| name == **f) {
+            Some(f) => found.push(*f),
+            None => return Ok(()),
         }
+    }
+    if found.is_empty() {
+        return Ok(());
     }
     let lock = std::fs::OpenOptions::new()
         .read(true)
@@ -126,7 +132,20 @@ fn clear_unfinished_creation(dir: &Path) -> Result<(), StoreError> {
     if lock.try_lock().is_err() {
         return Err(StoreError::Locked(dir.to_path_buf()));
     }
-    std::fs::remove_dir_all(dir).map_err(io)
+    // Only fjall's own files go; the directory itself (a mount point, a symlink, its
+    // permissions) stays. The lock file goes last, while it is held.
+    for name in found.iter().filter(|f| **f != "lock") {
+        let path = dir.join(name);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|source| StoreError::Io { path, source })?;
+    }
+    let _ = std::fs::remove_file(dir.join("lock"));
+    drop(lock);
+    Ok(())
 }
 
 impl KvStore for FjallStore {

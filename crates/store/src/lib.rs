@@ -412,7 +412,15 @@ mod tests {
     /// version marker; the next open creates the database afresh instead of failing forever.
     #[test]
     fn an_unfinished_creation_is_created_again() {
-        for (marker, journal) in [(None, false), (None, true), (Some(0), true)] {
+        // The marker missing, empty, or cut after fjall's first write ("FJL" without the
+        // version byte).
+        let cut: &[u8] = b"FJL";
+        for (marker, journal) in [
+            (None, false),
+            (None, true),
+            (Some(&b""[..]), true),
+            (Some(cut), true),
+        ] {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("store");
             {
@@ -436,10 +444,11 @@ mod tests {
                     }
                 }
             }
-            if marker == Some(0) {
-                std::fs::write(path.join("version"), b"").expect("empty marker");
+            if let Some(bytes) = marker {
+                std::fs::write(path.join("version"), bytes).expect("cut marker");
             }
             let store = FjallStore::open(&path, Durability::Sync).expect("reopens");
+            assert!(path.is_dir(), "the directory itself stays");
             let a = store.keyspace("a").expect("keyspace");
             let mut batch = WriteBatch::default();
             batch.put(a, b"k", b"v");

@@ -19,7 +19,8 @@ pub struct Intervals {
 pub struct Gap {
     /// Its first bin id.
     pub start: u64,
-    /// Its last bin id; 0 means open-ended (no ceiling was given and nothing is held above).
+    /// Its last bin id; without a ceiling, 0 means open-ended (nothing is held above), as in
+    /// bee. Bin ids start at 1 in the pull index, so a real gap of `[0, 0]` does not arise.
     pub end: u64,
     /// Whether the gap, clamped to the ceiling, holds no id at all (everything up to the
     /// ceiling is synced).
@@ -91,22 +92,21 @@ impl Intervals {
     /// a gap that then holds nothing is `empty`, reported as `[ceiling, ceiling]`.
     #[must_use]
     pub fn next(&self, ceiling: u64) -> Gap {
+        // `None`: open-ended. Bee reports that as an end of 0, which is ambiguous with a gap
+        // that is exactly `[0, 0]`, so openness is kept apart here until the answer is made.
         let (start, end) = match self.ranges.first() {
-            None => (self.start, 0),
-            Some(&(a, _)) if a > self.start => (self.start, a - 1),
-            Some(&(_, b)) => (
-                b.saturating_add(1),
-                self.ranges.get(1).map_or(0, |&(a, _)| a - 1),
-            ),
+            None => (self.start, None),
+            Some(&(a, _)) if a > self.start => (self.start, Some(a - 1)),
+            Some(&(_, b)) => (b.saturating_add(1), self.ranges.get(1).map(|&(a, _)| a - 1)),
         };
         if ceiling == 0 {
             return Gap {
                 start,
-                end,
+                end: end.unwrap_or(0),
                 empty: false,
             };
         }
-        let end = if end == 0 { ceiling } else { end.min(ceiling) };
+        let end = end.map_or(ceiling, |e| e.min(ceiling));
         if start > end {
             return Gap {
                 start: ceiling,

@@ -37,8 +37,9 @@ pub struct SyncArgs {
     /// current root and must be in the source's history.
     #[arg(long, value_name = "HEX", required_unless_present = "from")]
     root: Option<String>,
-    /// Requests in flight at once (x/sync SimultaneousWorkLimit), 1 to 64.
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// Requests in flight at once (x/sync SimultaneousWorkLimit), 1 to 16 (a node serves at
+    /// most 16 state-sync requests at once, and takes at most 16 streams per connection).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=16))]
     work_limit: u32,
     /// Most keys per proof, 1 to 2048.
     #[arg(long, default_value_t = MAX_KEY_LIMIT, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_KEY_LIMIT)))]

@@ -7,13 +7,15 @@
 //! file's reference.
 //!
 //! The [`Splitter`] streams: it holds one partial leaf and at most 127 references per level
-//! (tree depth × 4 KiB), whatever the file size, and hashes leaves on all cores in batches. The
+//! (tree depth × 4 KiB), whatever the file size, and hashes batches of leaves on a thread per
+//! core while it goes on reading and storing ([`crate::hasher`]). The
 //! [`Joiner`] streams too: it walks the tree for the byte range asked, fetching and verifying
 //! each chunk against its address and each span against the tree's shape.
 
 use std::io::{Read, Write};
 
 use crate::bmt::CHUNK_SIZE;
+use crate::hasher::LeafHasher;
 use crate::{Address, Chunk, ChunkError};
 
 /// References per intermediate chunk.
@@ -97,6 +99,7 @@ pub struct Splitter<S: ChunkSink> {
     /// Full leaves waiting to be hashed, and the partial one being filled (the last).
     leaves: Vec<Vec<u8>>,
     size: u64,
+    hasher: LeafHasher,
 }
 
 impl<S: ChunkSink> Splitter<S> {
@@ -107,6 +110,7 @@ impl<S: ChunkSink> Splitter<S> {
             levels: Vec::new(),
             leaves: vec![Vec::with_capacity(CHUNK_SIZE)],
             size: 0,
+            hasher: LeafHasher::new(),
         }
     }
 
@@ -156,37 +160,26 @@ impl<S: ChunkSink> Splitter<S> {
         }
     }
 
-    /// Hashes the full leaves on all cores and adds them to the tree in order.
+    /// Hands the full leaves to the hashing threads, and adds to the tree, in order, every
+    /// batch they have finished.
     fn hash_leaves(&mut self) -> Result<(), FileError> {
         let full: Vec<Vec<u8>> = self
             .leaves
             .drain(..)
             .filter(|l| l.len() == CHUNK_SIZE)
             .collect();
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let per = full.len().div_ceil(threads).max(1);
-        let chunks: Vec<Result<Chunk, ChunkError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = full
-                .chunks(per)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|l| Chunk::new(l.len() as u64, l))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        if chunks.len() != full.len() {
-            return Err(FileError::Io(std::io::Error::other(
-                "a hashing thread panicked",
-            )));
+        if full.is_empty() {
+            return Ok(());
         }
-        for chunk in chunks {
+        let ready = self.hasher.submit(full).map_err(hasher_failed)?;
+        self.add_hashed(ready)
+    }
+
+    fn add_hashed(
+        &mut self,
+        batches: Vec<Vec<Result<Chunk, ChunkError>>>,
+    ) -> Result<(), FileError> {
+        for chunk in batches.into_iter().flatten() {
             self.add(0, chunk?)?;
         }
         Ok(())
@@ -225,6 +218,8 @@ impl<S: ChunkSink> Splitter<S> {
     pub fn finish(mut self) -> Result<(Address, S), FileError> {
         let last = self.leaves.pop().unwrap_or_default();
         self.hash_leaves()?;
+        let rest = self.hasher.finish().map_err(hasher_failed)?;
+        self.add_hashed(rest)?;
         if !last.is_empty() || self.size == 0 {
             self.add(0, Chunk::new(last.len() as u64, &last)?)?;
         }
@@ -252,6 +247,10 @@ impl<S: ChunkSink> Splitter<S> {
             level += 1;
         }
     }
+}
+
+fn hasher_failed(e: crate::hasher::HasherFailed) -> FileError {
+    FileError::Io(std::io::Error::other(e))
 }
 
 /// The reference of `data`, computed without storing anything.

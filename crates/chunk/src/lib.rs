@@ -13,6 +13,7 @@
 pub mod bmt;
 mod chunk;
 pub mod file;
+mod hasher;
 pub mod store;
 
 pub use chunk::{Address, Chunk, MAX_PO, proximity};

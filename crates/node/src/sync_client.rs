@@ -10,7 +10,7 @@
 //! peer. Every proof is verified before it is committed, with the client's progress record in
 //! the same write, so an interrupted sync resumes where it stopped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::futures::StreamExt;
@@ -52,6 +52,9 @@ pub enum PeerSyncError {
     /// The client failed (its database, or the final root).
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The blocking task that commits an answer panicked or was cancelled.
+    #[error("the commit task failed")]
+    CommitTask(#[source] tokio::task::JoinError),
 }
 
 /// How to sync.
@@ -179,7 +182,10 @@ impl Session {
 
 /// Brings `db` to `config.target` from `config.peers`, calling `progress` after every answer
 /// and at least every second. Returns the finished client (its stats, penalties, database).
-/// Runs on a multi-threaded tokio runtime: commits run in `block_in_place`.
+///
+/// Verifying and committing an answer (with an fsync) is blocking work: it runs on the blocking
+/// pool, the client moved there and back, while this loop goes on polling the swarm; answers
+/// and failures that arrive meanwhile wait in order (at most the requests in flight).
 ///
 /// # Errors
 /// When no peer can be reached, all of them go away, or the client fails.
@@ -190,22 +196,37 @@ pub async fn sync_from_peers(
 ) -> Result<Client<PeerId>, PeerSyncError> {
     let mut session = Session::new(config.network_id)?;
     let peers = session.connect(&config.peers).await?;
-    let mut client = Client::new(db, config.target, peers, config.client)?;
+    let mut client = Some(Client::new(db, config.target, peers, config.client)?);
+    let mut committing: Option<Committing> = None;
+    let mut waiting: VecDeque<Outcome> = VecDeque::new();
     let mut pending: HashMap<OutboundRequestId, u64> = HashMap::new();
     let mut alone_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        while let Some(out) = client.poll_request(now) {
-            let rid = session
-                .swarm
-                .behaviour_mut()
-                .statesync_mut()
-                .send_request(&out.peer, out.bytes);
-            pending.insert(rid, out.id);
-        }
-        if client.is_done()? {
-            progress(&client);
-            return Ok(client);
+        if let Some(mut idle) = client.take() {
+            match next_step(&mut idle, &mut waiting, now) {
+                Step::Commit(id, bytes) => {
+                    committing = Some(tokio::task::spawn_blocking(move || {
+                        let result = idle.handle_response(Instant::now(), id, &bytes);
+                        (idle, result)
+                    }));
+                }
+                Step::Idle => {
+                    while let Some(out) = idle.poll_request(now) {
+                        let rid = session
+                            .swarm
+                            .behaviour_mut()
+                            .statesync_mut()
+                            .send_request(&out.peer, out.bytes);
+                        pending.insert(rid, out.id);
+                    }
+                    if idle.is_done()? {
+                        progress(&idle);
+                        return Ok(idle);
+                    }
+                    client = Some(idle);
+                }
+            }
         }
         if session.connected.is_empty() {
             let since = *alone_since.get_or_insert(now);
@@ -219,27 +240,75 @@ pub async fn sync_from_peers(
         // answer or failure wakes the loop, so only future backoffs count (else it spins).
         let second = now + Duration::from_secs(1);
         let wake = client
-            .next_wakeup()
+            .as_ref()
+            .and_then(Client::next_wakeup)
             .filter(|t| *t > now)
             .map_or(second, |t| t.min(second));
         tokio::select! {
             event = session.swarm.select_next_some() => {
                 if let Some(event) = session.on_event(event) {
-                    on_sync_event(&mut client, &mut pending, event)?;
+                    waiting.extend(outcome(&mut pending, event));
                 }
+            }
+            joined = committed(&mut committing) => {
+                committing = None;
+                let (done, result) = joined.map_err(PeerSyncError::CommitTask)?;
+                result?;
+                progress(&done);
+                client = Some(done);
             }
             () = tokio::time::sleep_until(wake.into()) => {}
         }
-        progress(&client);
+        if let Some(idle) = &client {
+            progress(idle);
+        }
     }
 }
 
-fn on_sync_event(
-    client: &mut Client<PeerId>,
+/// A commit running on the blocking pool, and the client it holds.
+type Committing = tokio::task::JoinHandle<(Client<PeerId>, Result<(), ClientError>)>;
+
+/// The end of a running commit; never, if none runs.
+async fn committed(
+    task: &mut Option<Committing>,
+) -> Result<(Client<PeerId>, Result<(), ClientError>), tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What became of a request, waiting for the client to take it in.
+enum Outcome {
+    /// Its answer.
+    Answer(u64, Vec<u8>),
+    /// It failed or timed out.
+    Failed(u64),
+}
+
+/// What the idle client does next.
+enum Step {
+    /// Verify and commit this answer (blocking work).
+    Commit(u64, Vec<u8>),
+    /// Nothing waits: send requests.
+    Idle,
+}
+
+/// Takes in the failures at the head of `waiting` (cheap) up to the first answer.
+fn next_step(client: &mut Client<PeerId>, waiting: &mut VecDeque<Outcome>, now: Instant) -> Step {
+    while let Some(outcome) = waiting.pop_front() {
+        match outcome {
+            Outcome::Failed(id) => client.handle_failure(now, id),
+            Outcome::Answer(id, bytes) => return Step::Commit(id, bytes),
+        }
+    }
+    Step::Idle
+}
+
+fn outcome(
     pending: &mut HashMap<OutboundRequestId, u64>,
     event: request_response::Event<Vec<u8>, Vec<u8>>,
-) -> Result<(), ClientError> {
-    let now = Instant::now();
+) -> Option<Outcome> {
     match event {
         request_response::Event::Message {
             message:
@@ -248,14 +317,9 @@ fn on_sync_event(
                     response,
                 },
             ..
-        } => {
-            if let Some(id) = pending.remove(&request_id) {
-                // Verifying and committing a proof (with an fsync) is blocking work: tell the
-                // runtime, which moves this worker's other tasks (the connections' I/O) to
-                // another thread meanwhile. Needs the multi-threaded runtime.
-                tokio::task::block_in_place(|| client.handle_response(now, id, &response))?;
-            }
-        }
+        } => pending
+            .remove(&request_id)
+            .map(|id| Outcome::Answer(id, response)),
         request_response::Event::OutboundFailure {
             request_id,
             error,
@@ -263,11 +327,8 @@ fn on_sync_event(
             ..
         } => {
             tracing::debug!(%peer, "state sync request failed: {error}");
-            if let Some(id) = pending.remove(&request_id) {
-                client.handle_failure(now, id);
-            }
+            pending.remove(&request_id).map(Outcome::Failed)
         }
-        _ => {}
+        _ => None,
     }
-    Ok(())
 }

@@ -363,6 +363,23 @@ fn liars_are_penalized_and_timeouts_retried() {
         stats.rejected,
         penalties.values().map(|p| u64::from(*p)).sum::<u64>()
     );
+    // Every refusal is counted by its kind; lies about contents are proofs that do not
+    // verify, garbage is malformed.
+    let rejections = client.rejections();
+    assert_eq!(
+        rejections.values().sum::<u64>(),
+        stats.rejected,
+        "{rejections:?}"
+    );
+    assert!(
+        rejections.get("invalid_proof").copied().unwrap_or(0) > 0,
+        "{rejections:?}"
+    );
+    assert!(
+        rejections.get("malformed").copied().unwrap_or(0) > 0,
+        "{rejections:?}"
+    );
+    assert!(client.last_rejection().is_some());
     assert!(
         stats.failed > 0,
         "the silent and flaky peers timed out: {stats:?}"

@@ -188,6 +188,9 @@ pub struct Client<P> {
     done: BTreeMap<Option<Vec<u8>>, Work>,
     peers: Vec<P>,
     penalties: HashMap<P, u32>,
+    /// Refused answers by kind of fault.
+    rejections: BTreeMap<&'static str, u64>,
+    last_rejection: Option<InvalidAnswer>,
     stats: ClientStats,
     next_peer: usize,
     next_id: u64,
@@ -229,6 +232,8 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
             done: BTreeMap::new(),
             peers,
             penalties: HashMap::new(),
+            rejections: BTreeMap::new(),
+            last_rejection: None,
             stats: ClientStats::default(),
             next_peer: 0,
             next_id: 0,
@@ -255,6 +260,18 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
     #[must_use]
     pub fn penalties(&self) -> &HashMap<P, u32> {
         &self.penalties
+    }
+
+    /// Answers refused so far, by [`InvalidAnswer::kind`].
+    #[must_use]
+    pub fn rejections(&self) -> &BTreeMap<&'static str, u64> {
+        &self.rejections
+    }
+
+    /// Why the last refused answer was refused.
+    #[must_use]
+    pub fn last_rejection(&self) -> Option<&InvalidAnswer> {
+        self.last_rejection.as_ref()
     }
 
     /// Counts of requests, answers, keys and bytes so far.
@@ -453,8 +470,10 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
                 self.advance(work, &asked, covered_end, next, verified.answered);
                 self.commit(view)
             }
-            Err(Rejected::Peer) => {
+            Err(Rejected::Peer(why)) => {
                 self.stats.rejected += 1;
+                *self.rejections.entry(why.kind()).or_default() += 1;
+                self.last_rejection = Some(why);
                 *self.penalties.entry(peer).or_default() += 1;
                 self.retry(now, work);
                 Ok(())
@@ -472,11 +491,21 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
     fn verify(&self, work: &Work, asked: &Hash, bytes: &[u8]) -> Result<Verified, Rejected> {
         let (start, end) = (work.start.as_deref(), work.end.as_deref());
         if bytes.len() > self.config.bytes_limit as usize {
-            return Err(Rejected::Peer);
+            return Err(Rejected::Peer(InvalidAnswer::TooLarge {
+                len: bytes.len(),
+                max: self.config.bytes_limit,
+            }));
         }
+        let too_many = |count: usize| {
+            Rejected::Peer(InvalidAnswer::TooManyKeys {
+                count,
+                max: self.config.key_limit,
+            })
+        };
+        let malformed = |e| Rejected::Peer(InvalidAnswer::Malformed(e));
         let range = |proof: RangeProof| -> Result<Verified, Rejected> {
             if proof.key_values.len() > self.config.key_limit as usize {
-                return Err(Rejected::Peer);
+                return Err(too_many(proof.key_values.len()));
             }
             if let Err(e) = proof.verify(start, end, asked, self.db.branch_factor()) {
                 return Err(other_branch_factor(
@@ -500,17 +529,21 @@ impl<P: Clone + Eq + std::hash::Hash> Client<P> {
             })
         };
         if work.local_root == EMPTY_ROOT {
-            return range(RangeProof::from_bytes(bytes).map_err(|_| Rejected::Peer)?);
+            return range(RangeProof::from_bytes(bytes).map_err(malformed)?);
         }
-        let response = pb::SyncGetChangeProofResponse::decode(bytes).map_err(|_| Rejected::Peer)?;
-        match response.response.ok_or(Rejected::Peer)? {
+        let response = pb::SyncGetChangeProofResponse::decode(bytes)
+            .map_err(|e| Rejected::Peer(InvalidAnswer::MalformedResponse(e)))?;
+        match response
+            .response
+            .ok_or(Rejected::Peer(InvalidAnswer::EmptyResponse))?
+        {
             change_proof_response::Response::RangeProof(wire) => {
-                range(RangeProof::from_wire(wire).map_err(|_| Rejected::Peer)?)
+                range(RangeProof::from_wire(wire).map_err(malformed)?)
             }
             change_proof_response::Response::ChangeProof(wire) => {
-                let proof = ChangeProof::from_wire(wire).map_err(|_| Rejected::Peer)?;
+                let proof = ChangeProof::from_wire(wire).map_err(malformed)?;
                 if proof.key_changes.len() > self.config.key_limit as usize {
-                    return Err(Rejected::Peer);
+                    return Err(too_many(proof.key_changes.len()));
                 }
                 self.db
                     .verify_change_proof(&proof, start, end, asked)
@@ -748,7 +781,7 @@ struct Verified {
 /// Why an answer was not used.
 enum Rejected {
     /// The peer sent something invalid.
-    Peer,
+    Peer(InvalidAnswer),
     /// The local database failed.
     Local(DbError),
     /// The proof verifies, but under this branch factor, not the local one.
@@ -779,7 +812,53 @@ impl From<ProofError> for Rejected {
     fn from(e: ProofError) -> Self {
         match e {
             ProofError::Db(db) => Self::Local(db),
-            _ => Self::Peer,
+            e => Self::Peer(InvalidAnswer::Proof(e)),
+        }
+    }
+}
+
+/// Why an answer was refused (and its peer penalized).
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidAnswer {
+    /// Larger than the byte limit asked for.
+    #[error("an answer of {len} bytes, over the {max} asked for")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// More keys than the key limit asked for.
+    #[error("{count} keys, over the {max} asked for")]
+    TooManyKeys {
+        /// How many it held.
+        count: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// Not a proof message.
+    #[error("not a proof message")]
+    Malformed(#[source] tributary_merkle::proto::DecodeError),
+    /// Not a change-proof response.
+    #[error("not a change-proof response")]
+    MalformedResponse(#[source] prost::DecodeError),
+    /// A change-proof response holding neither proof.
+    #[error("a change-proof response without a proof")]
+    EmptyResponse,
+    /// The proof does not verify against the root asked for.
+    #[error("the proof does not verify")]
+    Proof(#[source] ProofError),
+}
+
+impl InvalidAnswer {
+    /// A short name of the kind of fault, for metrics.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "too_large",
+            Self::TooManyKeys { .. } => "too_many_keys",
+            Self::Malformed(_) | Self::MalformedResponse(_) | Self::EmptyResponse => "malformed",
+            Self::Proof(_) => "invalid_proof",
         }
     }
 }

@@ -94,6 +94,9 @@ fn sync_from_network(args: &SyncArgs, config: ClientConfig) -> Result<()> {
     for (peer, n) in client.penalties() {
         eprintln!("penalized {peer}: {n} invalid answers");
     }
+    if let Some(why) = client.last_rejection() {
+        eprintln!("the last invalid answer: {}", error_chain(why));
+    }
     summary(args.json, &client, progress.started)
 }
 
@@ -131,6 +134,18 @@ fn sync_from_dir(args: &SyncArgs, from: &std::path::Path, config: ClientConfig) 
     }
     progress.finish();
     summary(args.json, &client, progress.started)
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Says so as soon as a peer is penalized (not only in the summary), so an interrupted sync
@@ -200,6 +215,7 @@ fn summary<P: Clone + Eq + StdHash>(
             "requests": stats.requests,
             "failed": stats.failed,
             "rejected": stats.rejected,
+            "rejected_by": client.rejections(),
             "keys": stats.keys,
             "bytes": stats.bytes,
             "seconds": secs,

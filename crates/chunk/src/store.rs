@@ -5,13 +5,22 @@
 //! |---|---|---|
 //! | `chunk.data` (large values) | address | span ‖ payload |
 //! | `chunk.pull` | bin (1 byte) ‖ bin id (u64 BE) | address |
-//! | `chunk.meta` | `base`, `bin` ‖ bin | the overlay bins are relative to, the last bin id of a bin |
+//! | `chunk.meta` | `base`, `epoch`, `bin` ‖ bin | the overlay bins are relative to, the store's epoch, the last bin id of a bin |
+//! | `chunk.sync` | chosen by the caller | what pull-sync has synced (written with the chunks it covers) |
 //!
 //! A chunk's bin is its proximity order to the node's overlay address (the base). Bin ids
 //! start at 1 and increase by one per chunk stored in the bin, never reused; a chunk, its pull
 //! entry and the bin's counter are written in one atomic batch, so the index never points at a
 //! missing chunk or reuses an id after a crash. Storing a chunk twice is a no-op. Opening the
-//! store with another base (the node's identity changed) rebuilds the pull index.
+//! store with another base (the node's identity changed) rebuilds the pull index and starts a
+//! new **epoch**: bin ids are only comparable within one epoch, so a downstream peer that sees
+//! the epoch change forgets what it synced from this store (bee's cursors carry the same).
+//!
+//! For pull-sync the store also answers which of a batch of offered addresses it holds
+//! ([`ChunkStore::have_many`]) and keeps opaque **sync records** (the stream crate's
+//! intervals), written in the same atomic batch as the chunks they account for
+//! ([`ChunkStore::put_many_with_record`]), so a crash never leaves a record claiming chunks
+//! the store lacks, nor chunks the record forgot.
 //!
 //! Only [`Chunk`]s enter: their address was checked against their content.
 
@@ -40,6 +49,7 @@ struct Spaces {
     data: KeyspaceId,
     pull: KeyspaceId,
     meta: KeyspaceId,
+    sync: KeyspaceId,
 }
 
 /// Chunks by address with a pull index per proximity bin; see the module documentation.
@@ -49,6 +59,7 @@ pub struct ChunkStore {
     base: Address,
     /// The last bin id of each bin; the lock also serializes puts.
     last: Mutex<[u64; BINS]>,
+    epoch: Mutex<u64>,
 }
 
 impl std::fmt::Debug for ChunkStore {
@@ -90,10 +101,31 @@ impl ChunkStore {
     /// # Errors
     /// When the store fails or holds unreadable metadata.
     pub fn open(store: Arc<dyn KvStore>, base: Address) -> Result<Self, ChunkStoreError> {
+        // bee takes the store's creation time as its epoch; any value a restarted store will
+        // not give out again would do.
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        };
+        Self::open_with_epoch(store, base, now)
+    }
+
+    /// As [`ChunkStore::open`], with the epoch a new (or re-indexed) store takes from
+    /// `new_epoch` (deterministic callers such as the simulator pass their own).
+    ///
+    /// # Errors
+    /// When the store fails or holds unreadable metadata.
+    pub fn open_with_epoch(
+        store: Arc<dyn KvStore>,
+        base: Address,
+        new_epoch: impl Fn() -> u64,
+    ) -> Result<Self, ChunkStoreError> {
         let ks = Spaces {
             data: store.keyspace_for_large_values("chunk.data")?,
             pull: store.keyspace("chunk.pull")?,
             meta: store.keyspace("chunk.meta")?,
+            sync: store.keyspace("chunk.sync")?,
         };
         let mut last = [0u64; BINS];
         for (bin, slot) in last.iter_mut().enumerate() {
@@ -105,22 +137,89 @@ impl ChunkStore {
                 );
             }
         }
+        let epoch = match store.get(ks.meta, b"epoch")? {
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| ChunkStoreError::Corrupt("epoch"))?,
+            ),
+            None => 0,
+        };
         let this = Self {
             store,
             ks,
             base,
             last: Mutex::new(last),
+            epoch: Mutex::new(epoch),
         };
         match this.store.get(ks.meta, b"base")? {
-            Some(stored) if stored.as_slice() == base.0 => {}
-            Some(_) => this.reindex()?,
+            Some(stored) if stored.as_slice() == base.0 && epoch != 0 => {}
+            Some(stored) if stored.as_slice() == base.0 => this.set_epoch(new_epoch())?,
+            Some(_) => this.reindex(new_epoch())?,
             None => {
                 let mut batch = WriteBatch::default();
                 batch.put(ks.meta, b"base", &base.0);
                 this.store.write(batch)?;
+                this.set_epoch(new_epoch())?;
             }
         }
         Ok(this)
+    }
+
+    fn set_epoch(&self, epoch: u64) -> Result<(), ChunkStoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put(self.ks.meta, b"epoch", &epoch.to_be_bytes());
+        self.store.write(batch)?;
+        *self.epoch.lock().unwrap_or_else(PoisonError::into_inner) = epoch;
+        Ok(())
+    }
+
+    /// The store's epoch: bin ids of one epoch are never reused; a re-indexed store has
+    /// another.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The last bin id of every bin, bin 0 first (bee's cursors).
+    #[must_use]
+    pub fn cursors(&self) -> Vec<u64> {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .to_vec()
+    }
+
+    /// Which of `addresses` the store holds, in order.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn have_many(&self, addresses: &[Address]) -> Result<Vec<bool>, ChunkStoreError> {
+        addresses
+            .iter()
+            .map(|a| Ok(self.store.get(self.ks.data, &a.0)?.is_some()))
+            .collect()
+    }
+
+    /// The sync record under `key` (see the module documentation).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn sync_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ChunkStoreError> {
+        Ok(self.store.get(self.ks.sync, key)?)
+    }
+
+    /// Deletes the sync records under `keys` (say, a peer's intervals after its epoch changed),
+    /// in one atomic batch.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn delete_sync_records(&self, keys: &[&[u8]]) -> Result<(), ChunkStoreError> {
+        let mut batch = WriteBatch::default();
+        for key in keys {
+            batch.delete(self.ks.sync, key);
+        }
+        Ok(self.store.write(batch)?)
     }
 
     /// The overlay address bins are relative to.
@@ -129,8 +228,9 @@ impl ChunkStore {
         self.base
     }
 
-    /// Rebuilds the pull index for the current base: every chunk gets a new bin and id.
-    fn reindex(&self) -> Result<(), ChunkStoreError> {
+    /// Rebuilds the pull index for the current base: every chunk gets a new bin and id, in a
+    /// new epoch.
+    fn reindex(&self, epoch: u64) -> Result<(), ChunkStoreError> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = WriteBatch::default();
         for entry in self.store.scan_from(self.ks.pull, &[]) {
@@ -156,7 +256,9 @@ impl ChunkStore {
             batch.put(self.ks.meta, &bin_key(bin as u8), &id.to_be_bytes());
         }
         batch.put(self.ks.meta, b"base", &self.base.0);
+        batch.put(self.ks.meta, b"epoch", &epoch.to_be_bytes());
         self.store.write(batch)?;
+        *self.epoch.lock().unwrap_or_else(PoisonError::into_inner) = epoch;
         Ok(())
     }
 
@@ -165,6 +267,20 @@ impl ChunkStore {
     /// # Errors
     /// When the store fails; then none of the chunks was stored.
     pub fn put_many(&self, chunks: &[Chunk]) -> Result<Vec<Put>, ChunkStoreError> {
+        self.put_many_with_record(chunks, None)
+    }
+
+    /// As [`ChunkStore::put_many`], and sets the sync record `key` to `value` in the same
+    /// atomic batch.
+    ///
+    /// # Errors
+    /// When the store fails (then neither the chunks nor the record were written), or the
+    /// record's key is one the store cannot hold.
+    pub fn put_many_with_record(
+        &self,
+        chunks: &[Chunk],
+        record: Option<(&[u8], &[u8])>,
+    ) -> Result<Vec<Put>, ChunkStoreError> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = *last;
         let mut batch = WriteBatch::with_capacity(chunks.len() * 3);
@@ -187,6 +303,9 @@ impl ChunkStore {
             if *id != last[bin] {
                 batch.put(self.ks.meta, &bin_key(bin as u8), &id.to_be_bytes());
             }
+        }
+        if let Some((key, value)) = record {
+            batch.put(self.ks.sync, key, value);
         }
         self.store.write(batch)?;
         *last = next;
@@ -315,6 +434,52 @@ mod tests {
 
     fn chunk(i: u32) -> Chunk {
         Chunk::new(4, &i.to_le_bytes()).expect("chunk")
+    }
+
+    #[test]
+    fn epoch_cursors_have_and_sync_records() {
+        let mem = MemStore::new();
+        let base = Address([0x55; 32]);
+        let open = |base, epoch: u64| {
+            ChunkStore::open_with_epoch(Arc::new(mem.clone()), base, move || epoch).expect("open")
+        };
+        let store = open(base, 7);
+        assert_eq!(store.epoch(), 7);
+        let chunks: Vec<Chunk> = (0..50).map(chunk).collect();
+        let record: &[u8] = b"peer-bin";
+        store
+            .put_many_with_record(&chunks[..40], Some((record, b"intervals v1")))
+            .expect("put");
+        let cursors = store.cursors();
+        assert_eq!(cursors.len(), BINS);
+        assert_eq!(cursors.iter().sum::<u64>(), 40);
+        for (bin, cursor) in cursors.iter().enumerate() {
+            assert_eq!(*cursor, store.last_bin_id(bin as u8));
+        }
+        let asked: Vec<Address> = chunks[35..45].iter().map(Chunk::address).collect();
+        let held = store.have_many(&asked).expect("have");
+        assert_eq!(held, [vec![true; 5], vec![false; 5]].concat());
+        assert_eq!(
+            store.sync_record(record).expect("get"),
+            Some(b"intervals v1".to_vec())
+        );
+        // A refused batch writes neither the chunks nor the record.
+        let refused = store.put_many_with_record(&chunks[40..], Some((b"", b"bad key")));
+        assert!(refused.is_err());
+        assert!(!store.have_many(&[chunks[45].address()]).expect("have")[0]);
+        assert_eq!(store.cursors().iter().sum::<u64>(), 40);
+        // Reopened with the same base: same epoch, same cursors, same record.
+        drop(store);
+        let store = open(base, 8);
+        assert_eq!(store.epoch(), 7);
+        assert_eq!(store.cursors().iter().sum::<u64>(), 40);
+        store.delete_sync_records(&[record]).expect("delete");
+        assert_eq!(store.sync_record(record).expect("get"), None);
+        // Another base re-indexes: a new epoch.
+        drop(store);
+        let store = open(Address([0xAA; 32]), 9);
+        assert_eq!(store.epoch(), 9);
+        assert_eq!(store.cursors().iter().sum::<u64>(), 40);
     }
 
     #[test]

@@ -204,28 +204,29 @@ pub async fn sync_from_peers(
     loop {
         let now = Instant::now();
         if let Some(mut idle) = client.take() {
-            match next_step(&mut idle, &mut waiting, now) {
-                Step::Commit(id, bytes) => {
+            // Failures first (cheap), then new requests, so the pipeline stays full while the
+            // next answer is committed.
+            let next = take_failures(&mut idle, &mut waiting, now);
+            while let Some(out) = idle.poll_request(now) {
+                let rid = session
+                    .swarm
+                    .behaviour_mut()
+                    .statesync_mut()
+                    .send_request(&out.peer, out.bytes);
+                pending.insert(rid, out.id);
+            }
+            match next {
+                Some((id, bytes)) => {
                     committing = Some(tokio::task::spawn_blocking(move || {
                         let result = idle.handle_response(Instant::now(), id, &bytes);
                         (idle, result)
                     }));
                 }
-                Step::Idle => {
-                    while let Some(out) = idle.poll_request(now) {
-                        let rid = session
-                            .swarm
-                            .behaviour_mut()
-                            .statesync_mut()
-                            .send_request(&out.peer, out.bytes);
-                        pending.insert(rid, out.id);
-                    }
-                    if idle.is_done()? {
-                        progress(&idle);
-                        return Ok(idle);
-                    }
-                    client = Some(idle);
+                None if idle.is_done()? => {
+                    progress(&idle);
+                    return Ok(idle);
                 }
+                None => client = Some(idle),
             }
         }
         if session.connected.is_empty() {
@@ -286,23 +287,20 @@ enum Outcome {
     Failed(u64),
 }
 
-/// What the idle client does next.
-enum Step {
-    /// Verify and commit this answer (blocking work).
-    Commit(u64, Vec<u8>),
-    /// Nothing waits: send requests.
-    Idle,
-}
-
-/// Takes in the failures at the head of `waiting` (cheap) up to the first answer.
-fn next_step(client: &mut Client<PeerId>, waiting: &mut VecDeque<Outcome>, now: Instant) -> Step {
+/// Takes in the failures at the head of `waiting` (cheap); returns the answer after them, if
+/// any, to commit next.
+fn take_failures(
+    client: &mut Client<PeerId>,
+    waiting: &mut VecDeque<Outcome>,
+    now: Instant,
+) -> Option<(u64, Vec<u8>)> {
     while let Some(outcome) = waiting.pop_front() {
         match outcome {
             Outcome::Failed(id) => client.handle_failure(now, id),
-            Outcome::Answer(id, bytes) => return Step::Commit(id, bytes),
+            Outcome::Answer(id, bytes) => return Some((id, bytes)),
         }
     }
-    Step::Idle
+    None
 }
 
 fn outcome(

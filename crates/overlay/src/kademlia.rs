@@ -51,8 +51,8 @@ pub struct KademliaConfig {
     /// How long a new connection is safe from pruning.
     pub prune_grace: Duration,
     /// Most peers known (gossip cannot grow the table, or the store behind it, without
-    /// bound). At the limit a new record evicts the farthest known, unconnected peer (the
-    /// oldest record among equals) if the new one is nearer, or if it comes from the peer's
+    /// bound). At the limit a new record evicts an unconnected peer (see
+    /// `Kademlia::eviction_victim`) if the new one is nearer, or if it comes from the peer's
     /// own handshake; connected peers are never evicted.
     pub max_known: usize,
 }

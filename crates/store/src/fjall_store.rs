@@ -119,7 +119,10 @@ fn clear_unfinished_creation(dir: &Path) -> Result<(), StoreError> {
             None => return Ok(()),
         }
     }
-    if found.is_empty() {
+    // With only the lock file and the keyspaces folder, fjall's creation simply goes on; and a
+    // process that creates the journal holds the lock by then, so another one still creating
+    // is never mistaken for a dead one.
+    if !found.iter().any(|f| *f == "0.jnl" || *f == "version") {
         return Ok(());
     }
     let lock = std::fs::OpenOptions::new()

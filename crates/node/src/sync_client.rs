@@ -255,8 +255,7 @@ pub async fn sync_from_peers(
                 committing = None;
                 let (done, result) = joined.map_err(PeerSyncError::CommitTask)?;
                 result?;
-                progress(&done);
-                client = Some(done);
+                client = Some(done); // progress is shown below
             }
             () = tokio::time::sleep_until(wake.into()) => {}
         }

@@ -425,9 +425,7 @@ impl Kademlia {
         };
         k.failures += 1;
         if k.failures >= self.config.max_failures && !self.connected.contains_key(overlay) {
-            self.known.remove(overlay);
-            let bin = self.bin(overlay);
-            self.known_bins[bin] -= 1;
+            self.remove_known(overlay);
             return true;
         }
         let exp = 2f64.powi(i32::try_from(k.failures - 1).unwrap_or(i32::MAX).min(30));

@@ -19,7 +19,7 @@
 //! For pull-sync the store also answers which of a batch of offered addresses it holds
 //! ([`ChunkStore::have_many`]) and keeps opaque **sync records** (the stream crate's
 //! intervals), written in the same atomic batch as the chunks they account for
-//! ([`ChunkStore::put_many_with_record`]), so a crash never leaves a record claiming chunks
+//! ([`ChunkStore::put_many_with_records`]), so a crash never leaves a record claiming chunks
 //! the store lacks, nor chunks the record forgot.
 //!
 //! Only [`Chunk`]s enter: their address was checked against their content.
@@ -60,7 +60,12 @@ pub struct ChunkStore {
     /// The last bin id of each bin; the lock also serializes puts.
     last: Mutex<[u64; BINS]>,
     epoch: Mutex<u64>,
+    /// Called after every write that stored a chunk (pull-sync's live streams wait on it).
+    listener: Mutex<Option<Listener>>,
 }
+
+/// What [`ChunkStore::set_listener`] takes.
+pub type Listener = Arc<dyn Fn() + Send + Sync>;
 
 impl std::fmt::Debug for ChunkStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,6 +156,7 @@ impl ChunkStore {
             base,
             last: Mutex::new(last),
             epoch: Mutex::new(epoch),
+            listener: Mutex::new(None),
         };
         match this.store.get(ks.meta, b"base")? {
             Some(stored) if stored.as_slice() == base.0 && epoch != 0 => {}
@@ -190,15 +196,21 @@ impl ChunkStore {
             .to_vec()
     }
 
-    /// Which of `addresses` the store holds, in order.
+    /// Which of `addresses` the store holds, in order (from the keys alone: no chunk is read).
     ///
     /// # Errors
     /// When the store fails.
     pub fn have_many(&self, addresses: &[Address]) -> Result<Vec<bool>, ChunkStoreError> {
         addresses
             .iter()
-            .map(|a| Ok(self.store.get(self.ks.data, &a.0)?.is_some()))
+            .map(|a| Ok(self.store.contains(self.ks.data, &a.0)?))
             .collect()
+    }
+
+    /// Calls `listener` after every write that stores a new chunk, from the writing thread
+    /// (it must be quick: a live pull-sync stream's wake-up). Replaces the previous one.
+    pub fn set_listener(&self, listener: Listener) {
+        *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
     }
 
     /// The sync record under `key` (see the module documentation).
@@ -267,19 +279,19 @@ impl ChunkStore {
     /// # Errors
     /// When the store fails; then none of the chunks was stored.
     pub fn put_many(&self, chunks: &[Chunk]) -> Result<Vec<Put>, ChunkStoreError> {
-        self.put_many_with_record(chunks, None)
+        self.put_many_with_records(chunks, &[])
     }
 
-    /// As [`ChunkStore::put_many`], and sets the sync record `key` to `value` in the same
-    /// atomic batch.
+    /// As [`ChunkStore::put_many`], and sets each sync record `(key, value)` of `records` in
+    /// the same atomic batch (in order: a later one of the same key wins).
     ///
     /// # Errors
-    /// When the store fails (then neither the chunks nor the record were written), or the
+    /// When the store fails (then neither the chunks nor the records were written), or a
     /// record's key is one the store cannot hold.
-    pub fn put_many_with_record(
+    pub fn put_many_with_records(
         &self,
         chunks: &[Chunk],
-        record: Option<(&[u8], &[u8])>,
+        records: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<Vec<Put>, ChunkStoreError> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = *last;
@@ -304,11 +316,23 @@ impl ChunkStore {
                 batch.put(self.ks.meta, &bin_key(bin as u8), &id.to_be_bytes());
             }
         }
-        if let Some((key, value)) = record {
+        for (key, value) in records {
             batch.put(self.ks.sync, key, value);
         }
         self.store.write(batch)?;
+        let stored = next != *last;
         *last = next;
+        drop(last);
+        if stored {
+            let listener = self
+                .listener
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(listener) = listener {
+                listener();
+            }
+        }
         Ok(outcomes)
     }
 
@@ -448,7 +472,10 @@ mod tests {
         let chunks: Vec<Chunk> = (0..50).map(chunk).collect();
         let record: &[u8] = b"peer-bin";
         store
-            .put_many_with_record(&chunks[..40], Some((record, b"intervals v1")))
+            .put_many_with_records(
+                &chunks[..40],
+                &[(record.to_vec(), b"intervals v1".to_vec())],
+            )
             .expect("put");
         let cursors = store.cursors();
         assert_eq!(cursors.len(), BINS);
@@ -464,7 +491,7 @@ mod tests {
             Some(b"intervals v1".to_vec())
         );
         // A refused batch writes neither the chunks nor the record.
-        let refused = store.put_many_with_record(&chunks[40..], Some((b"", b"bad key")));
+        let refused = store.put_many_with_records(&chunks[40..], &[(Vec::new(), b"bad".to_vec())]);
         assert!(refused.is_err());
         assert!(!store.have_many(&[chunks[45].address()]).expect("have")[0]);
         assert_eq!(store.cursors().iter().sum::<u64>(), 40);

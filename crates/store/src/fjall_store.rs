@@ -167,6 +167,13 @@ impl KvStore for FjallStore {
         Ok(self.handle(ks)?.get(key)?.map(|v| v.to_vec()))
     }
 
+    fn contains(&self, ks: KeyspaceId, key: &[u8]) -> Result<bool, StoreError> {
+        if check_key(key).is_err() {
+            return Ok(false);
+        }
+        Ok(self.handle(ks)?.contains_key(key)?)
+    }
+
     fn scan_from(&self, ks: KeyspaceId, start: &[u8]) -> KvIter<'_> {
         let handle = match self.handle(ks) {
             Ok(h) => h,

@@ -255,6 +255,15 @@ pub trait KvStore: Send + Sync {
     /// When the engine fails.
     fn get(&self, ks: KeyspaceId, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Whether `key` is in `ks`. Stores that keep large values apart answer from the keys
+    /// alone, without reading the value.
+    ///
+    /// # Errors
+    /// When the engine fails.
+    fn contains(&self, ks: KeyspaceId, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.get(ks, key)?.is_some())
+    }
+
     /// Scans `ks` in ascending key order, starting at the first key `>= start`.
     fn scan_from(&self, ks: KeyspaceId, start: &[u8]) -> KvIter<'_>;
 
@@ -285,6 +294,10 @@ mod tests {
         assert_eq!(store.get(a, b"k1").expect("get"), Some(b"v1".to_vec()));
         assert_eq!(store.get(a, b"k3").expect("get"), None);
         assert_eq!(store.get(b, b"k1").expect("get"), Some(b"other".to_vec()));
+        assert!(store.contains(a, b"k1").expect("contains"));
+        assert!(!store.contains(a, b"k3").expect("contains deleted"));
+        assert!(!store.contains(b, b"k2").expect("contains other keyspace"));
+        assert!(!store.contains(a, b"").expect("contains empty key"));
         let scanned: Vec<_> = store
             .scan_from(a, b"k15")
             .map(|r| r.expect("scan"))

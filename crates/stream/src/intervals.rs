@@ -121,6 +121,25 @@ impl Intervals {
         }
     }
 
+    /// The first gap at or after `from` (and the start limit), as `(start, end)` with `end`
+    /// clamped to `ceiling` (`u64::MAX` when open-ended); `None` when every id from there up
+    /// to the ceiling is held. Unlike [`Intervals::next`] it skips what is held below `from`,
+    /// which a stream with ranges still in flight needs.
+    #[must_use]
+    pub fn gap_from(&self, from: u64, ceiling: u64) -> Option<(u64, u64)> {
+        let mut start = from.max(self.start);
+        let i = self.ranges.partition_point(|&(_, e)| e < start);
+        let mut next = self.ranges.get(i);
+        if let Some(&(a, b)) = next
+            && a <= start
+        {
+            start = b.checked_add(1)?;
+            next = self.ranges.get(i + 1);
+        }
+        let end = next.map_or(u64::MAX, |&(a, _)| a - 1).min(ceiling);
+        (start <= end).then_some((start, end))
+    }
+
     /// The highest id held, 0 if none.
     #[must_use]
     pub fn last(&self) -> u64 {
@@ -191,6 +210,15 @@ mod tests {
                     (Some(held), c) => (held - 1).min(c),
                 };
                 prop_assert_eq!(gap.end, end);
+            }
+            for from in [0, 1, 5, 40, 120, 199, 240] {
+                let c = if ceiling == 0 { u64::MAX } else { ceiling };
+                let missing = (from.max(start)..=c.min(300)).find(|id| !set.contains(id));
+                let expected = missing.map(|m| {
+                    let held = set.range(m..).next().copied();
+                    (m, held.map_or(c, |h| (h - 1).min(c)))
+                });
+                prop_assert_eq!(intervals.gap_from(from, c), expected, "from {}", from);
             }
         }
     }

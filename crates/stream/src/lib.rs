@@ -1,8 +1,17 @@
-//! Chunk streams between nodes, as Swarm's `network/stream` syncing: what a node has synced of
-//! each upstream bin, and (to come) the pull-sync core that offers, wants and delivers chunks.
+//! Chunk streams between nodes, as Swarm's `network/stream` syncing, sans-IO.
 //!
-//! Built so far: [`intervals`], the persisted bin-id ranges a downstream node holds of each
-//! upstream bin, with bee's `intervalstore` semantics. The offer → want → deliver core, its
-//! subscriptions per bin, retrieval and push-sync are still to come (issues 10 and 11).
+//! - [`pull`]: the downstream pull-sync core — subscriptions per bin by the Kademlia rule, a
+//!   historical and a live stream per (peer, bin), offer → want → deliver, one transfer per
+//!   chunk, priorities, bounds. It emits requests and store writes; the runtime (or the
+//!   simulator) carries them out.
+//! - [`serve`]: the upstream side, answering requests from the chunk store.
+//! - [`intervals`] and [`record`]: what a downstream has synced of each upstream bin, and how
+//!   it is persisted with the chunks.
+//!
+//! Retrieval and push-sync (issue 11) will sit beside pull-sync and share its [`pull::Class`]
+//! priorities.
 
 pub mod intervals;
+pub mod pull;
+pub mod record;
+pub mod serve;

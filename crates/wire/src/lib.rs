@@ -7,6 +7,7 @@
 //! (for state sync: research/merkledb.md §4).
 
 pub mod overlay;
+pub mod pullsync;
 pub mod sync;
 
 /// Largest overlay message accepted or produced: a handshake, or a hive batch of at most 30
@@ -22,3 +23,17 @@ pub const MAX_SYNC_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 /// limits; 16 KiB leaves room for the framing. Capped apart from the answers so that a peer
 /// cannot make a node buffer megabytes per stream before a request is even looked at.
 pub const MAX_SYNC_REQUEST_BYTES: usize = 16 * 1024;
+
+/// Chunks offered in one pull-sync offer, and so at most delivered per delivery: old Swarm's
+/// `BatchSize` of 128. Its offer (4 KiB of addresses) is one chunk's worth, and its delivery
+/// (128 × 4,104 B ≈ 513 KiB) is big enough that the request round trips are a small part of
+/// the time on loopback, yet small enough that a lost delivery costs little; bee's 250 would
+/// double the message for no gain measured here.
+pub const PULL_BATCH: usize = 128;
+
+/// Largest pull-sync request: a Want holds a 16-byte bitvector and three integers.
+pub const MAX_PULL_REQUEST_BYTES: usize = 1024;
+
+/// Largest pull-sync answer: a delivery of [`PULL_BATCH`] chunks of at most 4,104 bytes, each
+/// with a few bytes of framing, plus the wrapper.
+pub const MAX_PULL_MESSAGE_BYTES: usize = PULL_BATCH * (4104 + 8) + 1024;

@@ -1,0 +1,147 @@
+//! The upstream side of pull-sync: answers a downstream peer's requests from the chunk store.
+//!
+//! Stateless: an offer is re-derived from the pull index when its Want arrives (the index only
+//! grows within an epoch, so the `count` entries from `start` are the ones offered), so an
+//! upstream holds nothing per downstream peer but the requests it is answering. It reads the
+//! store, so the runtime calls [`answer`] off its event loop (the blocking pool), as the
+//! state-sync server is called. A live Get that finds nothing new is not answered at once:
+//! [`Answer::Wait`] tells the caller to park it until the bin's cursor passes its start
+//! ([`wake`]), or to answer it with [`empty_offer`] after a while.
+
+use prost::Message;
+use tributary_chunk::MAX_PO;
+use tributary_chunk::store::{ChunkStore, ChunkStoreError};
+use tributary_wire::pullsync::{
+    Cursors, Delivery, Get, Offer, Request, Response, Want, bitvector, request, response,
+};
+use tributary_wire::{MAX_PULL_REQUEST_BYTES, PULL_BATCH};
+
+/// Errors of answering a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The request breaks the protocol (the peer is at fault).
+    #[error("malformed pull-sync request: {0}")]
+    Peer(&'static str),
+    /// The chunk store failed.
+    #[error(transparent)]
+    Store(#[from] ChunkStoreError),
+}
+
+/// What to do with a request.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    /// Send this answer.
+    Reply(Response),
+    /// A live Get of `bin` from `start`, beyond the cursor: answer it again once the bin's
+    /// cursor reaches `start`, or with [`empty_offer`] when it has waited long enough.
+    Wait {
+        /// The bin.
+        bin: u8,
+        /// The first bin id asked for.
+        start: u64,
+    },
+}
+
+/// Answers one encoded request from `store`.
+///
+/// # Errors
+/// [`ServeError::Peer`] for a request that breaks the protocol, [`ServeError::Store`] when the
+/// store fails.
+pub fn answer(store: &ChunkStore, bytes: &[u8]) -> Result<Answer, ServeError> {
+    if bytes.len() > MAX_PULL_REQUEST_BYTES {
+        return Err(ServeError::Peer("request too large"));
+    }
+    let request = Request::decode(bytes).map_err(|_| ServeError::Peer("undecodable request"))?;
+    match request.message {
+        None => Err(ServeError::Peer("empty request")),
+        Some(request::Message::Cursors(_)) => Ok(Answer::Reply(Response::new(
+            response::Message::Cursors(Cursors {
+                cursors: store.cursors(),
+                epoch: store.epoch(),
+            }),
+        ))),
+        Some(request::Message::Get(get)) => offer(store, &get),
+        Some(request::Message::Want(want)) => deliver(store, &want).map(Answer::Reply),
+    }
+}
+
+/// Whether a parked live Get of `bin` from `start` can be answered now.
+#[must_use]
+pub fn wake(store: &ChunkStore, bin: u8, start: u64) -> bool {
+    store.last_bin_id(bin) >= start
+}
+
+/// The answer to a live Get from `start` that waited and found nothing: an offer covering no
+/// bin id.
+#[must_use]
+pub fn empty_offer(start: u64) -> Response {
+    Response::new(response::Message::Offer(Offer {
+        topmost: start.saturating_sub(1),
+        addresses: Vec::new(),
+    }))
+}
+
+fn bin(bin: u32) -> Result<u8, ServeError> {
+    u8::try_from(bin)
+        .ok()
+        .filter(|b| *b <= MAX_PO)
+        .ok_or(ServeError::Peer("bin out of range"))
+}
+
+fn offer(store: &ChunkStore, get: &Get) -> Result<Answer, ServeError> {
+    let b = bin(get.bin)?;
+    if get.start == 0 || (get.end != 0 && get.end < get.start) {
+        return Err(ServeError::Peer("empty or inverted range"));
+    }
+    let mut entries = store.bin_from(b, get.start, PULL_BATCH)?;
+    if get.end != 0 {
+        entries.retain(|(id, _)| *id <= get.end);
+    }
+    let topmost = match entries.last() {
+        None if get.end == 0 => {
+            return Ok(Answer::Wait {
+                bin: b,
+                start: get.start,
+            });
+        }
+        Some(&(id, _)) if entries.len() == PULL_BATCH || get.end == 0 => id,
+        _ => get.end,
+    };
+    let mut addresses = Vec::with_capacity(entries.len() * 32);
+    for (_, address) in &entries {
+        addresses.extend_from_slice(&address.0);
+    }
+    Ok(Answer::Reply(Response::new(response::Message::Offer(
+        Offer { topmost, addresses },
+    ))))
+}
+
+fn deliver(store: &ChunkStore, want: &Want) -> Result<Response, ServeError> {
+    let b = bin(want.bin)?;
+    let count = usize::try_from(want.count).map_err(|_| ServeError::Peer("count"))?;
+    if want.start == 0 || count == 0 || count > PULL_BATCH {
+        return Err(ServeError::Peer("want of no entry or of more than a batch"));
+    }
+    // Swarm's bitvectors carry `count / 8 + 1` bytes, ours `count.div_ceil(8)`: take either.
+    if want.bitvector.len() < count.div_ceil(8) || want.bitvector.len() > count / 8 + 1 {
+        return Err(ServeError::Peer("bitvector of the wrong length"));
+    }
+    if (count..want.bitvector.len() * 8).any(|i| bitvector::get(&want.bitvector, i)) {
+        return Err(ServeError::Peer("bit set beyond the count"));
+    }
+    let entries = store.bin_from(b, want.start, count)?;
+    let mut chunks = Vec::new();
+    for i in (0..count).filter(|&i| bitvector::get(&want.bitvector, i)) {
+        let (_, address) = entries
+            .get(i)
+            .ok_or(ServeError::Peer("want of an entry never offered"))?;
+        // The index never points at a missing chunk (one batch writes both); if the store
+        // lost it anyway, the delivery is short and the peer fetches it elsewhere.
+        if let Some(data) = store.get(address)? {
+            chunks.push(data);
+        }
+    }
+    Ok(Response::new(response::Message::Delivery(Delivery {
+        chunks,
+    })))
+}

@@ -3,7 +3,11 @@
 //! Each node gets its own data directory `DIR/node-<i>` and listens on TCP and QUIC with
 //! port 0. Once all are listening, `DIR/nodes.json` holds their `node.json` objects (in
 //! order), their API addresses are printed, and every few seconds a line tells how the
-//! network is doing (peers known and connected, per node: least and most), until Ctrl-C.
+//! network is doing, until Ctrl-C: peers known and connected and chunks stored (per node:
+//! least and most), and how many pull-sync streams are still historical.
+//!
+//! Unless `--demo-bytes 0`, a file of seeded random bytes is uploaded into node 0 once all
+//! listen, so the periodic line shows pull-sync spreading its chunks over the network.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,9 @@ pub struct DevnetArgs {
     /// temporary directory).
     #[arg(long, value_name = "DIR")]
     base_dir: Option<PathBuf>,
+    /// Bytes of a demo file uploaded into node 0 at the start (0: none).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    demo_bytes: u64,
 }
 
 pub fn devnet(args: &DevnetArgs) -> Result<()> {
@@ -45,7 +52,11 @@ pub fn devnet(args: &DevnetArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(run_devnet(&base, usize::try_from(args.nodes)?))
+    runtime.block_on(run_devnet(
+        &base,
+        usize::try_from(args.nodes)?,
+        args.demo_bytes,
+    ))
 }
 
 /// Node logs at warn unless `RUST_LOG` asks for more: sixteen nodes at info drown the summary.
@@ -61,7 +72,7 @@ fn init_logging_quiet() {
     }
 }
 
-async fn run_devnet(base: &Path, n: usize) -> Result<()> {
+async fn run_devnet(base: &Path, n: usize, demo_bytes: u64) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut infos: Vec<Value> = Vec::new();
@@ -114,6 +125,16 @@ async fn run_devnet(base: &Path, n: usize) -> Result<()> {
         .iter()
         .filter_map(|i| i["api"].as_str().map(str::to_owned))
         .collect();
+    if demo_bytes > 0 {
+        let api = apis.first().cloned().context("no node")?;
+        let reference = tokio::task::spawn_blocking(move || upload_demo(&api, demo_bytes))
+            .await
+            .context("demo upload task")??;
+        println!(
+            "demo: {demo_bytes} bytes uploaded into node 0, reference {reference}; pull-sync \
+             spreads its chunks (\"chunks\" below)"
+        );
+    }
     let monitor = tokio::spawn(monitor(apis));
     ctrl_c().await;
     monitor.abort();
@@ -149,40 +170,89 @@ async fn wait_for_node_file(
     }
 }
 
-/// Every 5 s: least and most peers known and connected across the nodes.
+/// Uploads `len` seeded pseudo-random bytes (splitmix64) to `api`; returns the reference.
+fn upload_demo(api: &str, len: u64) -> Result<String> {
+    let mut state = 0x7269_6275_7461_7279_u64;
+    let mut data = Vec::with_capacity(usize::try_from(len)?);
+    while (data.len() as u64) < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        data.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    data.truncate(usize::try_from(len)?);
+    let url = format!("http://{api}/bytes");
+    let text = ureq::post(&url)
+        .send(&data[..])
+        .with_context(|| format!("POST {url}"))?
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("reading {url}"))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("parsing {url}"))?;
+    Ok(v["reference"].as_str().context("no reference")?.to_owned())
+}
+
+/// One node's figures for the periodic line.
+struct Figures {
+    known: u64,
+    connected: u64,
+    chunks: u64,
+    historical: u64,
+}
+
+/// Every 5 s: least and most peers known and connected and chunks stored across the nodes,
+/// and the pull-sync streams still historical over all of them.
 async fn monitor(apis: Vec<String>) {
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let apis = apis.clone();
-        let counts = tokio::task::spawn_blocking(move || {
-            apis.iter().map(|a| topology_counts(a)).collect::<Vec<_>>()
+        let figures = tokio::task::spawn_blocking(move || {
+            apis.iter().map(|a| figures(a)).collect::<Vec<_>>()
         })
         .await;
-        let Ok(counts) = counts else { return };
-        let ok: Vec<(u64, u64)> = counts.into_iter().flatten().collect();
-        let known = ok.iter().map(|c| c.0);
-        let connected = ok.iter().map(|c| c.1);
+        let Ok(figures) = figures else { return };
+        let ok: Vec<Figures> = figures.into_iter().flatten().collect();
+        let range = |f: fn(&Figures) -> u64| {
+            let min = ok.iter().map(f).min().unwrap_or(0);
+            let max = ok.iter().map(f).max().unwrap_or(0);
+            format!("{min}..{max}")
+        };
         println!(
-            "[{:>4}s] {} nodes answering; known peers {}..{}, connected {}..{}",
+            "[{:>4}s] {} nodes answering; known peers {}, connected {}; chunks {}; \
+             historical streams {}",
             started.elapsed().as_secs(),
             ok.len(),
-            known.clone().min().unwrap_or(0),
-            known.max().unwrap_or(0),
-            connected.clone().min().unwrap_or(0),
-            connected.max().unwrap_or(0),
+            range(|f| f.known),
+            range(|f| f.connected),
+            range(|f| f.chunks),
+            ok.iter().map(|f| f.historical).sum::<u64>(),
         );
     }
 }
 
-fn topology_counts(api: &str) -> Option<(u64, u64)> {
-    let url = format!("http://{api}/topology");
+fn get_json(api: &str, path: &str) -> Option<Value> {
+    let url = format!("http://{api}{path}");
     let text = ureq::get(&url)
         .call()
         .ok()?
         .body_mut()
         .read_to_string()
         .ok()?;
-    let t: tributary_node::status::TopologyResponse = serde_json::from_str(&text).ok()?;
-    Some((t.population as u64, t.connected as u64))
+    serde_json::from_str(&text).ok()
+}
+
+fn figures(api: &str) -> Option<Figures> {
+    let t: tributary_node::status::TopologyResponse =
+        serde_json::from_value(get_json(api, "/topology")?).ok()?;
+    let p: tributary_node::status::PullResponse =
+        serde_json::from_value(get_json(api, "/pullsync")?).ok()?;
+    let chunks = get_json(api, "/reserve")?["chunks"].as_u64()?;
+    Some(Figures {
+        known: t.population as u64,
+        connected: t.connected as u64,
+        chunks,
+        historical: p.streams.iter().filter(|s| !s.historical_done).count() as u64,
+    })
 }

@@ -7,7 +7,8 @@
 //! | `GET /bytes/{ref}` | streams the file; a single `Range: bytes=…` gives `206` |
 //! | `POST /chunks` | stores one chunk (span ‖ payload); `201 {"reference"}` |
 //! | `POST /chunks/{addr}` | the same, refused with `400` unless the chunk hashes to `addr` |
-//! | `GET /chunks/{addr}` | the chunk's wire data |
+//! | `GET /chunks/{addr}[?local=true]` | the chunk's wire data from this node's store (`404` if it is not there); until retrieval exists (issue 11) every read is local, so `local=true` changes nothing yet |
+//! | `GET /reserve` | `{"chunks": N, "bins": [{"bin", "chunks", "cursor"}, …]}` of this node's store |
 //!
 //! Files stream in both directions: the request body feeds the splitter and the joiner feeds
 //! the response through bounded channels (at most 16 frames in flight), so memory does not grow
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -92,6 +93,7 @@ pub fn router(store: Arc<ChunkStore>) -> Router {
                 .get(get_chunk)
                 .layer(DefaultBodyLimit::max(8 + CHUNK_SIZE)),
         )
+        .route("/reserve", get(reserve))
         .with_state(api)
 }
 
@@ -367,10 +369,32 @@ async fn post_chunk_at(
     store_chunk(api.store, data, Some(parse_address(&address)?)).await
 }
 
+/// `GET /reserve`: what the node's own store holds, per bin. Bin ids are dense (one per chunk,
+/// never reused, nothing deleted yet), so a bin's chunk count is its cursor.
+async fn reserve(State(api): State<Api>) -> Response {
+    let cursors = api.store.cursors();
+    let bins: Vec<serde_json::Value> = cursors
+        .iter()
+        .enumerate()
+        .map(|(bin, c)| json!({"bin": bin, "chunks": c, "cursor": c}))
+        .collect();
+    axum::Json(json!({"chunks": cursors.iter().sum::<u64>(), "bins": bins})).into_response()
+}
+
 async fn get_chunk(
     State(api): State<Api>,
     Path(address): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    match query.get("local").map(String::as_str) {
+        None | Some("true" | "false") => {}
+        Some(other) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("local must be true or false, not {other:?}"),
+            ));
+        }
+    }
     let address = parse_address(&address)?;
     let store = api.store;
     match blocking(move || store.get(&address)).await? {

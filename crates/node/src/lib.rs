@@ -10,6 +10,7 @@ pub mod api;
 pub mod codec;
 pub mod identity;
 pub mod metrics;
+pub mod pullsync;
 pub mod runtime;
 pub mod slots;
 pub mod status;
@@ -49,6 +50,9 @@ pub enum NodeError {
     /// The chunk store could not be opened.
     #[error("opening the chunk store")]
     Chunks(#[from] ChunkStoreError),
+    /// Pull-sync could not write what it received.
+    #[error("pull-sync")]
+    Pull(#[from] pullsync::PullError),
     /// The state database could not be opened or flushed.
     #[error("state database")]
     State(#[from] DbError),
@@ -246,6 +250,7 @@ pub async fn run(
             overlay,
             Arc::clone(&db),
             Arc::clone(&store) as Arc<dyn KvStore>,
+            Arc::clone(&chunks),
             config.bootnodes.clone(),
         )
         .run(queries_rx, stopped(stop_rx.clone())),

@@ -7,6 +7,8 @@
 //!   request answered with an empty acknowledgement.
 //! - `/tributary/statesync/1`: x/sync requests answered by [`tributary_statesync::server`]
 //!   from the node's state database, on the blocking pool, at most [`MAX_SERVING`] at once.
+//! - `/tributary/pullsync/1`: chunk pull-sync, driven by [`crate::pullsync::PullDriver`]
+//!   (the downstream core and the upstream answers).
 //!
 //! The loop moves transport events into the overlay core, carries out its outputs, wakes it at
 //! its deadlines, re-dials the bootnodes every [`BOOTSTRAP_RETRY`] while no peer is connected,
@@ -29,18 +31,27 @@ use tributary_merkle::MerkleDb;
 use tributary_overlay::{DisconnectReason, NodeKey, Output, Overlay, Topology};
 use tributary_statesync::server::{self, Reply};
 use tributary_store::{KvStore, StoreError, WriteBatch};
-use tributary_wire::{MAX_OVERLAY_MESSAGE_BYTES, MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_REQUEST_BYTES};
+use tributary_wire::{
+    MAX_OVERLAY_MESSAGE_BYTES, MAX_PULL_MESSAGE_BYTES, MAX_PULL_REQUEST_BYTES,
+    MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_REQUEST_BYTES,
+};
 
 use crate::NodeError;
 use crate::codec::BytesCodec;
 use crate::identity::{node_key, peer_id};
 use crate::metrics::Metric;
+use crate::pullsync::PullDriver;
 use crate::slots::HandshakeSlots;
 
 /// The overlay protocol.
 pub const OVERLAY_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/overlay/1");
 /// The state-sync protocol.
 pub const STATESYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/statesync/1");
+/// The pull-sync protocol.
+pub const PULLSYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/pullsync/1");
+/// Pull-sync streams per connection, both ways: each side's core has at most
+/// [`tributary_stream::pull::MAX_REQUESTS_PER_PEER`] requests open to the other.
+const MAX_PULL_STREAMS: usize = 2 * tributary_stream::pull::MAX_REQUESTS_PER_PEER + 8;
 /// How long an overlay message may take.
 const OVERLAY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a state-sync request may take.
@@ -77,6 +88,7 @@ mod behaviour {
     pub struct Behaviour {
         pub(crate) overlay: request_response::Behaviour<BytesCodec>,
         pub(crate) statesync: request_response::Behaviour<BytesCodec>,
+        pub(crate) pullsync: request_response::Behaviour<BytesCodec>,
     }
 }
 
@@ -144,6 +156,12 @@ pub fn build_swarm(
                 BytesCodec::new(MAX_SYNC_REQUEST_BYTES, MAX_SYNC_MESSAGE_BYTES),
                 (STATESYNC_TIMEOUT, MAX_SYNC_STREAMS),
                 sync_support,
+            ),
+            pullsync: protocol(
+                PULLSYNC_PROTOCOL,
+                BytesCodec::new(MAX_PULL_REQUEST_BYTES, MAX_PULL_MESSAGE_BYTES),
+                (PullDriver::transport_timeout(), MAX_PULL_STREAMS),
+                ProtocolSupport::Full,
             ),
         })
         .map_err(transport_err)?
@@ -213,6 +231,8 @@ pub enum Query {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     /// Metrics.
     Metrics(oneshot::Sender<Vec<Metric>>),
+    /// Pull-sync progress per (peer, bin).
+    PullProgress(oneshot::Sender<Vec<tributary_stream::pull::BinProgress>>),
 }
 
 #[derive(Debug, Default)]
@@ -257,6 +277,9 @@ pub struct Runtime {
     /// Inbound connections awaiting their handshake, per remote address.
     slots: HandshakeSlots,
     counters: Counters,
+    pull: PullDriver,
+    /// The depth the pull-sync core last heard of.
+    pull_depth: Option<u8>,
 }
 
 impl Runtime {
@@ -267,10 +290,13 @@ impl Runtime {
         overlay: Overlay,
         db: Arc<MerkleDb>,
         peer_store: Arc<dyn KvStore>,
+        chunks: Arc<tributary_chunk::store::ChunkStore>,
         bootnodes: Vec<Multiaddr>,
     ) -> Self {
         let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
         Self {
+            pull: PullDriver::new(chunks, false),
+            pull_depth: None,
             peer_store,
             unwritten: WriteBatch::default(),
             write_task: None,
@@ -300,6 +326,7 @@ impl Runtime {
     ) -> Result<(), NodeError> {
         let result = self.event_loop(queries, shutdown).await;
         self.finish_writes().await;
+        self.pull.finish_writes().await;
         result
     }
 
@@ -317,7 +344,14 @@ impl Runtime {
             let wake = self.next_wake();
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event)?,
-                () = tokio::time::sleep_until(wake.into()) => self.overlay.handle_timeout(Instant::now()),
+                () = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    self.overlay.handle_timeout(now);
+                    self.pull.timeout(&mut self.swarm, now);
+                }
+                event = self.pull.next_event() => {
+                    self.pull.on_event(&mut self.swarm, Instant::now(), event)?;
+                }
                 Some(query) = queries.recv() => self.answer(query),
                 Some(served) = self.served_rx.recv() => self.on_served(served),
                 written = written(&mut self.write_task) => {
@@ -373,7 +407,10 @@ impl Runtime {
     /// The overlay's next deadline, and the next bootnode dial while isolated; an hour away
     /// if neither (the loop must never wait on a deadline already past, or it spins).
     fn next_wake(&self) -> Instant {
-        let mut wake = self.overlay.poll_timeout();
+        let mut wake = match (self.overlay.poll_timeout(), self.pull.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if !self.bootnodes.is_empty() && self.overlay.is_isolated() {
             wake = Some(wake.map_or(self.next_bootstrap, |t| t.min(self.next_bootstrap)));
         }
@@ -447,6 +484,9 @@ impl Runtime {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Statesync(event)) => {
                 self.on_statesync_event(event);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Pullsync(event)) => {
+                self.pull.on_swarm_event(now, event);
             }
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
             _ => {}
@@ -594,10 +634,14 @@ impl Runtime {
                     if let Some(peer) = &peer {
                         self.slots.release(peer);
                     }
+                    if let Some(peer) = peer {
+                        self.pull.connected(now, overlay, peer, light);
+                    }
                     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
                     info!(%peer, %overlay, light, "peer connected");
                 }
                 Output::PeerDisconnected { key, overlay } => {
+                    self.pull.disconnected(now, overlay);
                     let peer = peer_id(&key).map(|p| p.to_string()).unwrap_or_default();
                     info!(%peer, %overlay, "peer disconnected");
                 }
@@ -607,6 +651,12 @@ impl Runtime {
                 }
             }
         }
+        let depth = self.overlay.table().depth();
+        if self.pull_depth != Some(depth) {
+            self.pull_depth = Some(depth);
+            self.pull.depth(now, depth);
+        }
+        self.pull.drain(&mut self.swarm, now);
         Ok(())
     }
 
@@ -650,7 +700,12 @@ impl Runtime {
                 let _ = tx.send(peers);
             }
             Query::Metrics(tx) => {
-                let _ = tx.send(self.metrics());
+                let mut metrics = self.metrics();
+                metrics.extend(self.pull.metrics());
+                let _ = tx.send(metrics);
+            }
+            Query::PullProgress(tx) => {
+                let _ = tx.send(self.pull.progress());
             }
         }
     }

@@ -1,5 +1,5 @@
-//! The node's status API: `GET /node`, `/peers`, `/topology` (bee's shape) and `/metrics`
-//! (Prometheus text).
+//! The node's status API: `GET /node`, `/peers`, `/topology` (bee's shape), `/pullsync`
+//! (progress of every stream being synced) and `/metrics` (Prometheus text).
 //!
 //! Handlers ask the runtime loop over a bounded channel and wait at most [`QUERY_TIMEOUT`];
 //! a loop that is busy or gone gives 503.
@@ -67,6 +67,7 @@ pub fn router(handle: NodeHandle) -> Router {
         .route("/peers", get(peers))
         .route("/topology", get(topology))
         .route("/metrics", get(metrics))
+        .route("/pullsync", get(pullsync))
         .with_state(handle)
 }
 
@@ -91,6 +92,55 @@ async fn topology(State(h): State<NodeHandle>) -> Response {
     match h.ask(Query::Topology).await {
         Ok(t) => axum::Json(TopologyResponse::from(&t)).into_response(),
         Err(r) => r,
+    }
+}
+
+async fn pullsync(State(h): State<NodeHandle>) -> Response {
+    match h.ask(Query::PullProgress).await {
+        Ok(progress) => {
+            let streams: Vec<PullStream> = progress.iter().map(PullStream::from).collect();
+            axum::Json(PullResponse { streams }).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// `GET /pullsync`: every (peer, bin) this node syncs from. `tributary status` and the devnet
+/// read it, so both sides share this type.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PullResponse {
+    /// The streams, by peer then bin.
+    pub streams: Vec<PullStream>,
+}
+
+/// One (peer, bin) of a [`PullResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullStream {
+    /// The upstream peer's overlay, in hex.
+    pub peer: String,
+    /// The bin.
+    pub bin: u8,
+    /// The upstream's cursor when the stream began.
+    pub cursor: u64,
+    /// Bin ids up to the cursor synced.
+    pub synced: u64,
+    /// The historical part is done.
+    pub historical_done: bool,
+    /// The live part waits for new chunks with nothing outstanding.
+    pub live_caught_up: bool,
+}
+
+impl From<&tributary_stream::pull::BinProgress> for PullStream {
+    fn from(p: &tributary_stream::pull::BinProgress) -> Self {
+        Self {
+            peer: p.peer.to_string(),
+            bin: p.bin,
+            cursor: p.cursor,
+            synced: p.synced,
+            historical_done: p.historical_done,
+            live_caught_up: p.live_caught_up,
+        }
     }
 }
 

@@ -1,0 +1,519 @@
+//! Pull-sync in the runtime: `/tributary/pullsync/1` carries the [`PullSync`] core's requests
+//! and the answers of [`serve`], and the core's store writes run off the event loop.
+//!
+//! - **Downstream.** The core's requests go out as libp2p requests (the outbound id is mapped
+//!   back to the core's); answers and failures go back in. Its [`Output::Store`] batches are
+//!   merged in order and written one write at a time on the blocking pool; the core hears of
+//!   each token when its write is durable. A failed write stops the node: what is on disk is
+//!   consistent (intervals never run ahead of their chunks), and going on would let the core
+//!   believe in chunks the store lacks.
+//! - **Upstream.** Requests from handshaken peers are answered on the blocking pool, at most
+//!   [`MAX_SERVING`] at once (more are dropped: the peer's request times out and is retried).
+//!   A live Get with nothing new is parked until the chunk store's listener says chunks
+//!   arrived, or answered empty after [`LIVE_WAIT`]; at most [`MAX_PARKED`] wait at once. A
+//!   malformed request disconnects the peer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::{PeerId, Swarm};
+use prost::Message;
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, warn};
+use tributary_chunk::store::{ChunkStore, ChunkStoreError};
+use tributary_chunk::{Address, Chunk};
+use tributary_stream::pull::{BinProgress, Output, PullConfig, PullStats, PullSync, Token};
+use tributary_stream::serve::{self, Answer, ServeError};
+
+use crate::metrics::Metric;
+use crate::runtime::Behaviour;
+
+/// Requests answered at once on the blocking pool.
+pub const MAX_SERVING: usize = 32;
+/// Live Gets parked at once (over all peers); more are answered empty at once.
+pub const MAX_PARKED: usize = 2048;
+/// How long a live Get waits upstream for new chunks.
+pub const LIVE_WAIT: Duration = Duration::from_secs(20);
+
+type Served = (
+    ResponseChannel<Vec<u8>>,
+    PeerId,
+    Vec<u8>,
+    Result<Answer, ServeError>,
+);
+type Written = (Vec<Token>, Result<(), ChunkStoreError>);
+
+struct Parked {
+    channel: ResponseChannel<Vec<u8>>,
+    peer: PeerId,
+    request: Vec<u8>,
+    bin: u8,
+    start: u64,
+    deadline: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    served: u64,
+    busy: u64,
+    refused_requests: u64,
+    parked_full: u64,
+}
+
+/// The pull-sync half of the runtime; see the module documentation.
+pub struct PullDriver {
+    core: PullSync,
+    chunks: Arc<ChunkStore>,
+    peers: HashMap<Address, PeerId>,
+    overlays: HashMap<PeerId, Address>,
+    outbound: HashMap<OutboundRequestId, u64>,
+    unwritten: Vec<(Token, Vec<Chunk>, Vec<(Vec<u8>, Vec<u8>)>)>,
+    write_task: Option<tokio::task::JoinHandle<Written>>,
+    serving: usize,
+    served_tx: mpsc::Sender<Served>,
+    served_rx: mpsc::Receiver<Served>,
+    parked: Vec<Parked>,
+    notify: Arc<Notify>,
+    counters: Counters,
+}
+
+/// What the runtime must wait on for the driver.
+pub enum Event {
+    /// A store write ended.
+    Written(Result<Written, tokio::task::JoinError>),
+    /// An answer was computed.
+    Served(Served),
+    /// The chunk store stored new chunks.
+    Stored,
+}
+
+/// Errors that stop the node.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// Chunks and intervals could not be written.
+    #[error("writing pulled chunks")]
+    Write(#[source] ChunkStoreError),
+    /// The write task failed.
+    #[error("the pulled-chunk writer failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl PullDriver {
+    /// A driver over the node's chunk store (its listener is taken over).
+    #[must_use]
+    pub fn new(chunks: Arc<ChunkStore>, light: bool) -> Self {
+        let notify = Arc::new(Notify::new());
+        let n = Arc::clone(&notify);
+        chunks.set_listener(Arc::new(move || n.notify_one()));
+        let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
+        let config = PullConfig {
+            light,
+            live_wait: LIVE_WAIT,
+            ..PullConfig::default()
+        };
+        Self {
+            core: PullSync::new(chunks.base(), config),
+            chunks,
+            peers: HashMap::new(),
+            overlays: HashMap::new(),
+            outbound: HashMap::new(),
+            unwritten: Vec::new(),
+            write_task: None,
+            serving: 0,
+            served_tx,
+            served_rx,
+            parked: Vec::new(),
+            notify,
+            counters: Counters::default(),
+        }
+    }
+
+    /// How long libp2p lets a pull-sync request run: past the core's own deadlines, so the
+    /// core decides.
+    #[must_use]
+    pub fn transport_timeout() -> Duration {
+        let c = PullConfig::default();
+        c.request_timeout + LIVE_WAIT + Duration::from_secs(10)
+    }
+
+    /// Waits for the driver's next event.
+    pub async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            written = written(&mut self.write_task) => {
+                self.write_task = None;
+                Event::Written(written)
+            }
+            Some(served) = self.served_rx.recv() => Event::Served(served),
+            () = self.notify.notified() => Event::Stored,
+        }
+    }
+
+    /// The next deadline: the core's or a parked Get's.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let parked = self.parked.iter().map(|p| p.deadline).min();
+        match (self.core.poll_timeout(), parked) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Per (peer, bin) progress.
+    #[must_use]
+    pub fn progress(&self) -> Vec<BinProgress> {
+        self.core.progress()
+    }
+
+    /// The core's counters.
+    #[must_use]
+    pub const fn stats(&self) -> PullStats {
+        self.core.stats()
+    }
+
+    /// A handshake completed.
+    pub fn connected(&mut self, now: Instant, overlay: Address, peer: PeerId, light: bool) {
+        self.peers.insert(overlay, peer);
+        self.overlays.insert(peer, overlay);
+        self.core.handle_connected(now, overlay, light);
+    }
+
+    /// A handshaken peer went away.
+    pub fn disconnected(&mut self, now: Instant, overlay: Address) {
+        if let Some(peer) = self.peers.remove(&overlay) {
+            self.overlays.remove(&peer);
+            self.parked.retain(|p| p.peer != peer);
+        }
+        self.core.handle_disconnected(now, overlay);
+    }
+
+    /// The Kademlia depth (the core ignores an unchanged one).
+    pub fn depth(&mut self, now: Instant, depth: u8) {
+        self.core.handle_depth(now, depth, self.chunks.as_ref());
+    }
+
+    /// Deadlines: the core's, and parked Gets answered empty.
+    pub fn timeout(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant) {
+        self.core.handle_timeout(now, self.chunks.as_ref());
+        let (due, keep): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.deadline <= now);
+        self.parked = keep;
+        for p in due {
+            let bytes = serve::empty_offer(p.start).encode_to_vec();
+            let _ = swarm
+                .behaviour_mut()
+                .pullsync
+                .send_response(p.channel, bytes);
+        }
+    }
+
+    /// A libp2p event of the pull-sync protocol.
+    pub fn on_swarm_event(
+        &mut self,
+        now: Instant,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) {
+        use request_response::{Event as E, Message as M};
+        match event {
+            E::Message {
+                peer,
+                message: M::Request {
+                    request, channel, ..
+                },
+                ..
+            } => self.on_request(peer, request, channel),
+            E::Message {
+                message:
+                    M::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(id) = self.outbound.remove(&request_id) {
+                    self.core
+                        .handle_response(now, id, &response, self.chunks.as_ref());
+                }
+            }
+            E::OutboundFailure {
+                request_id, error, ..
+            } => {
+                debug!("pull-sync request failed: {error}");
+                if let Some(id) = self.outbound.remove(&request_id) {
+                    self.core.handle_failure(now, id);
+                }
+            }
+            E::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "pull-sync answer not sent: {error}");
+            }
+            E::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_request(&mut self, peer: PeerId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+        if !self.overlays.contains_key(&peer) {
+            return; // no handshake yet: dropped, the stream closes
+        }
+        if self.serving >= MAX_SERVING {
+            self.counters.busy += 1;
+            return;
+        }
+        self.serve(peer, request, channel);
+    }
+
+    fn serve(&mut self, peer: PeerId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+        self.serving += 1;
+        let chunks = Arc::clone(&self.chunks);
+        let tx = self.served_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let answer = serve::answer(&chunks, &request);
+            // The loop owns the receiver until it exits; a send after that is moot.
+            let _ = tx.blocking_send((channel, peer, request, answer));
+        });
+    }
+
+    /// Handles a driver event.
+    ///
+    /// # Errors
+    /// When pulled chunks could not be written: the node must stop.
+    pub fn on_event(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        event: Event,
+    ) -> Result<(), PullError> {
+        match event {
+            Event::Written(result) => {
+                let (tokens, written) = result.map_err(PullError::Task)?;
+                written.map_err(PullError::Write)?;
+                for token in tokens {
+                    self.core.handle_stored(now, token, self.chunks.as_ref());
+                }
+                self.start_write();
+            }
+            Event::Served(served) => self.on_served(swarm, now, served),
+            Event::Stored => self.wake_parked(),
+        }
+        Ok(())
+    }
+
+    fn on_served(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        (channel, peer, request, answer): Served,
+    ) {
+        self.serving = self.serving.saturating_sub(1);
+        match answer {
+            Ok(Answer::Reply(response)) => {
+                self.counters.served += 1;
+                let _ = swarm
+                    .behaviour_mut()
+                    .pullsync
+                    .send_response(channel, response.encode_to_vec());
+            }
+            Ok(Answer::Wait { bin, start }) => {
+                if self.parked.len() >= MAX_PARKED || !self.overlays.contains_key(&peer) {
+                    self.counters.parked_full += 1;
+                    let bytes = serve::empty_offer(start).encode_to_vec();
+                    let _ = swarm.behaviour_mut().pullsync.send_response(channel, bytes);
+                    return;
+                }
+                self.parked.push(Parked {
+                    channel,
+                    peer,
+                    request,
+                    bin,
+                    start,
+                    deadline: now + LIVE_WAIT,
+                });
+                // Chunks may have arrived while it was being answered.
+                self.wake_parked();
+            }
+            Err(ServeError::Peer(e)) => {
+                self.counters.refused_requests += 1;
+                warn!(%peer, "refused peer: {e}");
+                let _ = swarm.disconnect_peer_id(peer);
+            }
+            Err(ServeError::Store(e)) => warn!(%peer, "pull-sync request failed: {e}"),
+        }
+    }
+
+    /// Answers the parked Gets whose bin has grown past their start.
+    fn wake_parked(&mut self) {
+        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| serve::wake(&self.chunks, p.bin, p.start));
+        self.parked = waiting;
+        for p in ready {
+            if self.serving >= MAX_SERVING {
+                self.parked.push(p); // woken again by the next store or its deadline
+                continue;
+            }
+            self.serve(p.peer, p.request, p.channel);
+        }
+    }
+
+    /// Carries out the core's outputs.
+    pub fn drain(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Request {
+                    peer, id, request, ..
+                } => {
+                    let Some(&peer_id) = self.peers.get(&peer) else {
+                        self.core.handle_failure(now, id);
+                        continue;
+                    };
+                    let out = swarm
+                        .behaviour_mut()
+                        .pullsync
+                        .send_request(&peer_id, request.encode_to_vec());
+                    self.outbound.insert(out, id);
+                }
+                Output::Store {
+                    token,
+                    chunks,
+                    records,
+                } => {
+                    self.unwritten.push((token, chunks, records));
+                    self.start_write();
+                }
+                Output::Penalize { peer, fault } => {
+                    if let Some(&peer_id) = self.peers.get(&peer) {
+                        warn!(peer = %peer_id, "refused peer: {fault}");
+                        let _ = swarm.disconnect_peer_id(peer_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Merges the waiting batches into one write on the blocking pool, unless one runs.
+    fn start_write(&mut self) {
+        if self.write_task.is_some() || self.unwritten.is_empty() {
+            return;
+        }
+        let batches = std::mem::take(&mut self.unwritten);
+        let chunks = Arc::clone(&self.chunks);
+        self.write_task = Some(tokio::task::spawn_blocking(move || {
+            let mut tokens = Vec::with_capacity(batches.len());
+            let mut all_chunks = Vec::new();
+            let mut all_records = Vec::new();
+            for (token, c, r) in batches {
+                tokens.push(token);
+                all_chunks.extend(c);
+                all_records.extend(r);
+            }
+            let result = chunks
+                .put_many_with_records(&all_chunks, &all_records)
+                .map(|_| ());
+            (tokens, result)
+        }));
+    }
+
+    /// Waits for the running write (on stop), so what was delivered is kept.
+    pub async fn finish_writes(&mut self) {
+        while let Some(task) = self.write_task.take() {
+            if let Ok((_, Err(e))) = task.await {
+                warn!("pulled chunks not written: {e}");
+            }
+            self.start_write();
+        }
+    }
+
+    /// Metrics of pull-sync and the reserve.
+    #[must_use]
+    pub fn metrics(&self) -> Vec<Metric> {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "metric values are approximate by nature"
+        )]
+        let v = |n: u64| n as f64;
+        let s = self.core.stats();
+        let cursors = self.chunks.cursors();
+        let lag: u64 = self
+            .core
+            .progress()
+            .iter()
+            .map(|p| p.cursor - p.synced)
+            .sum();
+        let c = &self.counters;
+        let counter = |name, help, n| Metric::single(name, help, "counter", v(n));
+        vec![
+            counter(
+                "tributary_pullsync_offered_total",
+                "Chunks offered to this node.",
+                s.offered,
+            ),
+            counter(
+                "tributary_pullsync_wanted_total",
+                "Offered chunks this node wanted.",
+                s.wanted,
+            ),
+            counter(
+                "tributary_pullsync_delivered_total",
+                "Chunks delivered to this node and verified.",
+                s.delivered,
+            ),
+            counter(
+                "tributary_pullsync_refused_total",
+                "Peers penalized for invalid or unrequested chunks or malformed answers.",
+                s.refused,
+            ),
+            counter(
+                "tributary_pullsync_failures_total",
+                "Pull-sync requests that failed or timed out.",
+                s.failures,
+            ),
+            counter(
+                "tributary_pullsync_served_total",
+                "Pull-sync requests answered.",
+                c.served,
+            ),
+            counter(
+                "tributary_pullsync_busy_total",
+                "Pull-sync requests dropped for load.",
+                c.busy,
+            ),
+            counter(
+                "tributary_pullsync_refused_requests_total",
+                "Malformed pull-sync requests (the peer is disconnected).",
+                c.refused_requests,
+            ),
+            Metric::single(
+                "tributary_pullsync_lag_chunks",
+                "Bin ids up to the upstream cursors not yet synced, over all streams.",
+                "gauge",
+                v(lag),
+            ),
+            Metric::single(
+                "tributary_chunks_stored",
+                "Chunks in the node's store.",
+                "gauge",
+                v(cursors.iter().sum()),
+            ),
+            Metric {
+                name: "tributary_pullsync_cursor",
+                help: "The last bin id of each bin of the node's store.",
+                kind: "gauge",
+                samples: cursors
+                    .iter()
+                    .enumerate()
+                    .map(|(bin, c)| (vec![("bin", bin.to_string())], v(*c)))
+                    .collect(),
+            },
+        ]
+    }
+}
+
+async fn written(
+    task: &mut Option<tokio::task::JoinHandle<Written>>,
+) -> Result<Written, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}

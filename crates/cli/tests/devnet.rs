@@ -155,3 +155,132 @@ fn sixteen_nodes_know_each_other_and_connect_their_neighbourhoods_within_30_s() 
         "devnet printed:\n{printed}"
     );
 }
+
+/// Collects the addresses a splitter makes.
+struct Addresses(Vec<Address>);
+
+impl tributary_chunk::file::ChunkSink for Addresses {
+    fn put(
+        &mut self,
+        chunk: tributary_chunk::Chunk,
+    ) -> Result<(), tributary_chunk::file::StoreError> {
+        self.0.push(chunk.address());
+        Ok(())
+    }
+}
+
+/// Seeded bytes (splitmix64).
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn has_chunk(api: &str, address: &Address) -> bool {
+    ureq::get(&format!("http://{api}/chunks/{address}?local=true"))
+        .call()
+        .is_ok_and(|r| r.status() == 200)
+}
+
+#[test]
+fn a_10_mb_file_uploaded_to_one_of_8_nodes_reaches_every_neighbourhood_within_120_s() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut devnet = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["devnet", "--nodes", "8", "--demo-bytes", "0", "--base-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starts");
+    let nodes_file = dir.path().join("nodes.json");
+    let started = Instant::now();
+    while !nodes_file.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no nodes.json");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let infos: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(&nodes_file).expect("reads")).expect("json");
+    let nodes: Vec<(String, Address)> = infos
+        .iter()
+        .map(|i| {
+            let api = i["api"].as_str().expect("api").to_owned();
+            (
+                api,
+                i["overlay"]
+                    .as_str()
+                    .expect("overlay")
+                    .parse()
+                    .expect("hex"),
+            )
+        })
+        .collect();
+
+    let data = random_bytes(10_000_000, 10);
+    let mut splitter = tributary_chunk::file::Splitter::new(Addresses(Vec::new()));
+    splitter.write(&data).expect("split");
+    let (root, Addresses(chunks)) = splitter.finish().expect("finish");
+    let posted: Value = serde_json::from_str(
+        &ureq::post(&format!("http://{}/bytes", nodes[0].0))
+            .send(&data[..])
+            .expect("uploads")
+            .body_mut()
+            .read_to_string()
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(
+        posted["reference"].as_str(),
+        Some(root.to_string().as_str())
+    );
+    let uploaded = Instant::now();
+
+    // Every chunk must reach every node whose proximity to it is at least the node's depth.
+    let mut missing: Vec<(usize, Address)>;
+    let done = loop {
+        let depths: Vec<Option<u8>> = nodes
+            .iter()
+            .map(|(api, _)| {
+                get(api, "/topology")
+                    .and_then(|t| t["depth"].as_u64())
+                    .map(|d| d as u8)
+            })
+            .collect();
+        missing = chunks
+            .iter()
+            .flat_map(|c| nodes.iter().enumerate().map(move |(i, n)| (i, n, c)))
+            .filter(|(i, n, c)| depths[*i].is_none_or(|d| proximity(&n.1, c) >= d))
+            .filter(|(_, n, c)| !has_chunk(&n.0, c))
+            .map(|(i, _, c)| (i, *c))
+            .take(50)
+            .collect();
+        if missing.is_empty() {
+            break true;
+        }
+        if uploaded.elapsed() > Duration::from_secs(120) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let took = uploaded.elapsed();
+    let _ = Command::new("kill")
+        .args(["-INT", &devnet.id().to_string()])
+        .status();
+    let _ = devnet.wait();
+    assert!(
+        done,
+        "after {took:?} still missing (node, chunk), first 50: {missing:?}"
+    );
+    println!(
+        "{} chunks in every neighbourhood of 8 nodes {took:?} after the upload",
+        chunks.len()
+    );
+}

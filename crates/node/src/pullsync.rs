@@ -44,6 +44,8 @@ type Served = (
     Result<Answer, ServeError>,
 );
 type Written = (Vec<Token>, Result<(), ChunkStoreError>);
+/// A store batch of the core: its token, chunks and sync records.
+type Batch = (Token, Vec<Chunk>, Vec<(Vec<u8>, Vec<u8>)>);
 
 struct Parked {
     channel: ResponseChannel<Vec<u8>>,
@@ -69,7 +71,7 @@ pub struct PullDriver {
     peers: HashMap<Address, PeerId>,
     overlays: HashMap<PeerId, Address>,
     outbound: HashMap<OutboundRequestId, u64>,
-    unwritten: Vec<(Token, Vec<Chunk>, Vec<(Vec<u8>, Vec<u8>)>)>,
+    unwritten: Vec<Batch>,
     write_task: Option<tokio::task::JoinHandle<Written>>,
     serving: usize,
     served_tx: mpsc::Sender<Served>,

@@ -6,10 +6,13 @@
 //! seed, so the same seed gives the same run; tests print the seed they use
 //! (`TRIBUTARY_SEED` overrides it).
 //!
-//! Today it drives the overlay core ([`tributary_overlay::Overlay`]); the transport it stands
-//! in for is a connection-oriented one like libp2p's: a dial either opens a connection, seen by
-//! both ends at once, or fails after a delay; a closed connection is seen by both ends at once;
-//! messages on a connection arrive in order or not at all, and none survive the connection.
+//! Every node runs the overlay core ([`tributary_overlay::Overlay`]) and, beside it, the
+//! pull-sync core ([`tributary_stream::pull::PullSync`]) over a chunk store on the node's
+//! in-memory store, told of the overlay's peers and depth as the runtime tells it (see
+//! [`pull`]). The transport it stands in for is a connection-oriented one like libp2p's: a
+//! dial either opens a connection, seen by both ends at once, or fails after a delay; a closed
+//! connection is seen by both ends at once; messages on a connection arrive in order or not
+//! at all, and none survive the connection.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,13 +24,29 @@ use rand::{Rng, SeedableRng};
 use tributary_chunk::Address;
 use tributary_overlay::{Health, Identity, NodeKey, Output, Overlay, OverlayConfig, OverlayError};
 use tributary_store::{KvStore, MemStore};
+use tributary_stream::pull::PullConfig;
 use tributary_wire::overlay::PeerRecord;
 
 use crate::queue::EventQueue;
 
 pub mod fuzzing;
+pub mod pull;
 mod queue;
 pub mod statesync;
+
+/// Errors of a simulation: a core could not start, or a node's store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The overlay core.
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
+    /// A node's store.
+    #[error(transparent)]
+    Store(#[from] tributary_store::StoreError),
+    /// A node's chunk store.
+    #[error(transparent)]
+    Chunks(#[from] tributary_chunk::store::ChunkStoreError),
+}
 
 /// How often an isolated node dials its bootnode again (the node runtime does the same).
 pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
@@ -50,6 +69,8 @@ pub struct SimConfig {
     pub dial_failure: Duration,
     /// The overlay configuration of every node (its seed is replaced per node).
     pub overlay: OverlayConfig,
+    /// The pull-sync configuration of every node (`light` is the node's).
+    pub pull: PullConfig,
 }
 
 impl SimConfig {
@@ -63,6 +84,7 @@ impl SimConfig {
             loss: 0.0,
             dial_failure: Duration::from_secs(2),
             overlay: OverlayConfig::default(),
+            pull: PullConfig::default(),
         }
     }
 }
@@ -81,7 +103,7 @@ enum Event {
         from: usize,
         to: usize,
         epoch: u64,
-        bytes: Vec<u8>,
+        frame: Frame,
     },
     Timer {
         node: usize,
@@ -89,10 +111,19 @@ enum Event {
     },
 }
 
+/// What a message on a link carries: an overlay message, or a pull-sync request or answer.
+#[derive(Debug)]
+enum Frame {
+    Overlay(Vec<u8>),
+    PullRequest { id: u64, bytes: Vec<u8> },
+    PullResponse { id: u64, bytes: Vec<u8> },
+}
+
 struct SimNode {
     identity: Identity,
     store: Arc<MemStore>,
     core: Option<Overlay>,
+    pull: Option<pull::PullNode>,
     timer: Option<Instant>,
     starts: u64,
     light: bool,
@@ -128,6 +159,7 @@ pub struct Sim {
     next_epoch: u64,
     group: Vec<u32>,
     stats: SimStats,
+    ledger: pull::PullLedger,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -148,6 +180,7 @@ impl Sim {
             next_epoch: 0,
             group: Vec::new(),
             stats: SimStats::default(),
+            ledger: pull::PullLedger::default(),
         }
     }
 
@@ -185,7 +218,7 @@ impl Sim {
     ///
     /// # Errors
     /// When its core cannot start.
-    pub fn add_node(&mut self, light: bool) -> Result<usize, OverlayError> {
+    pub fn add_node(&mut self, light: bool) -> Result<usize, SimError> {
         let identity = loop {
             let secret: [u8; 32] = self.rng.random();
             if let Ok(id) = Identity::from_secret(&secret, self.rng.random()) {
@@ -198,6 +231,7 @@ impl Sim {
             identity,
             store: Arc::new(MemStore::new()),
             core: None,
+            pull: None,
             timer: None,
             starts: 0,
             light,
@@ -209,7 +243,7 @@ impl Sim {
         Ok(index)
     }
 
-    fn start_node(&mut self, i: usize) -> Result<(), OverlayError> {
+    fn start_node(&mut self, i: usize) -> Result<(), SimError> {
         let mut config = self.config.overlay.clone();
         let elapsed = self.elapsed().as_secs();
         let node = &mut self.nodes[i];
@@ -225,6 +259,13 @@ impl Sim {
         let now = self.queue.now();
         node.core = Some(Overlay::new(now, config, &record, node.store.as_ref())?);
         node.timer = None;
+        let overlay = node.identity.overlay(self.config.overlay.network_id);
+        node.pull = Some(pull::PullNode::start(
+            &node.store,
+            overlay,
+            node.light,
+            &self.config,
+        )?);
         self.push(
             self.queue.now(),
             Event::Timer {
@@ -254,8 +295,9 @@ impl Sim {
     }
 
     /// Crashes node `i`: its core is dropped, its connections close, its store survives.
-    pub fn crash(&mut self, i: usize) -> Result<(), OverlayError> {
+    pub fn crash(&mut self, i: usize) -> Result<(), SimError> {
         self.nodes[i].core = None;
+        self.nodes[i].pull = None;
         self.nodes[i].timer = None;
         let peers: Vec<usize> = self
             .links
@@ -272,7 +314,7 @@ impl Sim {
     ///
     /// # Errors
     /// When its core cannot start.
-    pub fn restart(&mut self, i: usize) -> Result<(), OverlayError> {
+    pub fn restart(&mut self, i: usize) -> Result<(), SimError> {
         self.nodes[i].bootnode = None;
         if self.nodes[i].core.is_none() {
             self.start_node(i)?;
@@ -282,7 +324,7 @@ impl Sim {
 
     /// Splits the network: node `i` goes to group `groups[i]`; links across groups close and
     /// nothing crosses them until [`Sim::heal`].
-    pub fn partition(&mut self, groups: &[u32]) -> Result<(), OverlayError> {
+    pub fn partition(&mut self, groups: &[u32]) -> Result<(), SimError> {
         self.group = groups.to_vec();
         self.group.resize(self.nodes.len(), 0);
         let cut: Vec<(usize, usize)> = self
@@ -339,7 +381,7 @@ impl Sim {
         &mut self,
         limit: Duration,
         mut done: impl FnMut(&Self) -> bool,
-    ) -> Result<bool, OverlayError> {
+    ) -> Result<bool, SimError> {
         let end = self.queue.at(limit);
         loop {
             if done(self) {
@@ -362,7 +404,7 @@ impl Sim {
     ///
     /// # Errors
     /// When a core's store fails.
-    pub fn run_for(&mut self, span: Duration) -> Result<(), OverlayError> {
+    pub fn run_for(&mut self, span: Duration) -> Result<(), SimError> {
         let limit = self.elapsed() + span;
         self.run_until(limit, |_| false).map(|_| ())
     }
@@ -383,7 +425,7 @@ impl Sim {
         self.nodes[i].core.is_some()
     }
 
-    fn dispatch(&mut self, event: Event) -> Result<(), OverlayError> {
+    fn dispatch(&mut self, event: Event) -> Result<(), SimError> {
         let now = self.queue.now();
         match event {
             Event::Connect { from, to } => self.on_connect(from, to)?,
@@ -398,16 +440,26 @@ impl Sim {
                 from,
                 to,
                 epoch,
-                bytes,
+                frame,
             } => {
                 if self.links.get(&pair(from, to)) != Some(&epoch) {
                     self.stats.lost += 1;
                     return Ok(());
                 }
                 self.stats.delivered += 1;
-                let key = self.nodes[from].identity.node_key();
-                if let Some(core) = self.nodes[to].core.as_mut() {
-                    core.handle_message(now, key, &bytes);
+                match frame {
+                    Frame::Overlay(bytes) => {
+                        let key = self.nodes[from].identity.node_key();
+                        if let Some(core) = self.nodes[to].core.as_mut() {
+                            core.handle_message(now, key, &bytes);
+                        }
+                    }
+                    Frame::PullRequest { id, bytes } => self.serve_pull(to, from, id, &bytes),
+                    Frame::PullResponse { id, bytes } => {
+                        if let Some(p) = self.nodes[to].pull.as_mut() {
+                            p.core.handle_response(now, id, &bytes, p.chunks.as_ref());
+                        }
+                    }
                 }
                 self.drain(to)?;
             }
@@ -423,13 +475,14 @@ impl Sim {
                         self.dial_bootnode(node);
                     }
                 }
+                self.pull_timeout(node);
                 self.drain(node)?;
             }
         }
         Ok(())
     }
 
-    fn on_connect(&mut self, from: usize, to: usize) -> Result<(), OverlayError> {
+    fn on_connect(&mut self, from: usize, to: usize) -> Result<(), SimError> {
         if !self.alive(from) {
             return Ok(());
         }
@@ -460,7 +513,7 @@ impl Sim {
     }
 
     /// Closes the link between `a` and `b`, telling both running ends.
-    fn close(&mut self, a: usize, b: usize) -> Result<(), OverlayError> {
+    fn close(&mut self, a: usize, b: usize) -> Result<(), SimError> {
         if self.links.remove(&pair(a, b)).is_none() {
             return Ok(());
         }
@@ -475,12 +528,22 @@ impl Sim {
         self.drain(b)
     }
 
-    /// Carries out what node `i`'s core asked for and re-arms its timer.
-    fn drain(&mut self, i: usize) -> Result<(), OverlayError> {
+    /// Carries out what node `i`'s cores asked for and re-arms its timer.
+    fn drain(&mut self, i: usize) -> Result<(), SimError> {
         while let Some(output) = self.nodes[i].core.as_mut().and_then(Overlay::poll_output) {
             self.carry_out(i, output)?;
         }
-        let wake = self.nodes[i].core.as_ref().and_then(Overlay::poll_timeout);
+        self.drain_pull(i)?;
+        let wake = [
+            self.nodes[i].core.as_ref().and_then(Overlay::poll_timeout),
+            self.nodes[i]
+                .pull
+                .as_ref()
+                .and_then(pull::PullNode::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(at) = wake
             && self.nodes[i].timer.is_none_or(|t| at < t)
         {
@@ -490,7 +553,7 @@ impl Sim {
         Ok(())
     }
 
-    fn carry_out(&mut self, i: usize, output: Output) -> Result<(), OverlayError> {
+    fn carry_out(&mut self, i: usize, output: Output) -> Result<(), SimError> {
         match output {
             Output::Dial { key, .. } => {
                 let Some(&to) = self.by_key.get(&key) else {
@@ -505,7 +568,7 @@ impl Sim {
                 let Some(&to) = self.by_key.get(&to) else {
                     return Ok(());
                 };
-                self.send(i, to, message.encode_to_vec());
+                self.send(i, to, Frame::Overlay(message.encode_to_vec()));
             }
             Output::Disconnect { peer, .. } => {
                 self.stats.disconnects += 1;
@@ -513,15 +576,26 @@ impl Sim {
                     self.close(i, other)?;
                 }
             }
-            Output::PeerConnected { .. } => self.stats.handshakes += 1,
-            Output::PeerDisconnected { .. } => {}
+            Output::PeerConnected { overlay, light, .. } => {
+                self.stats.handshakes += 1;
+                let now = self.queue.now();
+                if let Some(p) = self.nodes[i].pull.as_mut() {
+                    p.core.handle_connected(now, overlay, light);
+                }
+            }
+            Output::PeerDisconnected { overlay, .. } => {
+                let now = self.queue.now();
+                if let Some(p) = self.nodes[i].pull.as_mut() {
+                    p.disconnected(now, overlay);
+                }
+            }
             // Written at once: the simulated store is as durable as the moment it is told.
             Output::Persist(batch) => self.nodes[i].store.write(batch)?,
         }
         Ok(())
     }
 
-    fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+    fn send(&mut self, from: usize, to: usize, frame: Frame) {
         self.stats.sent += 1;
         let Some(&epoch) = self.links.get(&pair(from, to)) else {
             self.stats.lost += 1;
@@ -538,7 +612,7 @@ impl Sim {
                 from,
                 to,
                 epoch,
-                bytes,
+                frame,
             },
         );
     }
@@ -546,7 +620,7 @@ impl Sim {
     /// Sends raw bytes from node `from` to node `to` on their connection, as a misbehaving
     /// peer would (for refusal tests).
     pub fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
-        self.send(from, to, bytes);
+        self.send(from, to, Frame::Overlay(bytes));
     }
 
     /// Whether nodes `a` and `b` have a connection.

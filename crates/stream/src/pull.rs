@@ -28,7 +28,7 @@
 //! Reads (have-checks, sync records) go through [`PullIndex`]: they are key lookups. Writes
 //! leave as outputs, done off the event loop, acknowledged with [`PullSync::handle_stored`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -323,6 +323,11 @@ pub struct PullSync {
     peers: HashMap<Address, Peer>,
     banned: HashMap<Address, Instant>,
     open: HashMap<RequestId, Open>,
+    /// The deadlines of `open`, soonest first.
+    deadlines: BTreeSet<(Instant, RequestId)>,
+    /// When a peer has a stream or its cursors to ask again (entries may be stale: a due one
+    /// only pumps the peer).
+    retries: BTreeSet<(Instant, Address)>,
     offers: HashMap<u64, OfferState>,
     transfers: HashMap<Address, Transfer>,
     jobs: HashMap<Token, StoreJob>,
@@ -352,6 +357,8 @@ impl PullSync {
             peers: HashMap::new(),
             banned: HashMap::new(),
             open: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            retries: BTreeSet::new(),
             offers: HashMap::new(),
             transfers: HashMap::new(),
             jobs: HashMap::new(),
@@ -381,14 +388,9 @@ impl PullSync {
     /// The next deadline: a request timing out or a stream retrying.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let requests = self.open.values().map(|o| o.deadline);
-        let retries = self.peers.values().flat_map(|p| {
-            p.bins
-                .values()
-                .flat_map(|b| b.streams.iter().filter_map(|s| s.retry_at))
-                .chain(p.retry_cursors_at)
-        });
-        requests.chain(retries).min()
+        let request = self.deadlines.first().map(|(t, _)| *t);
+        let retry = self.retries.first().map(|(t, _)| *t);
+        request.into_iter().chain(retry).min()
     }
 
     /// Per (peer, bin) progress, for status.
@@ -446,7 +448,7 @@ impl PullSync {
         if self.peers.remove(&peer).is_none() {
             return;
         }
-        self.open.retain(|_, o| o.peer != peer);
+        self.close_where(|o| o.peer == peer);
         let offers: Vec<u64> = self
             .offers
             .iter()
@@ -472,7 +474,7 @@ impl PullSync {
 
     /// A request failed (transport error or timeout).
     pub fn handle_failure(&mut self, now: Instant, id: RequestId) {
-        if let Some(open) = self.open.remove(&id) {
+        if let Some(open) = self.take_open(id) {
             self.stats.failures += 1;
             self.fail(now, &open);
         }
@@ -480,16 +482,19 @@ impl PullSync {
 
     /// Deadlines: requests that took too long fail; streams due retry.
     pub fn handle_timeout(&mut self, now: Instant, index: &dyn PullIndex) {
-        let late: Vec<RequestId> = self
-            .open
-            .iter()
-            .filter(|(_, o)| o.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
+        while let Some(&(at, id)) = self.deadlines.first()
+            && at <= now
+        {
             self.handle_failure(now, id);
+            self.deadlines.remove(&(at, id));
         }
-        let peers: Vec<Address> = self.peers.keys().copied().collect();
+        let mut peers = BTreeSet::new();
+        while let Some(&(at, peer)) = self.retries.first()
+            && at <= now
+        {
+            self.retries.remove(&(at, peer));
+            peers.insert(peer);
+        }
         for peer in peers {
             let due = self.peers.get(&peer).and_then(|p| p.retry_cursors_at);
             if due.is_some_and(|t| t <= now) {
@@ -507,7 +512,7 @@ impl PullSync {
         bytes: &[u8],
         index: &dyn PullIndex,
     ) {
-        let Some(open) = self.open.remove(&id) else {
+        let Some(open) = self.take_open(id) else {
             return; // late, or for a stream since dropped
         };
         let decoded = (bytes.len() <= MAX_PULL_MESSAGE_BYTES)
@@ -560,7 +565,7 @@ impl PullSync {
                 }
                 peers.insert(peer);
                 touched.insert(offer);
-                self.queue_want(peer, offer);
+                self.queue_want(now, peer, offer);
             }
         }
         for offer in touched {
@@ -571,6 +576,24 @@ impl PullSync {
         }
         for peer in peers {
             self.pump_peer(now, peer, index);
+        }
+    }
+
+    fn take_open(&mut self, id: RequestId) -> Option<Open> {
+        let open = self.open.remove(&id)?;
+        self.deadlines.remove(&(open.deadline, id));
+        Some(open)
+    }
+
+    fn close_where(&mut self, pred: impl Fn(&Open) -> bool) {
+        let ids: Vec<RequestId> = self
+            .open
+            .iter()
+            .filter(|(_, o)| pred(o))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.take_open(id);
         }
     }
 
@@ -592,14 +615,16 @@ impl PullSync {
         ) {
             timeout += self.config.live_wait;
         }
+        let deadline = now + timeout;
         self.open.insert(
             id,
             Open {
                 peer,
                 what,
-                deadline: now + timeout,
+                deadline,
             },
         );
+        self.deadlines.insert((deadline, id));
         self.outputs.push_back(Output::Request {
             peer,
             id,
@@ -699,8 +724,8 @@ impl PullSync {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.bins.remove(&bin);
         }
-        self.open.retain(|_, o| {
-            !(o.peer == peer && matches!(o.what, Pending::Get { bin: b, .. } if b == bin))
+        self.close_where(|o| {
+            o.peer == peer && matches!(o.what, Pending::Get { bin: b, .. } if b == bin)
         });
         let offers: Vec<u64> = self
             .offers
@@ -802,6 +827,7 @@ impl PullSync {
             // A live Get that waited for nothing: ask again (not at once, so an upstream that
             // answers empty without waiting cannot make this a busy loop).
             stream.retry_at = Some(retry);
+            self.retries.insert((retry, peer));
             return Ok(());
         }
         stream.next = topmost.saturating_add(1);
@@ -823,6 +849,7 @@ impl PullSync {
                 stream.next = start;
                 stream.retry_at = Some(retry);
             }
+            self.retries.insert((retry, peer));
             return Ok(());
         };
         let id = self.id();
@@ -864,7 +891,7 @@ impl PullSync {
         let queue = !state.to_want.is_empty();
         self.offers.insert(id, state);
         if queue {
-            self.queue_want(peer, id);
+            self.queue_want(now, peer, id);
         } else {
             self.finish_if_complete(id);
         }
@@ -876,9 +903,10 @@ impl PullSync {
         Some(&mut b.streams[lane as usize])
     }
 
-    /// Queues an offer's want for a slot; one that holds a slot is queued again when its
-    /// chunks are stored.
-    fn queue_want(&mut self, peer: Address, offer: u64) {
+    /// Queues an offer's want for a slot and sends what the peer's slots allow (a fallback
+    /// may queue a want on a peer that has nothing else in flight to wake it); an offer that
+    /// holds a slot is queued again when its chunks are stored.
+    fn queue_want(&mut self, now: Instant, peer: Address, offer: u64) {
         let Some(o) = self.offers.get_mut(&offer) else {
             return;
         };
@@ -890,6 +918,7 @@ impl PullSync {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.queued[class].push_back(offer);
         }
+        self.send_wants(now, peer);
     }
 
     /// Sends queued wants while the peer has slots, highest class first.
@@ -1035,7 +1064,7 @@ impl PullSync {
     }
 
     /// A chunk's transfer failed: the first offer still waiting on it wants it instead.
-    fn fail_transfer(&mut self, _now: Instant, address: Address) {
+    fn fail_transfer(&mut self, now: Instant, address: Address) {
         let Some(transfer) = self.transfers.remove(&address) else {
             return;
         };
@@ -1062,7 +1091,7 @@ impl PullSync {
                     storing: false,
                 },
             );
-            self.queue_want(peer, next);
+            self.queue_want(now, peer, next);
             return;
         }
     }
@@ -1097,6 +1126,7 @@ impl PullSync {
             s.offers = s.offers.saturating_sub(1);
             s.next = s.next.min(o.start);
             s.retry_at = Some(retry);
+            self.retries.insert((retry, o.peer));
         }
     }
 
@@ -1107,6 +1137,7 @@ impl PullSync {
                 if let Some(p) = self.peers.get_mut(&open.peer) {
                     p.cursors_request = None;
                     p.retry_cursors_at = Some(retry);
+                    self.retries.insert((retry, open.peer));
                 }
             }
             Pending::Get { bin, lane, .. } => {
@@ -1118,6 +1149,7 @@ impl PullSync {
                     let s = &mut b.streams[lane as usize];
                     s.get = None;
                     s.retry_at = Some(retry);
+                    self.retries.insert((retry, open.peer));
                 }
             }
             Pending::Want { offer } => {

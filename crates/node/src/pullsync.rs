@@ -24,7 +24,9 @@ use tokio::sync::{Notify, mpsc};
 use tracing::{debug, warn};
 use tributary_chunk::store::{ChunkStore, ChunkStoreError};
 use tributary_chunk::{Address, Chunk};
-use tributary_stream::pull::{BinProgress, Output, PullConfig, PullStats, PullSync, Token};
+use tributary_stream::pull::{
+    self, BinProgress, Fault, Output, PullConfig, PullStats, PullSync, Token,
+};
 use tributary_stream::serve::{self, Answer, ServeError};
 
 use crate::metrics::Metric;
@@ -44,6 +46,7 @@ type Served = (
     Result<Answer, ServeError>,
 );
 type Written = (Vec<Token>, Result<(), ChunkStoreError>);
+type Verified = (u64, Result<Vec<Chunk>, Fault>);
 /// A store batch of the core: its token, chunks and sync records.
 type Batch = (Token, Vec<Chunk>, Vec<(Vec<u8>, Vec<u8>)>);
 
@@ -78,6 +81,8 @@ pub struct PullDriver {
     served_rx: mpsc::Receiver<Served>,
     parked: Vec<Parked>,
     notify: Arc<Notify>,
+    verified_tx: mpsc::Sender<Verified>,
+    verified_rx: mpsc::Receiver<Verified>,
     counters: Counters,
 }
 
@@ -89,6 +94,8 @@ pub enum Event {
     Served(Served),
     /// The chunk store stored new chunks.
     Stored,
+    /// A delivery was decoded and hashed.
+    Verified(Verified),
 }
 
 /// Errors that stop the node.
@@ -110,6 +117,8 @@ impl PullDriver {
         let n = Arc::clone(&notify);
         chunks.set_listener(Arc::new(move || n.notify_one()));
         let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
+        // Deliveries being hashed are bounded by the wants in flight (per peer, by the core).
+        let (verified_tx, verified_rx) = mpsc::channel(pull::MAX_WANTS_PER_PEER);
         let config = PullConfig {
             light,
             live_wait: LIVE_WAIT,
@@ -128,6 +137,8 @@ impl PullDriver {
             served_rx,
             parked: Vec::new(),
             notify,
+            verified_tx,
+            verified_rx,
             counters: Counters::default(),
         }
     }
@@ -148,6 +159,7 @@ impl PullDriver {
                 Event::Written(written)
             }
             Some(served) = self.served_rx.recv() => Event::Served(served),
+            Some(verified) = self.verified_rx.recv() => Event::Verified(verified),
             () = self.notify.notified() => Event::Stored,
         }
     }
@@ -234,7 +246,16 @@ impl PullDriver {
                     },
                 ..
             } => {
-                if let Some(id) = self.outbound.remove(&request_id) {
+                let Some(id) = self.outbound.remove(&request_id) else {
+                    return;
+                };
+                if self.core.is_want(id) {
+                    // Hashing up to a batch of chunks is not work for the event loop.
+                    let tx = self.verified_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.blocking_send((id, pull::decode_delivery(&response)));
+                    });
+                } else {
                     self.core
                         .handle_response(now, id, &response, self.chunks.as_ref());
                 }
@@ -297,6 +318,10 @@ impl PullDriver {
             }
             Event::Served(served) => self.on_served(swarm, now, served),
             Event::Stored => self.wake_parked(),
+            Event::Verified((id, delivery)) => {
+                self.core
+                    .handle_delivery(now, id, delivery, self.chunks.as_ref());
+            }
         }
         Ok(())
     }

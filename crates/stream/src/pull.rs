@@ -40,12 +40,17 @@ use tributary_wire::{MAX_PULL_MESSAGE_BYTES, PULL_BATCH};
 use crate::intervals::Intervals;
 use crate::record::{self, FIRST_BIN_ID};
 
-/// Offers a stream keeps open (from its Get to the storing of its chunks): two, so the next
-/// offer is on its way while the chunks of one are delivered.
-pub const MAX_OFFERS_PER_STREAM: usize = 2;
+/// Offers a stream keeps open (from its Get to the storing of its chunks). A peer's bin 0
+/// holds half its chunks, so this bounds most of a sync: with 2, a two-node sync over loopback
+/// ran at 48% of the local ingest rate, with 4 (and 8 wants) at 73%
+/// (`CHUNKS=20000 scripts/bench-pullsync.py`): the next offers travel while a batch is fsynced.
+pub const MAX_OFFERS_PER_STREAM: usize = 4;
 /// Wants a peer has open at once; their chunks count until stored, so at most
-/// `MAX_WANTS_PER_PEER × PULL_BATCH` chunks (about 2 MiB) are buffered per peer.
-pub const MAX_WANTS_PER_PEER: usize = 4;
+/// `MAX_WANTS_PER_PEER × PULL_BATCH` chunks (about 4 MiB) are buffered per peer.
+pub const MAX_WANTS_PER_PEER: usize = 8;
+/// Wants open over all peers: at most `MAX_WANTS × PULL_BATCH` chunks (about 16 MiB) are
+/// buffered by a node syncing from many peers at once.
+pub const MAX_WANTS: usize = 32;
 /// Streams per peer: a live and a historical one per bin.
 pub const MAX_STREAMS_PER_PEER: usize = 2 * (MAX_PO as usize + 1);
 /// Requests open to one peer at most: one Get and one Want per stream's offers, plus cursors.
@@ -331,9 +336,41 @@ pub struct PullSync {
     offers: HashMap<u64, OfferState>,
     transfers: HashMap<Address, Transfer>,
     jobs: HashMap<Token, StoreJob>,
+    /// Wants open over all peers.
+    wants: usize,
+    /// Peers with wants queued while [`MAX_WANTS`] were open.
+    starved: BTreeSet<Address>,
     next_id: u64,
     outputs: VecDeque<Output>,
     stats: PullStats,
+}
+
+/// Decodes a delivery and hashes its chunks (the expensive part: the runtime runs it off its
+/// event loop). The core then checks each chunk's address against the one it wanted.
+///
+/// # Errors
+/// [`Fault::Malformed`] when the answer is not a delivery or a chunk is not a chunk (empty,
+/// or over 4,096 bytes of payload).
+pub fn decode_delivery(bytes: &[u8]) -> Result<Vec<Chunk>, Fault> {
+    if bytes.len() > MAX_PULL_MESSAGE_BYTES {
+        return Err(Fault::Malformed("answer too large"));
+    }
+    let Ok(Response {
+        message: Some(response::Message::Delivery(d)),
+    }) = Response::decode(bytes)
+    else {
+        return Err(Fault::Malformed("not a delivery"));
+    };
+    if d.chunks.len() > PULL_BATCH {
+        return Err(Fault::Unrequested {
+            wanted: PULL_BATCH,
+            delivered: d.chunks.len(),
+        });
+    }
+    d.chunks
+        .into_iter()
+        .map(|data| Chunk::from_wire(data).map_err(|_| Fault::Malformed("not a chunk")))
+        .collect()
 }
 
 /// The bins to sync from a peer at proximity order `po` when this node's depth is `depth`.
@@ -362,6 +399,8 @@ impl PullSync {
             offers: HashMap::new(),
             transfers: HashMap::new(),
             jobs: HashMap::new(),
+            wants: 0,
+            starved: BTreeSet::new(),
             next_id: 1,
             outputs: VecDeque::new(),
             stats: PullStats::default(),
@@ -504,7 +543,38 @@ impl PullSync {
         }
     }
 
-    /// The answer to request `id`.
+    /// Whether request `id` is a Want still open: its answer is a delivery, whose chunks the
+    /// runtime may hash off its event loop with [`decode_delivery`] and hand in with
+    /// [`PullSync::handle_delivery`].
+    #[must_use]
+    pub fn is_want(&self, id: RequestId) -> bool {
+        self.open
+            .get(&id)
+            .is_some_and(|o| matches!(o.what, Pending::Want { .. }))
+    }
+
+    /// The answer to a Want, decoded and hashed by [`decode_delivery`].
+    pub fn handle_delivery(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        delivery: Result<Vec<Chunk>, Fault>,
+        index: &dyn PullIndex,
+    ) {
+        let Some(open) = self.take_open(id) else {
+            return;
+        };
+        let result = match open.what {
+            Pending::Want { offer } => delivery.and_then(|d| self.on_delivery(now, offer, d)),
+            _ => Err(Fault::Malformed("not an answer to the request")),
+        };
+        if let Err(fault) = result {
+            self.penalize(now, open.peer, fault);
+        }
+        self.pump_peer(now, open.peer, index);
+    }
+
+    /// The answer to request `id` (a delivery is hashed here; see [`PullSync::is_want`]).
     pub fn handle_response(
         &mut self,
         now: Instant,
@@ -512,6 +582,10 @@ impl PullSync {
         bytes: &[u8],
         index: &dyn PullIndex,
     ) {
+        if self.is_want(id) {
+            self.handle_delivery(now, id, decode_delivery(bytes), index);
+            return;
+        }
         let Some(open) = self.take_open(id) else {
             return; // late, or for a stream since dropped
         };
@@ -526,9 +600,6 @@ impl PullSync {
             }
             (Pending::Get { bin, lane, start }, Some(response::Message::Offer(o))) => {
                 self.on_offer(now, peer, (bin, lane, start), &o, index)
-            }
-            (Pending::Want { offer }, Some(response::Message::Delivery(d))) => {
-                self.on_delivery(now, offer, d.chunks)
             }
             _ => Err(Fault::Malformed("not an answer to the request")),
         };
@@ -559,6 +630,7 @@ impl PullSync {
         for offer in job.slots {
             if let Some(o) = self.offers.get_mut(&offer) {
                 o.holds_slot = false;
+                self.wants = self.wants.saturating_sub(1);
                 let peer = o.peer;
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.wants = p.wants.saturating_sub(1);
@@ -574,6 +646,7 @@ impl PullSync {
             }
             self.finish_if_complete(offer);
         }
+        peers.extend(std::mem::take(&mut self.starved));
         for peer in peers {
             self.pump_peer(now, peer, index);
         }
@@ -930,6 +1003,12 @@ impl PullSync {
             if p.wants >= MAX_WANTS_PER_PEER {
                 return;
             }
+            if self.wants >= MAX_WANTS {
+                if p.queued.iter().any(|q| !q.is_empty()) {
+                    self.starved.insert(peer);
+                }
+                return;
+            }
             let Some(offer) = p.queued.iter_mut().find_map(VecDeque::pop_front) else {
                 return;
             };
@@ -941,6 +1020,7 @@ impl PullSync {
                 continue;
             }
             p.wants += 1;
+            self.wants += 1;
             o.holds_slot = true;
             // The upstream delivers in bit order; fallbacks may have added indices out of it.
             o.wanted = std::mem::take(&mut o.to_want);
@@ -962,7 +1042,7 @@ impl PullSync {
         }
     }
 
-    fn on_delivery(&mut self, now: Instant, offer: u64, chunks: Vec<Vec<u8>>) -> Result<(), Fault> {
+    fn on_delivery(&mut self, now: Instant, offer: u64, chunks: Vec<Chunk>) -> Result<(), Fault> {
         let Some(o) = self.offers.get_mut(&offer) else {
             return Ok(());
         };
@@ -974,14 +1054,13 @@ impl PullSync {
                 delivered: chunks.len(),
             });
         }
-        let mut verified = Vec::with_capacity(chunks.len());
-        for (data, &i) in chunks.into_iter().zip(&wanted) {
-            let address = o.addresses[i];
-            match Chunk::validate(address, data) {
-                Ok(chunk) => verified.push(chunk),
-                Err(_) => return Err(Fault::Invalid(address)),
+        // A `Chunk`'s address is the hash of its content: comparing it is the verification.
+        for (chunk, &i) in chunks.iter().zip(&wanted) {
+            if chunk.address() != o.addresses[i] {
+                return Err(Fault::Invalid(o.addresses[i]));
             }
         }
+        let verified = chunks;
         // A short delivery: the missing chunks fall back to other offers, or to a later pass.
         let missing: Vec<Address> = wanted[verified.len()..]
             .iter()
@@ -1102,10 +1181,14 @@ impl PullSync {
         let Some(o) = self.offers.remove(&offer) else {
             return;
         };
-        if o.holds_slot
-            && let Some(p) = self.peers.get_mut(&o.peer)
-        {
-            p.wants = p.wants.saturating_sub(1);
+        if o.holds_slot {
+            self.wants = self.wants.saturating_sub(1);
+            if let Some(p) = self.peers.get_mut(&o.peer) {
+                p.wants = p.wants.saturating_sub(1);
+            }
+            for peer in std::mem::take(&mut self.starved) {
+                self.send_wants(now, peer);
+            }
         }
         let owned: Vec<Address> = o
             .remaining

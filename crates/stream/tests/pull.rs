@@ -462,3 +462,74 @@ fn live_wants_go_before_queued_historical_ones() {
     assert!(net.has_all(1, &fresh));
     assert!(net.has_all(1, &chunks(0..6000)));
 }
+
+#[test]
+fn wants_in_flight_are_bounded_per_peer_and_over_all_peers() {
+    use tributary_stream::pull::{MAX_WANTS, MAX_WANTS_PER_PEER};
+    let mut net = Net::new(7);
+    for upstream in 0..6 {
+        let base = 100_000 * (upstream as u32 + 1);
+        net.upload(upstream, &chunks(base..base + 3000));
+    }
+    net.hold_wants = true;
+    for upstream in 0..6 {
+        net.connect(upstream, 6);
+    }
+    net.settle();
+    let wants_of_6 = |net: &Net| {
+        net.sent
+            .iter()
+            .filter(|(from, _, want)| *want && *from == 6)
+            .count()
+    };
+    assert!(
+        6 * MAX_WANTS_PER_PEER > MAX_WANTS,
+        "the test needs the global bound to bite"
+    );
+    assert_eq!(
+        wants_of_6(&net),
+        MAX_WANTS,
+        "wants sent while none was answered"
+    );
+    net.hold_wants = false;
+    net.release_held();
+    net.settle();
+    for upstream in 0..6 {
+        let base = 100_000 * (upstream as u32 + 1);
+        assert!(
+            net.has_all(6, &chunks(base..base + 3000)),
+            "from {upstream}"
+        );
+    }
+}
+
+proptest::proptest! {
+    /// Whatever a peer sends, as a request or as an answer, neither side panics, and a node
+    /// that got garbage for an answer penalizes the sender.
+    #[test]
+    fn garbage_from_a_peer_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+        let mut net = Net::new(2);
+        net.upload(0, &chunks(0..300));
+        let _ = serve::answer(&net.nodes[0].store, &bytes);
+        net.connect(0, 1);
+        net.drain();
+        // Answer node 1's first request (its cursors request) with the garbage.
+        let first = net.queue.iter().find_map(|m| match m {
+            Msg::Request { from: 1, id, .. } => Some(*id),
+            _ => None,
+        });
+        let id = first.expect("node 1 asked for cursors");
+        let node = &mut net.nodes[1];
+        node.core.handle_response(net.now, id, &bytes, node.store.as_ref());
+        let valid = matches!(
+            Response::decode(bytes.as_slice()).map(|r| r.message),
+            Ok(Some(response::Message::Cursors(c))) if c.cursors.len() == 32
+        );
+        let mut penalized = false;
+        while let Some(output) = net.nodes[1].core.poll_output() {
+            penalized |= matches!(output, Output::Penalize { .. });
+        }
+        proptest::prop_assert_eq!(penalized, !valid);
+        let _ = tributary_stream::pull::decode_delivery(&bytes);
+    }
+}

@@ -482,10 +482,12 @@ fn wants_in_flight_are_bounded_per_peer_and_over_all_peers() {
             .filter(|(from, _, want)| *want && *from == 6)
             .count()
     };
-    assert!(
-        6 * MAX_WANTS_PER_PEER > MAX_WANTS,
-        "the test needs the global bound to bite"
-    );
+    const {
+        assert!(
+            6 * MAX_WANTS_PER_PEER > MAX_WANTS,
+            "the global bound must bite"
+        )
+    };
     assert_eq!(
         wants_of_6(&net),
         MAX_WANTS,

@@ -486,7 +486,7 @@ fn wants_in_flight_are_bounded_per_peer_and_over_all_peers() {
         assert!(
             6 * MAX_WANTS_PER_PEER > MAX_WANTS,
             "the global bound must bite"
-        )
+        );
     };
     assert_eq!(
         wants_of_6(&net),

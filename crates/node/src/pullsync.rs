@@ -8,7 +8,8 @@
 //!   consistent (intervals never run ahead of their chunks), and going on would let the core
 //!   believe in chunks the store lacks.
 //! - **Upstream.** Requests from handshaken peers are answered on the blocking pool, at most
-//!   [`MAX_SERVING`] at once (more are dropped: the peer's request times out and is retried).
+//!   [`MAX_SERVING`] at once and [`MAX_SERVING_PER_PEER`] of one peer; the rest wait in the
+//!   peer's queue, which libp2p's stream limit per connection bounds.
 //!   A live Get with nothing new is parked until the chunk store's listener says chunks
 //!   arrived, or answered empty after [`LIVE_WAIT`]; at most [`MAX_PARKED`] wait at once. A
 //!   malformed request disconnects the peer.
@@ -34,6 +35,9 @@ use crate::runtime::Behaviour;
 
 /// Requests answered at once on the blocking pool.
 pub const MAX_SERVING: usize = 32;
+/// Requests of one peer answered at once: no peer takes every serving slot (a Want reads up
+/// to 128 chunks, about 513 KiB).
+pub const MAX_SERVING_PER_PEER: usize = 8;
 /// Live Gets parked at once (over all peers); more are answered empty at once.
 pub const MAX_PARKED: usize = 2048;
 /// How long a live Get waits upstream for new chunks.
@@ -47,6 +51,8 @@ type Served = (
 );
 type Written = (Vec<Token>, Result<(), ChunkStoreError>);
 type Verified = (u64, Result<Vec<Chunk>, Fault>);
+/// A request waiting for a serving slot.
+type Waiting = (Vec<u8>, ResponseChannel<Vec<u8>>);
 /// A store batch of the core: its token, chunks and sync records.
 type Batch = (Token, Vec<Chunk>, Vec<(Vec<u8>, Vec<u8>)>);
 
@@ -77,6 +83,9 @@ pub struct PullDriver {
     unwritten: Vec<Batch>,
     write_task: Option<tokio::task::JoinHandle<Written>>,
     serving: usize,
+    serving_by_peer: HashMap<PeerId, usize>,
+    /// Requests waiting for a serving slot, per peer.
+    waiting: HashMap<PeerId, std::collections::VecDeque<Waiting>>,
     served_tx: mpsc::Sender<Served>,
     served_rx: mpsc::Receiver<Served>,
     parked: Vec<Parked>,
@@ -133,6 +142,8 @@ impl PullDriver {
             unwritten: Vec::new(),
             write_task: None,
             serving: 0,
+            serving_by_peer: HashMap::new(),
+            waiting: HashMap::new(),
             served_tx,
             served_rx,
             parked: Vec::new(),
@@ -198,6 +209,7 @@ impl PullDriver {
         if let Some(peer) = self.peers.remove(&overlay) {
             self.overlays.remove(&peer);
             self.parked.retain(|p| p.peer != peer);
+            self.waiting.remove(&peer);
         }
         self.core.handle_disconnected(now, overlay);
     }
@@ -279,15 +291,43 @@ impl PullDriver {
         if !self.overlays.contains_key(&peer) {
             return; // no handshake yet: dropped, the stream closes
         }
-        if self.serving >= MAX_SERVING {
+        if self.can_serve(peer) {
+            self.serve(peer, request, channel);
+        } else {
             self.counters.busy += 1;
-            return;
+            self.waiting
+                .entry(peer)
+                .or_default()
+                .push_back((request, channel));
         }
-        self.serve(peer, request, channel);
+    }
+
+    fn can_serve(&self, peer: PeerId) -> bool {
+        let of_peer = self.serving_by_peer.get(&peer).copied().unwrap_or(0);
+        self.serving < MAX_SERVING && of_peer < MAX_SERVING_PER_PEER
+    }
+
+    /// Starts waiting requests while slots allow, a peer at a time.
+    fn serve_waiting(&mut self) {
+        let peers: Vec<PeerId> = self.waiting.keys().copied().collect();
+        for peer in peers {
+            while self.can_serve(peer) {
+                let Some((request, channel)) =
+                    self.waiting.get_mut(&peer).and_then(|q| q.pop_front())
+                else {
+                    break;
+                };
+                self.serve(peer, request, channel);
+            }
+            if self.waiting.get(&peer).is_some_and(|q| q.is_empty()) {
+                self.waiting.remove(&peer);
+            }
+        }
     }
 
     fn serve(&mut self, peer: PeerId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
         self.serving += 1;
+        *self.serving_by_peer.entry(peer).or_default() += 1;
         let chunks = Arc::clone(&self.chunks);
         let tx = self.served_tx.clone();
         tokio::task::spawn_blocking(move || {
@@ -333,6 +373,13 @@ impl PullDriver {
         (channel, peer, request, answer): Served,
     ) {
         self.serving = self.serving.saturating_sub(1);
+        if let Some(n) = self.serving_by_peer.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.serving_by_peer.remove(&peer);
+            }
+        }
+        self.serve_waiting();
         match answer {
             Ok(Answer::Reply(response)) => {
                 self.counters.served += 1;
@@ -375,12 +422,12 @@ impl PullDriver {
             .partition(|p| serve::wake(&self.chunks, p.bin, p.start));
         self.parked = waiting;
         for p in ready {
-            if self.serving >= MAX_SERVING {
-                self.parked.push(p); // woken again by the next store or its deadline
-                continue;
-            }
-            self.serve(p.peer, p.request, p.channel);
+            self.waiting
+                .entry(p.peer)
+                .or_default()
+                .push_back((p.request, p.channel));
         }
+        self.serve_waiting();
     }
 
     /// Carries out the core's outputs.
@@ -502,7 +549,7 @@ impl PullDriver {
             ),
             counter(
                 "tributary_pullsync_busy_total",
-                "Pull-sync requests dropped for load.",
+                "Pull-sync requests that waited for a serving slot.",
                 c.busy,
             ),
             counter(

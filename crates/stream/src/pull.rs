@@ -42,7 +42,7 @@ use crate::record::{self, FIRST_BIN_ID};
 
 /// Offers a stream keeps open (from its Get to the storing of its chunks). A peer's bin 0
 /// holds half its chunks, so this bounds most of a sync: with 2, a two-node sync over loopback
-/// ran at 48% of the local ingest rate, with 4 (and 8 wants) at 73%
+/// ran at 48% of the local ingest rate, with 4 (and 8 wants) at 61–73% over four runs
 /// (`CHUNKS=20000 scripts/bench-pullsync.py`): the next offers travel while a batch is fsynced.
 pub const MAX_OFFERS_PER_STREAM: usize = 4;
 /// Wants a peer has open at once; their chunks count until stored, so at most

@@ -24,6 +24,7 @@
 //!
 //! Only [`Chunk`]s enter: their address was checked against their content.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tributary_store::{KeyspaceId, KvStore, StoreError, WriteBatch};
@@ -57,8 +58,12 @@ pub struct ChunkStore {
     store: Arc<dyn KvStore>,
     ks: Spaces,
     base: Address,
-    /// The last bin id of each bin; the lock also serializes puts.
+    /// The last bin id of each bin; the lock also serializes puts, and is held while a put
+    /// writes (an fsync), so readers use `published`.
     last: Mutex<[u64; BINS]>,
+    /// The last bin id of each bin as of the last completed write: read without waiting on a
+    /// write in progress (the node's event loop reads cursors).
+    published: [AtomicU64; BINS],
     epoch: Mutex<u64>,
     /// Called after every write that stored a chunk (pull-sync's live streams wait on it).
     listener: Mutex<Option<Listener>>,
@@ -154,6 +159,7 @@ impl ChunkStore {
             store,
             ks,
             base,
+            published: last.map(AtomicU64::new),
             last: Mutex::new(last),
             epoch: Mutex::new(epoch),
             listener: Mutex::new(None),
@@ -187,13 +193,20 @@ impl ChunkStore {
         *self.epoch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The last bin id of every bin, bin 0 first (bee's cursors).
+    /// The last bin id of every bin, bin 0 first (bee's cursors), as of the last completed
+    /// write; never waits on a write in progress.
     #[must_use]
     pub fn cursors(&self) -> Vec<u64> {
-        self.last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .to_vec()
+        self.published
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .collect()
+    }
+
+    fn publish(&self, last: &[u64; BINS]) {
+        for (slot, id) in self.published.iter().zip(last) {
+            slot.store(*id, Ordering::Release);
+        }
     }
 
     /// Which of `addresses` the store holds, in order (from the keys alone: no chunk is read).
@@ -270,6 +283,7 @@ impl ChunkStore {
         batch.put(self.ks.meta, b"base", &self.base.0);
         batch.put(self.ks.meta, b"epoch", &epoch.to_be_bytes());
         self.store.write(batch)?;
+        self.publish(&last);
         *self.epoch.lock().unwrap_or_else(PoisonError::into_inner) = epoch;
         Ok(())
     }
@@ -322,6 +336,7 @@ impl ChunkStore {
         self.store.write(batch)?;
         let stored = next != *last;
         *last = next;
+        self.publish(&next);
         drop(last);
         if stored {
             let listener = self
@@ -355,15 +370,12 @@ impl ChunkStore {
         Ok(self.store.get(self.ks.data, &address.0)?)
     }
 
-    /// The last bin id given out in `bin` (0 if none).
+    /// The last bin id given out in `bin` (0 if none), as of the last completed write.
     #[must_use]
     pub fn last_bin_id(&self, bin: u8) -> u64 {
-        self.last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.published
             .get(usize::from(bin))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |c| c.load(Ordering::Acquire))
     }
 
     /// Up to `limit` entries of `bin` with ids `>= from`, in id order.

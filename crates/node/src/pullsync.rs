@@ -126,8 +126,8 @@ impl PullDriver {
         let n = Arc::clone(&notify);
         chunks.set_listener(Arc::new(move || n.notify_one()));
         let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
-        // Deliveries being hashed are bounded by the wants in flight (per peer, by the core).
-        let (verified_tx, verified_rx) = mpsc::channel(pull::MAX_WANTS_PER_PEER);
+        // Deliveries being hashed are bounded by the wants in flight over all peers.
+        let (verified_tx, verified_rx) = mpsc::channel(pull::MAX_WANTS);
         let config = PullConfig {
             light,
             live_wait: LIVE_WAIT,
@@ -512,7 +512,7 @@ impl PullDriver {
             .core
             .progress()
             .iter()
-            .map(|p| p.cursor - p.synced)
+            .map(|p| p.cursor.saturating_sub(p.synced))
             .sum();
         let c = &self.counters;
         let counter = |name, help, n| Metric::single(name, help, "counter", v(n));

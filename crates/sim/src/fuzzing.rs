@@ -108,6 +108,7 @@ pub fn write_corpus(dir: &Path) -> Result<usize, CorpusError> {
         ("chunk_join", chunk_inputs()?),
         ("overlay_message", overlay_inputs()?),
         ("sync_request", sync_inputs()),
+        ("pull_message", pull_inputs()),
     ] {
         let sub = dir.join(target);
         let io = |source| CorpusError::Io {
@@ -121,6 +122,60 @@ pub fn write_corpus(dir: &Path) -> Result<usize, CorpusError> {
         }
     }
     Ok(written)
+}
+
+/// Valid pull-sync requests and answers of each kind.
+fn pull_inputs() -> Vec<Vec<u8>> {
+    use tributary_wire::pullsync::{
+        Cursors, CursorsRequest, Delivery, Get, Offer, Request, Response, Want, bitvector, request,
+        response,
+    };
+    let chunk = |i: u32| {
+        Chunk::new(4, &i.to_le_bytes())
+            .map(Chunk::into_data)
+            .unwrap_or_default()
+    };
+    let requests = [
+        request::Message::Cursors(CursorsRequest {}),
+        request::Message::Get(Get {
+            bin: 0,
+            start: 1,
+            end: 100,
+        }),
+        request::Message::Get(Get {
+            bin: 1,
+            start: 5,
+            end: 0,
+        }),
+        request::Message::Want(Want {
+            bin: 0,
+            start: 1,
+            count: 20,
+            bitvector: bitvector::encode(20, [0, 3, 19]),
+        }),
+    ];
+    let responses = [
+        response::Message::Cursors(Cursors {
+            cursors: (0..32).collect(),
+            epoch: 7,
+        }),
+        response::Message::Offer(Offer {
+            topmost: 3,
+            addresses: vec![0xAB; 96],
+        }),
+        response::Message::Delivery(Delivery {
+            chunks: vec![chunk(1), chunk(2)],
+        }),
+    ];
+    requests
+        .into_iter()
+        .map(|m| Request::new(m).encode_to_vec())
+        .chain(
+            responses
+                .into_iter()
+                .map(|m| Response::new(m).encode_to_vec()),
+        )
+        .collect()
 }
 
 fn proof_inputs() -> Result<Vec<Vec<u8>>, CorpusError> {

@@ -178,6 +178,12 @@ impl Sim {
         }
     }
 
+    /// The counters of node `i`'s running pull-sync core (since its last start).
+    #[must_use]
+    pub fn pull_stats(&self, i: usize) -> Option<tributary_stream::pull::PullStats> {
+        self.nodes[i].pull.as_ref().map(|p| p.core.stats())
+    }
+
     /// The cursors of node `i`'s chunk store.
     #[must_use]
     pub fn cursors(&self, i: usize) -> Vec<u64> {

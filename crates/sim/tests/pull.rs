@@ -153,6 +153,20 @@ fn nodes_killed_mid_sync_resume_from_their_intervals() {
         before.iter().any(|n| *n > 0),
         "the crash came before any sync"
     );
+    // Resumed from their intervals: a node starting afresh is offered every bin id up to each
+    // upstream's cursor; the restarted ones were offered only what their intervals lacked.
+    let (offered, fresh): (u64, u64) = victims
+        .iter()
+        .map(|&v| {
+            let offered = sim.pull_stats(v).map_or(0, |s| s.offered);
+            let fresh: u64 = sim.pull_progress(v).iter().map(|p| p.cursor).sum();
+            (offered, fresh)
+        })
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    println!(
+        "after the restart the victims were offered {offered} of the {fresh} bin ids a fresh start is"
+    );
+    assert!(offered < fresh, "offered {offered}, a fresh start {fresh}");
     // A stream loses at most the batch it was receiving.
     assert!(
         twice <= (victims.len() * PULL_BATCH) as u64,

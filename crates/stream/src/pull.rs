@@ -56,6 +56,9 @@ pub const MAX_STREAMS_PER_PEER: usize = 2 * (MAX_PO as usize + 1);
 /// Requests open to one peer at most: one Get and one Want per stream's offers, plus cursors.
 pub const MAX_REQUESTS_PER_PEER: usize = MAX_STREAMS_PER_PEER + MAX_WANTS_PER_PEER + 1;
 
+/// A sync record: its key and value in the chunk store's `chunk.sync` keyspace.
+pub type SyncRecord = (Vec<u8>, Vec<u8>);
+
 /// A request's id, unique per core.
 pub type RequestId = u64;
 /// A store write's id.
@@ -140,8 +143,8 @@ pub enum Output {
         token: Token,
         /// Verified chunks.
         chunks: Vec<Chunk>,
-        /// Sync records `(key, value)` for the chunk store's `chunk.sync` keyspace.
-        records: Vec<(Vec<u8>, Vec<u8>)>,
+        /// Sync records for the chunk store's `chunk.sync` keyspace.
+        records: Vec<SyncRecord>,
     },
     /// Disconnect `peer`: it broke the protocol (it is not synced from for a while).
     Penalize {
@@ -289,6 +292,9 @@ struct OfferState {
     /// Chunks of the offer not yet known stored.
     remaining: HashSet<Address>,
     recorded: bool,
+    /// A delivery came short: the offer ends without recording its range, which its stream
+    /// asks for again.
+    short: bool,
 }
 
 #[derive(Debug)]
@@ -317,6 +323,17 @@ struct StoreJob {
     chunks: Vec<Address>,
     /// Offers whose want slot frees when this is stored.
     slots: Vec<u64>,
+    /// The (peer, bin) sync records it writes.
+    records: Vec<(Address, u8)>,
+}
+
+/// Intervals emitted in records not yet durable, per (peer, bin): a resubscription reads
+/// these rather than the store, which may still hold an older record.
+#[derive(Debug)]
+struct Unwritten {
+    records: usize,
+    epoch: u64,
+    synced: Intervals,
 }
 
 /// The pull-sync core of one node; see the module documentation.
@@ -336,6 +353,7 @@ pub struct PullSync {
     offers: HashMap<u64, OfferState>,
     transfers: HashMap<Address, Transfer>,
     jobs: HashMap<Token, StoreJob>,
+    unwritten: HashMap<(Address, u8), Unwritten>,
     /// Wants open over all peers.
     wants: usize,
     /// Peers with wants queued while [`MAX_WANTS`] were open.
@@ -399,6 +417,7 @@ impl PullSync {
             offers: HashMap::new(),
             transfers: HashMap::new(),
             jobs: HashMap::new(),
+            unwritten: HashMap::new(),
             wants: 0,
             starved: BTreeSet::new(),
             next_id: 1,
@@ -468,10 +487,10 @@ impl PullSync {
         if self.config.light || light || peer == self.own {
             return;
         }
-        if self.banned.get(&peer).is_some_and(|until| *until > now) {
+        self.banned.retain(|_, until| *until > now);
+        if self.banned.contains_key(&peer) {
             return;
         }
-        self.banned.remove(&peer);
         self.peers.insert(
             peer,
             Peer {
@@ -614,6 +633,14 @@ impl PullSync {
         let Some(job) = self.jobs.remove(&token) else {
             return;
         };
+        for key in &job.records {
+            if let Some(u) = self.unwritten.get_mut(key) {
+                u.records -= 1;
+                if u.records == 0 {
+                    self.unwritten.remove(key);
+                }
+            }
+        }
         let mut touched = HashSet::new();
         for address in job.chunks {
             let Some(transfer) = self.transfers.remove(&address) else {
@@ -644,7 +671,7 @@ impl PullSync {
             if let Some(peer) = self.offers.get(&offer).map(|o| o.peer) {
                 peers.insert(peer);
             }
-            self.finish_if_complete(offer);
+            self.finish_if_complete(now, offer);
         }
         peers.extend(std::mem::take(&mut self.starved));
         for peer in peers {
@@ -766,7 +793,12 @@ impl PullSync {
         }
         for bin in new {
             let cursor = cursors.get(usize::from(bin)).copied().unwrap_or(0);
-            let synced = match index.sync_record(&record::key(&peer, bin)) {
+            let pending = self.unwritten.get(&(peer, bin));
+            let stored = match pending {
+                Some(u) => Ok(Some(record::encode(u.epoch, &u.synced))),
+                None => index.sync_record(&record::key(&peer, bin)),
+            };
+            let synced = match stored {
                 Ok(Some(v)) => match record::decode(&v) {
                     Some((e, intervals)) if e == epoch => intervals,
                     // Another epoch (the upstream's store was re-created), or unreadable.
@@ -782,7 +814,7 @@ impl PullSync {
                 cursor,
                 synced,
                 streams: [
-                    Stream::new(cursor + 1, None),
+                    Stream::new(cursor.saturating_add(1), None),
                     Stream::new(FIRST_BIN_ID, Some(cursor)),
                 ],
             };
@@ -903,7 +935,11 @@ impl PullSync {
             self.retries.insert((retry, peer));
             return Ok(());
         }
-        stream.next = topmost.saturating_add(1);
+        // A failure since this Get was sent may have rewound the stream below its start: the
+        // rewind wins, or the failed range would never be asked for again.
+        if stream.next >= start {
+            stream.next = stream.next.max(topmost.saturating_add(1));
+        }
         stream.offers += 1;
         let addresses: Vec<Address> = offer
             .addresses
@@ -914,6 +950,10 @@ impl PullSync {
                 Address(bytes)
             })
             .collect();
+        // Every address must be of the bin asked for: PO with the upstream equal to the bin.
+        if addresses.iter().any(|a| proximity(&peer, a) != bin) {
+            return Err(Fault::Malformed("offered a chunk of another bin"));
+        }
         self.stats.offered += count as u64;
         let Ok(have) = index.have_many(&addresses) else {
             self.stats.store_errors += 1;
@@ -940,6 +980,7 @@ impl PullSync {
             holds_slot: false,
             remaining: HashSet::new(),
             recorded: false,
+            short: false,
         };
         for (i, (address, held)) in state.addresses.iter().zip(have).enumerate() {
             if held {
@@ -966,7 +1007,7 @@ impl PullSync {
         if queue {
             self.queue_want(now, peer, id);
         } else {
-            self.finish_if_complete(id);
+            self.finish_if_complete(now, id);
         }
         Ok(())
     }
@@ -1082,16 +1123,23 @@ impl PullSync {
         if o.holds_slot {
             job.slots.push(offer);
         }
+        if !missing.is_empty() {
+            o.short = true;
+            for address in &missing {
+                o.remaining.remove(address);
+            }
+        }
         let mut records = Vec::new();
-        let completes = missing.is_empty() && o.remaining.iter().all(|a| job.chunks.contains(a));
-        if completes {
-            records.push(self.record_offer(offer));
+        let completes = !o.short && o.remaining.iter().all(|a| job.chunks.contains(a));
+        if completes && let Some((key, record)) = self.record_offer(offer) {
+            job.records.push(key);
+            records.push(record);
         }
         self.jobs.insert(token, job);
         self.outputs.push_back(Output::Store {
             token,
             chunks: verified,
-            records: records.into_iter().flatten().collect(),
+            records,
         });
         for address in missing {
             self.fail_transfer(now, address);
@@ -1099,10 +1147,11 @@ impl PullSync {
         Ok(())
     }
 
-    /// Adds an offer's range to its bin's intervals and returns the record to write.
-    fn record_offer(&mut self, offer: u64) -> Option<(Vec<u8>, Vec<u8>)> {
+    /// Adds an offer's range to its bin's intervals and returns the record to write, which
+    /// stays in `unwritten` until its batch is durable.
+    fn record_offer(&mut self, offer: u64) -> Option<((Address, u8), SyncRecord)> {
         let o = self.offers.get_mut(&offer)?;
-        if o.recorded {
+        if o.recorded || o.short {
             return None;
         }
         o.recorded = true;
@@ -1111,26 +1160,41 @@ impl PullSync {
         let epoch = p.cursors.as_ref()?.0;
         let b = p.bins.get_mut(&bin)?;
         b.synced.add(start, topmost);
-        Some((record::key(&peer, bin), record::encode(epoch, &b.synced)))
+        let value = record::encode(epoch, &b.synced);
+        let u = self.unwritten.entry((peer, bin)).or_insert(Unwritten {
+            records: 0,
+            epoch,
+            synced: Intervals::new(FIRST_BIN_ID),
+        });
+        u.records += 1;
+        u.epoch = epoch;
+        u.synced = b.synced.clone();
+        Some(((peer, bin), (record::key(&peer, bin), value)))
     }
 
-    /// Ends an offer whose chunks are all stored and whose slot is free.
-    fn finish_if_complete(&mut self, offer: u64) {
+    /// Ends an offer whose chunks are all stored and whose slot is free: its range is
+    /// recorded, or, if a delivery came short, asked for again after a delay.
+    fn finish_if_complete(&mut self, now: Instant, offer: u64) {
         let Some(o) = self.offers.get(&offer) else {
             return;
         };
         if !o.remaining.is_empty() || o.holds_slot || o.want_request.is_some() {
             return;
         }
-        if let Some(r) = self.record_offer(offer) {
+        if let Some((key, r)) = self.record_offer(offer) {
             let token = self.id();
-            self.jobs.insert(token, StoreJob::default());
+            let job = StoreJob {
+                records: vec![key],
+                ..StoreJob::default()
+            };
+            self.jobs.insert(token, job);
             self.outputs.push_back(Output::Store {
                 token,
                 chunks: Vec::new(),
                 records: vec![r],
             });
         }
+        let retry = now + self.config.retry_delay;
         if let Some(o) = self.offers.remove(&offer)
             && let Some(b) = self
                 .peers
@@ -1139,6 +1203,11 @@ impl PullSync {
         {
             let s = &mut b.streams[o.lane as usize];
             s.offers = s.offers.saturating_sub(1);
+            if o.short {
+                s.next = s.next.min(o.start);
+                s.retry_at = Some(retry);
+                self.retries.insert((retry, o.peer));
+            }
         }
     }
 

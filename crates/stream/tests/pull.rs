@@ -10,7 +10,7 @@ use prost::Message;
 use tributary_chunk::store::ChunkStore;
 use tributary_chunk::{Address, Chunk};
 use tributary_store::MemStore;
-use tributary_stream::pull::{Class, Fault, Output, PullConfig, PullSync};
+use tributary_stream::pull::{Class, Fault, Output, PullConfig, PullSync, SyncRecord};
 use tributary_stream::serve::{self, Answer};
 use tributary_wire::pullsync::{Request, Response, request, response};
 
@@ -60,7 +60,7 @@ struct Net {
     sent: Vec<(usize, Class, bool, usize)>,
     /// Store writes held back (in order) instead of done at once.
     defer_stores: bool,
-    deferred: Vec<(usize, u64, Vec<Chunk>, Vec<(Vec<u8>, Vec<u8>)>)>,
+    deferred: Vec<(usize, u64, Vec<Chunk>, Vec<SyncRecord>)>,
     /// Chunks delivered per (node, address).
     received: HashMap<(usize, Address), u32>,
     penalties: Vec<(usize, Address, Fault)>,

@@ -104,6 +104,11 @@ impl Behaviour {
     pub fn statesync_mut(&mut self) -> &mut request_response::Behaviour<BytesCodec> {
         &mut self.statesync
     }
+
+    /// The pull-sync protocol (for tests that speak it by hand).
+    pub fn pullsync_mut(&mut self) -> &mut request_response::Behaviour<BytesCodec> {
+        &mut self.pullsync
+    }
 }
 
 fn protocol(

@@ -334,5 +334,14 @@ mod tests {
                 tributary_statesync::server::Reply::Bytes(_)
             ));
         }
+        let pull = pull_inputs();
+        assert_eq!(pull.len(), 7);
+        for input in &pull[..4] {
+            tributary_wire::pullsync::Request::decode(input.as_slice()).expect("a request");
+        }
+        for input in &pull[4..] {
+            let r = tributary_wire::pullsync::Response::decode(input.as_slice()).expect("decodes");
+            assert!(r.message.is_some(), "an answer");
+        }
     }
 }

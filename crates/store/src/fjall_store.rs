@@ -13,6 +13,9 @@ use crate::{
 
 /// Memtable size of keyspaces of large values.
 const LARGE_VALUE_MEMTABLE: u64 = 8 * 1024 * 1024;
+/// Sealed memtables of a large-value keyspace that may await their flush before a writer
+/// waits.
+const MAX_SEALED_LARGE: usize = 2;
 
 /// A [`KvStore`] kept in a directory by fjall.
 pub struct FjallStore {
@@ -247,9 +250,13 @@ impl FjallStore {
     /// Backpressure: fjall 3.1 neither enforces its write-buffer limit nor slows batch writers,
     /// so a writer faster than the flushes piles up memtables of large values in memory
     /// (measured: a 1 GiB upload peaked at 181 MB). Every [`LARGE_VALUE_MEMTABLE`] bytes written
-    /// to such keyspaces, flush them before going on.
+    /// to such keyspaces, their memtables are sealed and handed to fjall's flush workers, and
+    /// the writer waits only while more than [`MAX_SEALED_LARGE`] of them are still unflushed
+    /// (so at most about 24 MiB of chunk data is in memory). Waiting for each flush to finish,
+    /// as fjall's own `rotate_memtable_and_wait` does (it polls every 10 ms), stalled every
+    /// writer for tens of milliseconds per 8 MiB.
     ///
-    /// Every *other* keyspace is flushed too: a journal is deleted only once every keyspace
+    /// Every *other* keyspace is sealed too: a journal is deleted only once every keyspace
     /// written in it has flushed its memtable, and the small keyspaces written beside chunk
     /// data (the pull index, the bin counters) never fill theirs, so they pinned every journal
     /// of an upload (measured: 266 MB of journals left after a 256 MiB upload). Their memtables
@@ -268,8 +275,13 @@ impl FjallStore {
             .iter()
             .map(|(_, k)| k.clone())
             .collect();
-        for keyspace in keyspaces {
-            keyspace.rotate_memtable_and_wait()?;
+        for keyspace in &keyspaces {
+            keyspace.rotate_memtable()?;
+        }
+        for keyspace in keyspaces.iter().filter(|k| k.is_kv_separated()) {
+            while keyspace.sealed_memtable_count() > MAX_SEALED_LARGE {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         Ok(())
     }

@@ -314,7 +314,7 @@ impl ChunkStore {
         let mut seen = std::collections::HashSet::new();
         for chunk in chunks {
             let address = chunk.address();
-            if !seen.insert(address) || self.store.get(self.ks.data, &address.0)?.is_some() {
+            if !seen.insert(address) || self.store.contains(self.ks.data, &address.0)? {
                 outcomes.push(Put::Existing);
                 continue;
             }

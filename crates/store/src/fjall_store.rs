@@ -16,6 +16,9 @@ const LARGE_VALUE_MEMTABLE: u64 = 8 * 1024 * 1024;
 /// Sealed memtables of a large-value keyspace that may await their flush before a writer
 /// waits.
 const MAX_SEALED_LARGE: usize = 2;
+/// How long a write waits for the flushes of large values before it fails: far more than a
+/// flush of 8 MiB takes (milliseconds), so only a stopped engine reaches it.
+const FLUSH_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A [`KvStore`] kept in a directory by fjall.
 pub struct FjallStore {
@@ -240,9 +243,11 @@ impl KvStore for FjallStore {
                 None => fj.remove(handle, key),
             }
         }
-        fj.commit()?;
         drop(keyspaces);
-        self.flush_large_values(large_bytes)
+        // Room first, so that a stalled engine fails the write before anything of it lands.
+        self.flush_large_values(large_bytes)?;
+        fj.commit()?;
+        Ok(())
     }
 }
 
@@ -278,8 +283,16 @@ impl FjallStore {
         for keyspace in &keyspaces {
             keyspace.rotate_memtable()?;
         }
+        let started = std::time::Instant::now();
         for keyspace in keyspaces.iter().filter(|k| k.is_kv_separated()) {
             while keyspace.sealed_memtable_count() > MAX_SEALED_LARGE {
+                // A failed flush is not retried by fjall 3.1: without a bound this would wait
+                // forever, and the writer with it.
+                if started.elapsed() > FLUSH_STALL {
+                    return Err(StoreError::FlushStalled {
+                        seconds: FLUSH_STALL.as_secs(),
+                    });
+                }
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }

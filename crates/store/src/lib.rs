@@ -67,6 +67,15 @@ pub enum StoreError {
         /// The limit, [`MAX_VALUE_LEN`].
         max: u64,
     },
+    /// The engine stopped flushing memtables (a flush failed: a full or failing disk), so a
+    /// write waited for room in memory in vain.
+    #[error(
+        "the storage engine stopped flushing to disk for {seconds} s (is the disk full or failing?)"
+    )]
+    FlushStalled {
+        /// How long the write waited.
+        seconds: u64,
+    },
     /// A file of the store's directory could not be read or removed.
     #[error("{}", .path.display())]
     Io {

@@ -651,7 +651,7 @@ fn core_asking(
     store: &ChunkStore,
     own: &ChunkStore,
     wanted: fn(&request::Message) -> bool,
-) -> (PullSync, u64) {
+) -> (PullSync, u64, Request) {
     let now = Instant::now();
     let mut core = PullSync::new(Address([9; 32]), PullConfig::default());
     core.handle_connected(now, store.base(), false);
@@ -661,13 +661,40 @@ fn core_asking(
         };
         let message = request.message.as_ref().expect("a request");
         if wanted(message) {
-            return (core, id);
+            return (core, id, request);
         }
         if let Ok(Answer::Reply(r)) = serve::answer(store, &request.encode_to_vec()) {
             core.handle_response(now, id, &r.encode_to_vec(), own);
         }
     }
     panic!("no such request");
+}
+
+#[test]
+fn an_offer_naming_a_chunk_twice_is_refused() {
+    let store = open(&MemStore::new(), 0);
+    store.put_many(&chunks(0..300)).expect("put");
+    let empty = open(&MemStore::new(), 1);
+    let historical = |m: &request::Message| matches!(m, request::Message::Get(g) if g.end != 0);
+    let (mut core, id, get) = core_asking(&store, &empty, historical);
+    // Answer the Get honestly but with its first address doubled.
+    let Ok(Answer::Reply(Response {
+        message: Some(response::Message::Offer(mut offer)),
+    })) = serve::answer(&store, &get.encode_to_vec())
+    else {
+        panic!("an offer");
+    };
+    let first = offer.addresses[..32].to_vec();
+    offer.addresses = [first.clone(), first].concat();
+    let bytes = Response::new(response::Message::Offer(offer)).encode_to_vec();
+    core.handle_response(Instant::now(), id, &bytes, empty.as_ref());
+    let mut faults = Vec::new();
+    while let Some(output) = core.poll_output() {
+        if let Output::Penalize { fault, .. } = output {
+            faults.push(fault);
+        }
+    }
+    assert_eq!(faults, [Fault::Malformed("offered a chunk twice")]);
 }
 
 proptest::proptest! {
@@ -686,7 +713,7 @@ proptest::proptest! {
             |m| matches!(m, request::Message::Want(_)),
         ];
         for kind in kinds {
-            let (mut core, id) = core_asking(&store, &empty, kind);
+            let (mut core, id, _) = core_asking(&store, &empty, kind);
             let before = core.stats().delivered;
             core.handle_response(Instant::now(), id, &bytes, empty.as_ref());
             let mut penalized = false;

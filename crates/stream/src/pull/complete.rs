@@ -57,6 +57,15 @@ impl PullSync {
                 records: vec![r],
             });
         }
+        // Transfers it still owns (a fallback handed back after its last chunk came short)
+        // go to the offers waiting on them, so none is left owned by an offer that is gone.
+        let owned: Vec<Address> = self.offers.get(&offer).map_or_else(Vec::new, |o| {
+            o.addresses
+                .iter()
+                .filter(|a| self.transfers.get(a).is_some_and(|t| t.offer == offer))
+                .copied()
+                .collect()
+        });
         let retry = now + self.config.retry_delay;
         if let Some(o) = self.offers.remove(&offer)
             && let Some(b) = self
@@ -71,6 +80,9 @@ impl PullSync {
                 s.retry_at = Some(retry);
                 self.retries.insert((retry, o.peer));
             }
+        }
+        for address in owned {
+            self.fail_transfer(now, address);
         }
     }
 

@@ -122,12 +122,17 @@ impl PullSync {
         if addresses.iter().any(|a| proximity(&peer, a) != bin) {
             return Err(Fault::Malformed("offered a chunk of another bin"));
         }
+        // A bin lists a chunk once: an offer naming one twice would wait on its own transfer.
+        if addresses.iter().collect::<HashSet<_>>().len() != addresses.len() {
+            return Err(Fault::Malformed("offered a chunk twice"));
+        }
         self.stats.offered += count as u64;
         let Ok(have) = index.have_many(&addresses) else {
             self.stats.store_errors += 1;
             if let Some(stream) = self.stream_mut(peer, bin, lane) {
                 stream.offers -= 1;
-                stream.next = start;
+                // Back to this offer's start, unless a failure rewound further already.
+                stream.next = stream.next.min(start);
                 stream.retry_at = Some(retry);
             }
             self.retries.insert((retry, peer));

@@ -98,7 +98,7 @@ fn sixty_four_nodes_pull_every_chunk_into_its_neighbourhood() {
 
 #[test]
 fn sixty_four_nodes_pull_every_chunk_under_ten_percent_loss() {
-    sixty_four_nodes(0.1, 2, Duration::from_secs(400));
+    sixty_four_nodes(0.1, 2, Duration::from_secs(800));
 }
 
 #[test]

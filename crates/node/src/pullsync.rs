@@ -28,7 +28,7 @@ use tributary_chunk::{Address, Chunk};
 use tributary_stream::pull::{
     self, BinProgress, Fault, Output, PullConfig, PullStats, PullSync, Token,
 };
-use tributary_stream::serve::{self, Answer, ServeError};
+use tributary_stream::serve::{self, Answer, LiveWait, LiveWaits, ServeError};
 
 use crate::metrics::Metric;
 use crate::runtime::Behaviour;
@@ -56,13 +56,12 @@ type Waiting = (Vec<u8>, ResponseChannel<Vec<u8>>);
 /// A store batch of the core: its token, chunks and sync records.
 type Batch = (Token, Vec<Chunk>, Vec<(Vec<u8>, Vec<u8>)>);
 
+/// What a parked live Get is answered with: its channel, peer and request (served again when
+/// woken).
 struct Parked {
     channel: ResponseChannel<Vec<u8>>,
     peer: PeerId,
     request: Vec<u8>,
-    bin: u8,
-    start: u64,
-    deadline: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -88,7 +87,7 @@ pub struct PullDriver {
     waiting: HashMap<PeerId, std::collections::VecDeque<Waiting>>,
     served_tx: mpsc::Sender<Served>,
     served_rx: mpsc::Receiver<Served>,
-    parked: Vec<Parked>,
+    parked: LiveWaits<Parked>,
     notify: Arc<Notify>,
     verified_tx: mpsc::Sender<Verified>,
     verified_rx: mpsc::Receiver<Verified>,
@@ -146,7 +145,7 @@ impl PullDriver {
             waiting: HashMap::new(),
             served_tx,
             served_rx,
-            parked: Vec::new(),
+            parked: LiveWaits::default(),
             notify,
             verified_tx,
             verified_rx,
@@ -165,7 +164,7 @@ impl PullDriver {
     /// Waits for the driver's next event.
     pub async fn next_event(&mut self) -> Event {
         tokio::select! {
-            written = written(&mut self.write_task) => {
+            written = crate::runtime::finished(&mut self.write_task) => {
                 self.write_task = None;
                 Event::Written(written)
             }
@@ -178,7 +177,7 @@ impl PullDriver {
     /// The next deadline: the core's or a parked Get's.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let parked = self.parked.iter().map(|p| p.deadline).min();
+        let parked = self.parked.next_deadline();
         match (self.core.poll_timeout(), parked) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -222,16 +221,12 @@ impl PullDriver {
     /// Deadlines: the core's, and parked Gets answered empty.
     pub fn timeout(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant) {
         self.core.handle_timeout(now, self.chunks.as_ref());
-        let (due, keep): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|p| p.deadline <= now);
-        self.parked = keep;
-        for p in due {
-            let bytes = serve::empty_offer(p.start).encode_to_vec();
+        for w in self.parked.take_expired(now) {
+            let bytes = serve::empty_offer(w.start).encode_to_vec();
             let _ = swarm
                 .behaviour_mut()
                 .pullsync
-                .send_response(p.channel, bytes);
+                .send_response(w.token.channel, bytes);
         }
     }
 
@@ -395,10 +390,12 @@ impl PullDriver {
                     let _ = swarm.behaviour_mut().pullsync.send_response(channel, bytes);
                     return;
                 }
-                self.parked.push(Parked {
-                    channel,
-                    peer,
-                    request,
+                self.parked.park(LiveWait {
+                    token: Parked {
+                        channel,
+                        peer,
+                        request,
+                    },
                     bin,
                     start,
                     deadline: now + LIVE_WAIT,
@@ -417,11 +414,7 @@ impl PullDriver {
 
     /// Answers the parked Gets whose bin has grown past their start.
     fn wake_parked(&mut self) {
-        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|p| serve::wake(&self.chunks, p.bin, p.start));
-        self.parked = waiting;
-        for p in ready {
+        for LiveWait { token: p, .. } in self.parked.take_ready(&self.chunks) {
             self.waiting
                 .entry(p.peer)
                 .or_default()
@@ -580,14 +573,5 @@ impl PullDriver {
                     .collect(),
             },
         ]
-    }
-}
-
-async fn written(
-    task: &mut Option<tokio::task::JoinHandle<Written>>,
-) -> Result<Written, tokio::task::JoinError> {
-    match task {
-        Some(task) => task.await,
-        None => std::future::pending().await,
     }
 }

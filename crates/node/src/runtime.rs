@@ -359,7 +359,7 @@ impl Runtime {
                 }
                 Some(query) = queries.recv() => self.answer(query),
                 Some(served) = self.served_rx.recv() => self.on_served(served),
-                written = written(&mut self.write_task) => {
+                written = finished(&mut self.write_task) => {
                     self.write_task = None;
                     self.on_written(written);
                 }
@@ -854,10 +854,10 @@ impl Runtime {
     }
 }
 
-/// The outcome of the running peer-record write; never, if none runs.
-async fn written(
-    task: &mut Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
-) -> Result<Result<(), StoreError>, tokio::task::JoinError> {
+/// The outcome of the running blocking task (a store write); never, if none runs.
+pub(crate) async fn finished<T>(
+    task: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
     match task {
         Some(task) => task.await,
         None => std::future::pending().await,

@@ -21,7 +21,7 @@ use tributary_chunk::store::ChunkStore;
 use tributary_chunk::{Address, Chunk, proximity};
 use tributary_store::MemStore;
 use tributary_stream::pull::{Fault, Output, PullConfig, PullSync};
-use tributary_stream::serve::{self, Answer};
+use tributary_stream::serve::{self, Answer, LiveWait, LiveWaits};
 use tributary_wire::pullsync::{Get, Request, Response, request, response};
 
 use crate::{Frame, Sim, SimConfig, SimError};
@@ -37,19 +37,17 @@ pub enum Lie {
     Unrequested,
 }
 
+/// A parked live Get's requester and request id.
 struct Parked {
     from: usize,
     id: u64,
-    bin: u8,
-    start: u64,
-    deadline: Instant,
 }
 
 /// One node's pull-sync state.
 pub(crate) struct PullNode {
     pub(crate) core: PullSync,
     pub(crate) chunks: Arc<ChunkStore>,
-    parked: Vec<Parked>,
+    parked: LiveWaits<Parked>,
     depth: Option<u8>,
     live_wait: std::time::Duration,
 }
@@ -75,14 +73,14 @@ impl PullNode {
         Ok(Self {
             core: PullSync::new(overlay, pull),
             chunks: Arc::new(chunks),
-            parked: Vec::new(),
+            parked: LiveWaits::default(),
             depth: None,
             live_wait: config.pull.live_wait,
         })
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let parked = self.parked.iter().map(|p| p.deadline).min();
+        let parked = self.parked.next_deadline();
         [self.core.poll_timeout(), parked]
             .into_iter()
             .flatten()
@@ -229,9 +227,8 @@ impl Sim {
         match answer {
             Ok(Answer::Wait { bin, start }) => {
                 let deadline = now + p.live_wait;
-                p.parked.push(Parked {
-                    from,
-                    id,
+                p.parked.park(LiveWait {
+                    token: Parked { from, id },
                     bin,
                     start,
                     deadline,
@@ -254,17 +251,13 @@ impl Sim {
         let Some(p) = self.nodes[i].pull.as_mut() else {
             return;
         };
-        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut p.parked)
-            .into_iter()
-            .partition(|w| serve::wake(&p.chunks, w.bin, w.start));
-        p.parked = waiting;
-        for w in ready {
+        for w in p.parked.take_ready(&p.chunks) {
             let get = Request::new(request::Message::Get(Get {
                 bin: u32::from(w.bin),
                 start: w.start,
                 end: 0,
             }));
-            self.serve_pull(i, w.from, w.id, &get.encode_to_vec());
+            self.serve_pull(i, w.token.from, w.token.id, &get.encode_to_vec());
         }
     }
 
@@ -275,13 +268,10 @@ impl Sim {
             return;
         };
         p.core.handle_timeout(now, p.chunks.as_ref());
-        let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut p.parked)
-            .into_iter()
-            .partition(|w| w.deadline <= now);
-        p.parked = waiting;
-        for w in due {
+        for w in p.parked.take_expired(now) {
             let bytes = serve::empty_offer(w.start).encode_to_vec();
-            self.send(i, w.from, Frame::PullResponse { id: w.id, bytes });
+            let Parked { from, id } = w.token;
+            self.send(i, from, Frame::PullResponse { id, bytes });
         }
     }
 

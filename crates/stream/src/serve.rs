@@ -145,3 +145,76 @@ fn deliver(store: &ChunkStore, want: &Want) -> Result<Response, ServeError> {
         chunks,
     })))
 }
+
+/// Live Gets waiting upstream for their bin to grow ([`Answer::Wait`]), each with what the
+/// caller needs to answer it (`T`: a response channel, or a simulated request) and a deadline.
+/// The runtime and the simulator keep them here, so both wake and expire them alike.
+#[derive(Debug)]
+pub struct LiveWaits<T> {
+    waits: Vec<LiveWait<T>>,
+}
+
+/// One parked live Get.
+#[derive(Debug)]
+pub struct LiveWait<T> {
+    /// What the caller answers it with.
+    pub token: T,
+    /// Its bin.
+    pub bin: u8,
+    /// The first bin id it asks for.
+    pub start: u64,
+    /// When it is answered empty.
+    pub deadline: std::time::Instant,
+}
+
+impl<T> Default for LiveWaits<T> {
+    fn default() -> Self {
+        Self { waits: Vec::new() }
+    }
+}
+
+impl<T> LiveWaits<T> {
+    /// How many wait.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.waits.len()
+    }
+
+    /// Whether none waits.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.waits.is_empty()
+    }
+
+    /// Parks a Get.
+    pub fn park(&mut self, wait: LiveWait<T>) {
+        self.waits.push(wait);
+    }
+
+    /// The soonest deadline.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.waits.iter().map(|w| w.deadline).min()
+    }
+
+    /// Drops the waits `keep` refuses (say, of a peer that went away).
+    pub fn retain(&mut self, keep: impl Fn(&T) -> bool) {
+        self.waits.retain(|w| keep(&w.token));
+    }
+
+    /// Takes the waits whose bin in `store` has reached their start: they can be answered.
+    pub fn take_ready(&mut self, store: &ChunkStore) -> Vec<LiveWait<T>> {
+        self.take(|w| wake(store, w.bin, w.start))
+    }
+
+    /// Takes the waits whose deadline has passed: answer each with [`empty_offer`].
+    pub fn take_expired(&mut self, now: std::time::Instant) -> Vec<LiveWait<T>> {
+        self.take(|w| w.deadline <= now)
+    }
+
+    fn take(&mut self, due: impl Fn(&LiveWait<T>) -> bool) -> Vec<LiveWait<T>> {
+        let (taken, kept) = std::mem::take(&mut self.waits).into_iter().partition(due);
+        self.waits = kept;
+        taken
+    }
+}

@@ -8,10 +8,14 @@
 //! - [`intervals`] and [`record`]: what a downstream has synced of each upstream bin, and how
 //!   it is persisted with the chunks.
 //!
-//! Retrieval and push-sync (issue 11) will sit beside pull-sync and share its [`pull::Class`]
-//! priorities.
+//! - [`retrieval`]: fetching a chunk the node lacks from the peers closest to it, forwarded
+//!   hop by hop toward its neighbourhood, one fetch per chunk, at [`pull::Class::Retrieval`]
+//!   priority.
+//!
+//! Push-sync (issue 11) will sit beside them.
 
 pub mod intervals;
 pub mod pull;
 pub mod record;
+pub mod retrieval;
 pub mod serve;

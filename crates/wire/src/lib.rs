@@ -8,6 +8,7 @@
 
 pub mod overlay;
 pub mod pullsync;
+pub mod retrieval;
 pub mod sync;
 
 /// Largest overlay message accepted or produced: a handshake, or a hive batch of at most 30
@@ -37,3 +38,10 @@ pub const MAX_PULL_REQUEST_BYTES: usize = 1024;
 /// Largest pull-sync answer: a delivery of [`PULL_BATCH`] chunks of at most 4,104 bytes, each
 /// with a few bytes of framing, plus the wrapper.
 pub const MAX_PULL_MESSAGE_BYTES: usize = PULL_BATCH * (4104 + 8) + 1024;
+
+/// Largest retrieval request: a 32-byte address and a hop count, framed.
+pub const MAX_RETRIEVAL_REQUEST_BYTES: usize = 64;
+
+/// Largest retrieval answer: one chunk of at most 4,104 bytes, or an error of at most 256
+/// bytes, framed.
+pub const MAX_RETRIEVAL_MESSAGE_BYTES: usize = 4104 + 512;

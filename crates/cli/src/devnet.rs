@@ -90,6 +90,7 @@ async fn run_devnet(base: &Path, n: usize, demo_bytes: u64) -> Result<()> {
             ],
             bootnodes: bootnode.iter().cloned().collect(),
             network_id: DEVNET_NETWORK_ID,
+            light: false,
         };
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(run(config, async move {

@@ -29,6 +29,10 @@ pub struct NodeArgs {
     /// Where the HTTP API listens; port 0 picks a free port.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1633")]
     api: SocketAddr,
+    /// Run a light node: it stores no one else's chunks, is not synced from and not
+    /// forwarded to, and reads what it lacks from its full peers.
+    #[arg(long)]
+    light: bool,
 }
 
 /// Logs to stderr at the level `RUST_LOG` names (error, warn, info, debug, trace), info if unset.
@@ -61,6 +65,7 @@ pub fn node(args: &NodeArgs) -> Result<()> {
         listen: args.listen.clone(),
         bootnodes: args.bootnode.clone(),
         network_id: args.network_id,
+        light: args.light,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(run(config, ctrl_c()))?;

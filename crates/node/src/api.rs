@@ -4,10 +4,10 @@
 //! |---|---|
 //! | `GET /health` | `{"status": "ok"}` |
 //! | `POST /bytes` | stores the body as a file; `201 {"reference"}` |
-//! | `GET /bytes/{ref}` | streams the file; a single `Range: bytes=…` gives `206` |
+//! | `GET /bytes/{ref}[?local=true]` | streams the file; a single `Range: bytes=…` gives `206`; chunks the store lacks are retrieved from the network unless `local=true` |
 //! | `POST /chunks` | stores one chunk (span ‖ payload); `201 {"reference"}` |
 //! | `POST /chunks/{addr}` | the same, refused with `400` unless the chunk hashes to `addr` |
-//! | `GET /chunks/{addr}[?local=true]` | the chunk's wire data from this node's store (`404` if it is not there); until retrieval exists (issue 11) every read is local, so `local=true` changes nothing yet |
+//! | `GET /chunks/{addr}[?local=true]` | the chunk's wire data: from this node's store, else retrieved from the network (`404` if no peer delivers it); `local=true` reads the store only |
 //! | `GET /reserve` | `{"chunks": N, "bins": [{"bin", "chunks", "cursor"}, …]}` of this node's store |
 //!
 //! Files stream in both directions: the request body feeds the splitter and the joiner feeds
@@ -34,9 +34,11 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tributary_chunk::bmt::CHUNK_SIZE;
-use tributary_chunk::file::{FileError, Joiner, Splitter};
+use tributary_chunk::file::{ChunkSource, FileError, Joiner, Splitter};
 use tributary_chunk::store::{Batched, ChunkStore};
 use tributary_chunk::{Address, Chunk};
+
+use crate::retrieval::{FetchError, Fetcher};
 
 /// Frames in flight between the HTTP body and the splitter or joiner.
 const FRAMES_IN_FLIGHT: usize = 16;
@@ -48,11 +50,48 @@ pub const MAX_TRANSFERS: usize = 16;
 /// How long a file transfer may go without the client sending or taking a byte.
 pub const TRANSFER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// What the handlers share: the chunk store and the transfer slots.
+/// What the handlers share: the chunk store, the network (none for a store-only API) and
+/// the transfer slots.
 #[derive(Clone)]
 struct Api {
     store: Arc<ChunkStore>,
+    fetcher: Option<Fetcher>,
     transfers: Arc<Semaphore>,
+}
+
+/// Where a download's chunks come from: the store, then (unless the read is local) the
+/// network. The joiner verifies every chunk either way.
+struct Source {
+    store: Arc<ChunkStore>,
+    fetcher: Option<Fetcher>,
+}
+
+impl ChunkSource for Source {
+    fn get(&self, address: &Address) -> Result<Option<Vec<u8>>, tributary_chunk::file::StoreError> {
+        if let Some(data) = self.store.get(address)? {
+            return Ok(Some(data));
+        }
+        let Some(fetcher) = &self.fetcher else {
+            return Ok(None);
+        };
+        match fetcher.fetch_blocking(*address) {
+            Ok(chunk) => Ok(Some(chunk.into_data())),
+            Err(FetchError::Retrieval(_)) => Ok(None),
+            Err(e @ FetchError::Stopped) => Err(Box::new(e)),
+        }
+    }
+}
+
+/// Whether `?local=` asks for a store-only read (absent: no).
+fn local_only(query: &std::collections::HashMap<String, String>) -> Result<bool, ApiError> {
+    match query.get("local").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("local must be true or false, not {other:?}"),
+        )),
+    }
 }
 
 impl Api {
@@ -67,10 +106,12 @@ impl Api {
     }
 }
 
-/// The API's routes over a chunk store.
-pub fn router(store: Arc<ChunkStore>) -> Router {
+/// The API's routes over a chunk store, reading what it lacks through `fetcher` (none: the
+/// store only).
+pub fn router(store: Arc<ChunkStore>, fetcher: Option<Fetcher>) -> Router {
     let api = Api {
         store,
+        fetcher,
         transfers: Arc::new(Semaphore::new(MAX_TRANSFERS)),
     };
     Router::new()
@@ -270,11 +311,16 @@ impl Write for FrameWriter {
 async fn get_bytes(
     State(api): State<Api>,
     Path(reference): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let local = local_only(&query)?;
     let reference = parse_address(&reference)?;
     let slot = api.transfer()?;
-    let store = api.store;
+    let store = Arc::new(Source {
+        store: api.store,
+        fetcher: if local { None } else { api.fetcher },
+    });
     let probe = store.clone();
     let size = blocking(move || Joiner::new(&*probe, reference).map(|j| j.size()))
         .await?
@@ -386,25 +432,29 @@ async fn get_chunk(
     Path(address): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    match query.get("local").map(String::as_str) {
-        None | Some("true" | "false") => {}
-        Some(other) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("local must be true or false, not {other:?}"),
-            ));
-        }
-    }
+    let local = local_only(&query)?;
     let address = parse_address(&address)?;
     let store = api.store;
-    match blocking(move || store.get(&address)).await? {
-        Ok(Some(data)) => {
-            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+    let found = blocking(move || store.get(&address))
+        .await?
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let data = match (found, api.fetcher) {
+        (Some(data), _) => data,
+        (None, Some(fetcher)) if !local => match fetcher.fetch(address).await {
+            Ok(chunk) => chunk.into_data(),
+            Err(FetchError::Retrieval(e)) => {
+                return Err(error(StatusCode::NOT_FOUND, e.to_string()));
+            }
+            Err(e @ FetchError::Stopped) => {
+                return Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
+            }
+        },
+        (None, _) => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("chunk {address} not found"),
+            ));
         }
-        Ok(None) => Err(error(
-            StatusCode::NOT_FOUND,
-            format!("chunk {address} not found"),
-        )),
-        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }

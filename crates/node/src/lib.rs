@@ -11,6 +11,7 @@ pub mod codec;
 pub mod identity;
 pub mod metrics;
 pub mod pullsync;
+pub mod retrieval;
 pub mod runtime;
 pub mod slots;
 pub mod status;
@@ -119,6 +120,9 @@ pub struct NodeConfig {
     pub bootnodes: Vec<Multiaddr>,
     /// The network id: peers of other networks are refused.
     pub network_id: u64,
+    /// A light node: it stores no one else's chunks, is not pulled from and not forwarded
+    /// to; it reads and uploads through its full peers.
+    pub light: bool,
 }
 
 /// What a running node tells about itself (`node.json`, `GET /node`).
@@ -212,6 +216,7 @@ pub async fn run(
         .sign_record(config.network_id, underlays, runtime::unix_now())?;
     let overlay_config = OverlayConfig {
         network_id: config.network_id,
+        light: config.light,
         seed: random_seed(),
         ..OverlayConfig::default()
     };
@@ -248,14 +253,15 @@ pub async fn run(
         runtime::Runtime::new(
             swarm,
             overlay,
-            Arc::clone(&db),
-            Arc::clone(&store) as Arc<dyn KvStore>,
+            (Arc::clone(&db), Arc::clone(&store) as Arc<dyn KvStore>),
             Arc::clone(&chunks),
             config.bootnodes.clone(),
+            config.light,
         )
         .run(queries_rx, stopped(stop_rx.clone())),
     );
-    let router = api::router(chunks)
+    let fetcher = retrieval::Fetcher::new(queries_tx.clone());
+    let router = api::router(chunks, Some(fetcher))
         .merge(status::router(status::NodeHandle::new(info, queries_tx)))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed);

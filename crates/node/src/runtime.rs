@@ -9,6 +9,8 @@
 //!   from the node's state database, on the blocking pool, at most [`MAX_SERVING`] at once.
 //! - `/tributary/pullsync/1`: chunk pull-sync, driven by [`crate::pullsync::PullDriver`]
 //!   (the downstream core and the upstream answers).
+//! - `/tributary/retrieval/1`: chunk retrieval, driven by
+//!   [`crate::retrieval::RetrievalDriver`] (fetches for the API and forwarded requests).
 //!
 //! The loop moves transport events into the overlay core, carries out its outputs, wakes it at
 //! its deadlines, re-dials the bootnodes every [`BOOTSTRAP_RETRY`] while no peer is connected,
@@ -33,7 +35,8 @@ use tributary_statesync::server::{self, Reply};
 use tributary_store::{KvStore, StoreError, WriteBatch};
 use tributary_wire::{
     MAX_OVERLAY_MESSAGE_BYTES, MAX_PULL_MESSAGE_BYTES, MAX_PULL_REQUEST_BYTES,
-    MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_REQUEST_BYTES,
+    MAX_RETRIEVAL_MESSAGE_BYTES, MAX_RETRIEVAL_REQUEST_BYTES, MAX_SYNC_MESSAGE_BYTES,
+    MAX_SYNC_REQUEST_BYTES,
 };
 
 use crate::NodeError;
@@ -41,6 +44,7 @@ use crate::codec::BytesCodec;
 use crate::identity::{node_key, peer_id};
 use crate::metrics::Metric;
 use crate::pullsync::PullDriver;
+use crate::retrieval::RetrievalDriver;
 use crate::slots::HandshakeSlots;
 
 /// The overlay protocol.
@@ -49,6 +53,8 @@ pub const OVERLAY_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/ove
 pub const STATESYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/statesync/1");
 /// The pull-sync protocol.
 pub const PULLSYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/pullsync/1");
+/// The retrieval protocol.
+pub const RETRIEVAL_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/retrieval/1");
 /// Pull-sync streams per connection, both ways: each side's core has at most
 /// [`tributary_stream::pull::MAX_REQUESTS_PER_PEER`] requests open to the other.
 const MAX_PULL_STREAMS: usize = 2 * tributary_stream::pull::MAX_REQUESTS_PER_PEER + 8;
@@ -89,6 +95,7 @@ mod behaviour {
         pub(crate) overlay: request_response::Behaviour<BytesCodec>,
         pub(crate) statesync: request_response::Behaviour<BytesCodec>,
         pub(crate) pullsync: request_response::Behaviour<BytesCodec>,
+        pub(crate) retrieval: request_response::Behaviour<BytesCodec>,
     }
 }
 
@@ -108,6 +115,11 @@ impl Behaviour {
     /// The pull-sync protocol (for tests that speak it by hand).
     pub fn pullsync_mut(&mut self) -> &mut request_response::Behaviour<BytesCodec> {
         &mut self.pullsync
+    }
+
+    /// The retrieval protocol (for tests that speak it by hand).
+    pub fn retrieval_mut(&mut self) -> &mut request_response::Behaviour<BytesCodec> {
+        &mut self.retrieval
     }
 }
 
@@ -166,6 +178,15 @@ pub fn build_swarm(
                 PULLSYNC_PROTOCOL,
                 BytesCodec::new(MAX_PULL_REQUEST_BYTES, MAX_PULL_MESSAGE_BYTES),
                 (PullDriver::transport_timeout(), MAX_PULL_STREAMS),
+                ProtocolSupport::Full,
+            ),
+            retrieval: protocol(
+                RETRIEVAL_PROTOCOL,
+                BytesCodec::new(MAX_RETRIEVAL_REQUEST_BYTES, MAX_RETRIEVAL_MESSAGE_BYTES),
+                (
+                    RetrievalDriver::transport_timeout(),
+                    crate::retrieval::MAX_STREAMS,
+                ),
                 ProtocolSupport::Full,
             ),
         })
@@ -238,6 +259,11 @@ pub enum Query {
     Metrics(oneshot::Sender<Vec<Metric>>),
     /// Pull-sync progress per (peer, bin).
     PullProgress(oneshot::Sender<Vec<tributary_stream::pull::BinProgress>>),
+    /// Fetch a chunk the store lacks from the network.
+    Retrieve(
+        tributary_chunk::Address,
+        oneshot::Sender<crate::retrieval::Fetched>,
+    ),
 }
 
 #[derive(Debug, Default)]
@@ -283,24 +309,27 @@ pub struct Runtime {
     slots: HandshakeSlots,
     counters: Counters,
     pull: PullDriver,
+    retrieval: RetrievalDriver,
     /// The depth the pull-sync core last heard of.
     pull_depth: Option<u8>,
 }
 
 impl Runtime {
-    /// A loop over a listening swarm and a started overlay core.
+    /// A loop over a listening swarm and a started overlay core (`light`: this node pulls
+    /// nothing and caches no retrieved chunk).
     #[must_use]
     pub fn new(
         swarm: Swarm<Behaviour>,
         overlay: Overlay,
-        db: Arc<MerkleDb>,
-        peer_store: Arc<dyn KvStore>,
+        (db, peer_store): (Arc<MerkleDb>, Arc<dyn KvStore>),
         chunks: Arc<tributary_chunk::store::ChunkStore>,
         bootnodes: Vec<Multiaddr>,
+        light: bool,
     ) -> Self {
         let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
         Self {
-            pull: PullDriver::new(chunks, false),
+            retrieval: RetrievalDriver::new(Arc::clone(&chunks), light),
+            pull: PullDriver::new(chunks, light),
             pull_depth: None,
             peer_store,
             unwritten: WriteBatch::default(),
@@ -332,6 +361,7 @@ impl Runtime {
         let result = self.event_loop(queries, shutdown).await;
         self.finish_writes().await;
         self.pull.finish_writes().await;
+        self.retrieval.finish_writes().await;
         result
     }
 
@@ -353,9 +383,13 @@ impl Runtime {
                     let now = Instant::now();
                     self.overlay.handle_timeout(now);
                     self.pull.timeout(&mut self.swarm, now);
+                    self.retrieval.timeout(now);
                 }
                 event = self.pull.next_event() => {
                     self.pull.on_event(&mut self.swarm, Instant::now(), event)?;
+                }
+                event = self.retrieval.next_event() => {
+                    self.retrieval.on_event(&mut self.swarm, Instant::now(), event);
                 }
                 Some(query) = queries.recv() => self.answer(query),
                 Some(served) = self.served_rx.recv() => self.on_served(served),
@@ -412,10 +446,14 @@ impl Runtime {
     /// The overlay's next deadline, and the next bootnode dial while isolated; an hour away
     /// if neither (the loop must never wait on a deadline already past, or it spins).
     fn next_wake(&self) -> Instant {
-        let mut wake = match (self.overlay.poll_timeout(), self.pull.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let mut wake = [
+            self.overlay.poll_timeout(),
+            self.pull.poll_timeout(),
+            self.retrieval.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if !self.bootnodes.is_empty() && self.overlay.is_isolated() {
             wake = Some(wake.map_or(self.next_bootstrap, |t| t.min(self.next_bootstrap)));
         }
@@ -492,6 +530,9 @@ impl Runtime {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Pullsync(event)) => {
                 self.pull.on_swarm_event(now, event);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Retrieval(event)) => {
+                self.retrieval.on_swarm_event(&mut self.swarm, now, event);
             }
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
             _ => {}
@@ -641,12 +682,14 @@ impl Runtime {
                     }
                     if let Some(peer) = peer {
                         self.pull.connected(now, overlay, peer, light);
+                        self.retrieval.connected(overlay, peer, light);
                     }
                     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
                     info!(%peer, %overlay, light, "peer connected");
                 }
                 Output::PeerDisconnected { key, overlay } => {
                     self.pull.disconnected(now, overlay);
+                    self.retrieval.disconnected(now, overlay);
                     let peer = peer_id(&key).map(|p| p.to_string()).unwrap_or_default();
                     info!(%peer, %overlay, "peer disconnected");
                 }
@@ -662,6 +705,7 @@ impl Runtime {
             self.pull.depth(now, depth);
         }
         self.pull.drain(&mut self.swarm, now);
+        self.retrieval.drain(&mut self.swarm, now);
         Ok(())
     }
 
@@ -707,10 +751,14 @@ impl Runtime {
             Query::Metrics(tx) => {
                 let mut metrics = self.metrics();
                 metrics.extend(self.pull.metrics());
+                metrics.extend(self.retrieval.metrics());
                 let _ = tx.send(metrics);
             }
             Query::PullProgress(tx) => {
                 let _ = tx.send(self.pull.progress());
+            }
+            Query::Retrieve(address, tx) => {
+                self.retrieval.fetch(Instant::now(), address, tx);
             }
         }
     }

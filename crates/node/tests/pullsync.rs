@@ -7,16 +7,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::rogue::{self, Seen};
 use common::{Node, eventually};
-use libp2p::futures::StreamExt;
 use libp2p::request_response::{Event, Message as RrMessage};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId};
 use prost::Message;
 use tributary_chunk::{Chunk, proximity};
-use tributary_node::NodeIdentity;
 use tributary_node::runtime::BehaviourEvent;
-use tributary_overlay::protocol::handshake;
 use tributary_wire::pullsync::{Cursors, Delivery, Offer, Request, Response, request, response};
 
 /// How the rogue answers the node's pull-sync requests.
@@ -30,78 +27,42 @@ enum Script {
 
 /// Runs a rogue against `addr` until the node closes the connection (true) or 20 s pass.
 fn rogue(addr: &str, secret: u8, script: Script) -> bool {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let id = NodeIdentity::from_secret(&[secret; 32], [7; 32]).expect("key");
-    let own = id.identity.overlay(1);
-    let record = id.identity.sign_record(1, vec![], 1).expect("signs");
-    let hello = handshake(1, record, false).encode_to_vec();
+    let own = rogue::overlay(secret);
     // A chunk the rogue's bin 0 could hold, and the one it delivers instead.
     let offered = (0u32..)
         .map(|i| Chunk::new(4, &i.to_le_bytes()).expect("chunk"))
         .find(|c| proximity(&own, &c.address()) == 0)
         .expect("a chunk of bin 0");
     let delivered = Chunk::new(5, b"other").expect("chunk");
-    let addr: Multiaddr = addr.parse().expect("multiaddr");
-    let Some(libp2p::multiaddr::Protocol::P2p(node)) = addr.iter().last() else {
-        panic!("address without /p2p")
-    };
-    let node: PeerId = node;
-    rt.block_on(async move {
-        let mut swarm = tributary_node::runtime::build_swarm(id.keypair, false).expect("swarm");
-        swarm.dial(addr).expect("dials");
-        let deadline = tokio::time::sleep(Duration::from_secs(20));
-        tokio::pin!(deadline);
-        let mut sent_garbage = false;
-        loop {
-            let event = tokio::select! {
-                event = swarm.select_next_some() => event,
-                () = &mut deadline => return false,
-            };
-            match event {
-                SwarmEvent::ConnectionEstablished { .. } => {
-                    swarm
-                        .behaviour_mut()
-                        .overlay_mut()
-                        .send_request(&node, hello.clone());
-                }
-                SwarmEvent::ConnectionClosed {
-                    num_established: 0, ..
-                } => return true,
-                SwarmEvent::Behaviour(BehaviourEvent::Overlay(Event::Message {
-                    message: RrMessage::Request { channel, .. },
-                    ..
-                })) => {
-                    // The node's handshake: acknowledged, and the rogue is now a peer.
-                    let _ = swarm
-                        .behaviour_mut()
-                        .overlay_mut()
-                        .send_response(channel, Vec::new());
-                    if script == Script::MalformedRequest && !sent_garbage {
-                        sent_garbage = true;
-                        swarm
-                            .behaviour_mut()
-                            .pullsync_mut()
-                            .send_request(&node, vec![0xFF; 40]);
-                    }
-                }
-                SwarmEvent::Behaviour(BehaviourEvent::Pullsync(Event::Message {
+    let mut sent_garbage = false;
+    rogue::run(addr, secret, |swarm, node, seen| {
+        match seen {
+            Seen::Ready if script == Script::MalformedRequest && !sent_garbage => {
+                sent_garbage = true;
+                swarm
+                    .behaviour_mut()
+                    .pullsync_mut()
+                    .send_request(&node, vec![0xFF; 40]);
+            }
+            Seen::Event(event) if script == Script::WrongChunk => {
+                if let SwarmEvent::Behaviour(BehaviourEvent::Pullsync(Event::Message {
                     message:
                         RrMessage::Request {
                             request, channel, ..
                         },
                     ..
-                })) if script == Script::WrongChunk => {
-                    let answer = answer(&request, &offered, &delivered);
-                    if let Some(answer) = answer {
-                        let _ = swarm
-                            .behaviour_mut()
-                            .pullsync_mut()
-                            .send_response(channel, answer.encode_to_vec());
-                    }
+                })) = *event
+                    && let Some(answer) = answer(&request, &offered, &delivered)
+                {
+                    let _ = swarm
+                        .behaviour_mut()
+                        .pullsync_mut()
+                        .send_response(channel, answer.encode_to_vec());
                 }
-                _ => {}
             }
+            _ => {}
         }
+        None
     })
 }
 

@@ -90,7 +90,7 @@ pub enum Requester {
 }
 
 /// Why a chunk could not be retrieved.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RetrievalError {
     /// No peer is left to ask (none connected, all asked, or none closer to the chunk).
     #[error("chunk {0} not found: no peer left to ask")]
@@ -573,10 +573,10 @@ impl Retrieval {
         let Some(f) = self.remove_fetch(chunk.address()) else {
             return;
         };
-        self.outputs.push_back(Output::Store(chunk.clone()));
         for requester in f.requesters {
             self.answer(requester, Ok(chunk.clone()));
         }
+        self.outputs.push_back(Output::Store(chunk));
     }
 
     fn finish(&mut self, address: Address, error: RetrievalError) {
@@ -585,7 +585,7 @@ impl Retrieval {
         };
         self.stats.failed += 1;
         for requester in f.requesters {
-            self.answer(requester, Err(error.clone()));
+            self.answer(requester, Err(error));
         }
     }
 

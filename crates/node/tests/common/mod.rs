@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use tributary_node::{NodeConfig, run};
 
+pub mod rogue;
+
 pub struct Node {
     pub dir: PathBuf,
     pub base: String,
@@ -27,6 +29,20 @@ impl Node {
 
     /// Starts a node listening on `listen` with these bootnodes and network id.
     pub fn start_on(dir: &Path, listen: &str, bootnodes: &[String], network_id: u64) -> Self {
+        Self::start_config(dir, listen, bootnodes, (network_id, false))
+    }
+
+    /// Starts a light node on TCP with these bootnodes.
+    pub fn start_light(dir: &Path, bootnodes: &[String]) -> Self {
+        Self::start_config(dir, "/ip4/127.0.0.1/tcp/0", bootnodes, (1, true))
+    }
+
+    fn start_config(
+        dir: &Path,
+        listen: &str,
+        bootnodes: &[String],
+        (network_id, light): (u64, bool),
+    ) -> Self {
         let config = NodeConfig {
             data_dir: dir.to_path_buf(),
             api: "127.0.0.1:0".parse().expect("addr"),
@@ -36,6 +52,7 @@ impl Node {
                 .map(|b| b.parse().expect("multiaddr"))
                 .collect(),
             network_id,
+            light,
         };
         let info = dir.join("node.json");
         let _ = std::fs::remove_file(&info);

@@ -7,9 +7,10 @@
 //! (`TRIBUTARY_SEED` overrides it).
 //!
 //! Every node runs the overlay core ([`tributary_overlay::Overlay`]) and, beside it, the
-//! pull-sync core ([`tributary_stream::pull::PullSync`]) over a chunk store on the node's
-//! in-memory store, told of the overlay's peers and depth as the runtime tells it (see
-//! [`pull`]). The transport it stands in for is a connection-oriented one like libp2p's: a
+//! pull-sync core ([`tributary_stream::pull::PullSync`]) and the retrieval core
+//! ([`tributary_stream::retrieval::Retrieval`]) over a chunk store on the node's in-memory
+//! store, told of the overlay's peers and depth as the runtime tells them (see [`pull`] and
+//! [`retrieval`]). The transport it stands in for is a connection-oriented one like libp2p's: a
 //! dial either opens a connection, seen by both ends at once, or fails after a delay; a closed
 //! connection is seen by both ends at once; messages on a connection arrive in order or not
 //! at all, and none survive the connection.
@@ -25,6 +26,7 @@ use tributary_chunk::Address;
 use tributary_overlay::{Health, Identity, NodeKey, Output, Overlay, OverlayConfig, OverlayError};
 use tributary_store::{KvStore, MemStore};
 use tributary_stream::pull::PullConfig;
+use tributary_stream::retrieval::RetrievalConfig;
 use tributary_wire::overlay::PeerRecord;
 
 use crate::queue::EventQueue;
@@ -32,6 +34,7 @@ use crate::queue::EventQueue;
 pub mod fuzzing;
 pub mod pull;
 mod queue;
+pub mod retrieval;
 pub mod statesync;
 
 /// Errors of a simulation: a core could not start, or a node's store failed.
@@ -71,6 +74,10 @@ pub struct SimConfig {
     pub overlay: OverlayConfig,
     /// The pull-sync configuration of every node (`light` is the node's).
     pub pull: PullConfig,
+    /// Whether nodes pull-sync (off: chunks stay where they are put, for retrieval tests).
+    pub pull_sync: bool,
+    /// The retrieval configuration of every node.
+    pub retrieval: RetrievalConfig,
 }
 
 impl SimConfig {
@@ -85,6 +92,8 @@ impl SimConfig {
             dial_failure: Duration::from_secs(2),
             overlay: OverlayConfig::default(),
             pull: PullConfig::default(),
+            pull_sync: true,
+            retrieval: RetrievalConfig::default(),
         }
     }
 }
@@ -111,12 +120,15 @@ enum Event {
     },
 }
 
-/// What a message on a link carries: an overlay message, or a pull-sync request or answer.
+/// What a message on a link carries: an overlay message, or a pull-sync or retrieval request
+/// or answer.
 #[derive(Debug)]
 enum Frame {
     Overlay(Vec<u8>),
     PullRequest { id: u64, bytes: Vec<u8> },
     PullResponse { id: u64, bytes: Vec<u8> },
+    RetrievalRequest { id: u64, bytes: Vec<u8> },
+    RetrievalResponse { id: u64, bytes: Vec<u8> },
 }
 
 struct SimNode {
@@ -160,6 +172,7 @@ pub struct Sim {
     group: Vec<u32>,
     stats: SimStats,
     ledger: pull::PullLedger,
+    retrievals: retrieval::RetrievalLedger,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -181,6 +194,7 @@ impl Sim {
             group: Vec::new(),
             stats: SimStats::default(),
             ledger: pull::PullLedger::default(),
+            retrievals: retrieval::RetrievalLedger::default(),
         }
     }
 
@@ -339,6 +353,11 @@ impl Sim {
         Ok(())
     }
 
+    /// Sets the probability that a message is lost from now on.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.config.loss = loss;
+    }
+
     /// Ends a partition.
     pub fn heal(&mut self) {
         self.group.iter_mut().for_each(|g| *g = 0);
@@ -460,6 +479,12 @@ impl Sim {
                             p.core.handle_response(now, id, &bytes, p.chunks.as_ref());
                         }
                     }
+                    Frame::RetrievalRequest { id, bytes } => {
+                        self.serve_retrieval(to, from, id, &bytes);
+                    }
+                    Frame::RetrievalResponse { id, bytes } => {
+                        self.on_retrieval_response(to, id, &bytes);
+                    }
                 }
                 self.drain(to)?;
             }
@@ -534,6 +559,7 @@ impl Sim {
             self.carry_out(i, output)?;
         }
         self.drain_pull(i)?;
+        self.drain_retrieval(i)?;
         let wake = [
             self.nodes[i].core.as_ref().and_then(Overlay::poll_timeout),
             self.nodes[i]
@@ -579,8 +605,12 @@ impl Sim {
             Output::PeerConnected { overlay, light, .. } => {
                 self.stats.handshakes += 1;
                 let now = self.queue.now();
+                let pull_sync = self.config.pull_sync;
                 if let Some(p) = self.nodes[i].pull.as_mut() {
-                    p.core.handle_connected(now, overlay, light);
+                    if pull_sync {
+                        p.core.handle_connected(now, overlay, light);
+                    }
+                    p.fetch.handle_connected(overlay, light);
                 }
             }
             Output::PeerDisconnected { overlay, .. } => {

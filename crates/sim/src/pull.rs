@@ -21,6 +21,7 @@ use tributary_chunk::store::ChunkStore;
 use tributary_chunk::{Address, Chunk, proximity};
 use tributary_store::MemStore;
 use tributary_stream::pull::{Fault, Output, PullConfig, PullSync};
+use tributary_stream::retrieval::Retrieval;
 use tributary_stream::serve::{self, Answer, LiveWait, LiveWaits};
 use tributary_wire::pullsync::{Get, Request, Response, request, response};
 
@@ -43,9 +44,10 @@ struct Parked {
     id: u64,
 }
 
-/// One node's pull-sync state.
+/// One node's chunk protocols: its pull-sync and retrieval cores over its chunk store.
 pub(crate) struct PullNode {
     pub(crate) core: PullSync,
+    pub(crate) fetch: Retrieval,
     pub(crate) chunks: Arc<ChunkStore>,
     parked: LiveWaits<Parked>,
     depth: Option<u8>,
@@ -72,6 +74,7 @@ impl PullNode {
         };
         Ok(Self {
             core: PullSync::new(overlay, pull),
+            fetch: Retrieval::new(overlay, config.retrieval.clone()),
             chunks: Arc::new(chunks),
             parked: LiveWaits::default(),
             depth: None,
@@ -81,7 +84,7 @@ impl PullNode {
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let parked = self.parked.next_deadline();
-        [self.core.poll_timeout(), parked]
+        [self.core.poll_timeout(), parked, self.fetch.poll_timeout()]
             .into_iter()
             .flatten()
             .min()
@@ -89,6 +92,7 @@ impl PullNode {
 
     pub(crate) fn disconnected(&mut self, now: Instant, overlay: Address) {
         self.core.handle_disconnected(now, overlay);
+        self.fetch.handle_disconnected(now, overlay);
     }
 }
 
@@ -110,8 +114,8 @@ pub(crate) struct PullLedger {
     per_node: Vec<u64>,
     twice: u64,
     penalties: Vec<(usize, Address, Fault)>,
-    lies: HashMap<usize, Lie>,
-    by_overlay: HashMap<Address, usize>,
+    pub(crate) lies: HashMap<usize, Lie>,
+    pub(crate) by_overlay: HashMap<Address, usize>,
 }
 
 impl Sim {
@@ -268,6 +272,7 @@ impl Sim {
             return;
         };
         p.core.handle_timeout(now, p.chunks.as_ref());
+        p.fetch.handle_timeout(now);
         for w in p.parked.take_expired(now) {
             let bytes = serve::empty_offer(w.start).encode_to_vec();
             let Parked { from, id } = w.token;

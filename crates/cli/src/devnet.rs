@@ -6,8 +6,13 @@
 //! network is doing, until Ctrl-C: peers known and connected and chunks stored (per node:
 //! least and most), and how many pull-sync streams are still historical.
 //!
+//! Beside the full nodes run `--light-nodes` light nodes (`DIR/light-<i>`, not in
+//! `nodes.json`): they store no one's chunks and read through retrieval.
+//!
 //! Unless `--demo-bytes 0`, a file of seeded random bytes is uploaded into node 0 once all
-//! listen, so the periodic line shows pull-sync spreading its chunks over the network.
+//! listen, so the periodic line shows pull-sync spreading its chunks over the network; then
+//! the first light node reads it back through retrieval and says how long that took and
+//! whether the bytes are the same.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +29,8 @@ use crate::node::{ctrl_c, init_logging};
 
 /// Most nodes one devnet runs (each has its own store and sockets).
 const MAX_NODES: usize = 64;
+/// Most light nodes one devnet runs.
+const MAX_LIGHT_NODES: u64 = 8;
 /// Longest wait for a node to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Network id of devnets: the default of `tributary node` and `tributary state sync`, so the
@@ -42,6 +49,9 @@ pub struct DevnetArgs {
     /// Bytes of a demo file uploaded into node 0 at the start (0: none).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     demo_bytes: u64,
+    /// How many light nodes besides the full ones (the first reads the demo file back).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=MAX_LIGHT_NODES))]
+    light_nodes: u64,
 }
 
 pub fn devnet(args: &DevnetArgs) -> Result<()> {
@@ -54,7 +64,10 @@ pub fn devnet(args: &DevnetArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(run_devnet(
         &base,
-        usize::try_from(args.nodes)?,
+        (
+            usize::try_from(args.nodes)?,
+            usize::try_from(args.light_nodes)?,
+        ),
         args.demo_bytes,
     ))
 }
@@ -72,33 +85,51 @@ fn init_logging_quiet() {
     }
 }
 
-async fn run_devnet(base: &Path, n: usize, demo_bytes: u64) -> Result<()> {
+type NodeTask = tokio::task::JoinHandle<Result<(), tributary_node::NodeError>>;
+
+/// Starts a node in `dir` and waits until it listens; returns its task and `node.json`.
+async fn start_node(
+    dir: &Path,
+    bootnode: Option<&Multiaddr>,
+    light: bool,
+    stop: &watch::Receiver<bool>,
+) -> Result<(NodeTask, Value)> {
+    // A stale node.json from an earlier run must not be mistaken for this one's.
+    let _ = std::fs::remove_file(dir.join("node.json"));
+    let config = NodeConfig {
+        data_dir: dir.to_path_buf(),
+        api: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen: vec![
+            "/ip4/127.0.0.1/tcp/0".parse()?,
+            "/ip4/127.0.0.1/udp/0/quic-v1".parse()?,
+        ],
+        bootnodes: bootnode.into_iter().cloned().collect(),
+        network_id: DEVNET_NETWORK_ID,
+        light,
+    };
+    let mut rx = stop.clone();
+    let task = tokio::spawn(run(config, async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
+    let info = wait_for_node_file(dir, &task).await?;
+    Ok((task, info))
+}
+
+async fn run_devnet(base: &Path, (n, lights): (usize, usize), demo_bytes: u64) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut infos: Vec<Value> = Vec::new();
     let mut bootnode: Option<Multiaddr> = None;
     for i in 0..n {
-        let dir = base.join(format!("node-{i}"));
-        // A stale node.json from an earlier run must not be mistaken for this one's.
-        let _ = std::fs::remove_file(dir.join("node.json"));
-        let config = NodeConfig {
-            data_dir: dir.clone(),
-            api: SocketAddr::from(([127, 0, 0, 1], 0)),
-            listen: vec![
-                "/ip4/127.0.0.1/tcp/0".parse()?,
-                "/ip4/127.0.0.1/udp/0/quic-v1".parse()?,
-            ],
-            bootnodes: bootnode.iter().cloned().collect(),
-            network_id: DEVNET_NETWORK_ID,
-            light: false,
-        };
-        let mut rx = stop_rx.clone();
-        tasks.push(tokio::spawn(run(config, async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        })));
-        let info = wait_for_node_file(&dir, &tasks[i])
-            .await
-            .with_context(|| format!("starting node {i}"))?;
+        let (task, info) = start_node(
+            &base.join(format!("node-{i}")),
+            bootnode.as_ref(),
+            false,
+            &stop_rx,
+        )
+        .await
+        .with_context(|| format!("starting node {i}"))?;
+        tasks.push(task);
         if bootnode.is_none() {
             let first = info["listen"][0]
                 .as_str()
@@ -106,6 +137,19 @@ async fn run_devnet(base: &Path, n: usize, demo_bytes: u64) -> Result<()> {
             bootnode = Some(first.parse()?);
         }
         infos.push(info);
+    }
+    let mut light_apis = Vec::new();
+    for i in 0..lights {
+        let (task, info) = start_node(
+            &base.join(format!("light-{i}")),
+            bootnode.as_ref(),
+            true,
+            &stop_rx,
+        )
+        .await
+        .with_context(|| format!("starting light node {i}"))?;
+        tasks.push(task);
+        light_apis.push(info["api"].as_str().unwrap_or("?").to_owned());
     }
     let nodes_file = base.join("nodes.json");
     std::fs::write(&nodes_file, serde_json::to_string_pretty(&infos)?)
@@ -121,6 +165,9 @@ async fn run_devnet(base: &Path, n: usize, demo_bytes: u64) -> Result<()> {
             info["overlay"].as_str().unwrap_or("?")
         );
     }
+    for (i, api) in light_apis.iter().enumerate() {
+        println!("  light node {i}: http://{api}  (stores nothing; reads through retrieval)");
+    }
     println!("Ctrl-C stops the devnet.");
     let apis: Vec<String> = infos
         .iter()
@@ -128,13 +175,16 @@ async fn run_devnet(base: &Path, n: usize, demo_bytes: u64) -> Result<()> {
         .collect();
     if demo_bytes > 0 {
         let api = apis.first().cloned().context("no node")?;
-        let reference = tokio::task::spawn_blocking(move || upload_demo(&api, demo_bytes))
+        let (reference, data) = tokio::task::spawn_blocking(move || upload_demo(&api, demo_bytes))
             .await
             .context("demo upload task")??;
         println!(
             "demo: {demo_bytes} bytes uploaded into node 0, reference {reference}; pull-sync \
              spreads its chunks (\"chunks\" below)"
         );
+        if let Some(light) = light_apis.first().cloned() {
+            tokio::spawn(read_back(light, reference, data));
+        }
     }
     let monitor = tokio::spawn(monitor(apis));
     ctrl_c().await;
@@ -171,8 +221,55 @@ async fn wait_for_node_file(
     }
 }
 
-/// Uploads `len` seeded pseudo-random bytes (splitmix64) to `api`; returns the reference.
-fn upload_demo(api: &str, len: u64) -> Result<String> {
+/// The first light node reads the demo file back through retrieval, once it has a peer;
+/// prints how long it took and whether the bytes match.
+async fn read_back(api: String, reference: String, data: Vec<u8>) {
+    let result = tokio::task::spawn_blocking(move || -> Result<String> {
+        let started = Instant::now();
+        while get_json(&api, "/peers")
+            .and_then(|p| p["peers"].as_array().map(Vec::len))
+            .unwrap_or(0)
+            == 0
+        {
+            ensure!(
+                started.elapsed() < START_TIMEOUT,
+                "the light node found no peer"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let url = format!("http://{api}/bytes/{reference}");
+        let start = Instant::now();
+        let got = ureq::get(&url)
+            .call()
+            .with_context(|| format!("GET {url}"))?
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .with_context(|| format!("reading {url}"))?;
+        let took = start.elapsed();
+        let same = if got == data {
+            "the same bytes"
+        } else {
+            "DIFFERENT bytes"
+        };
+        Ok(format!(
+            "demo: light node 0 read the {} bytes back through retrieval in {:.2} s: {same}",
+            got.len(),
+            took.as_secs_f64()
+        ))
+    })
+    .await;
+    match result {
+        Ok(Ok(line)) => println!("{line}"),
+        Ok(Err(e)) => println!("demo: light node 0 could not read the file back: {e:#}"),
+        Err(e) => println!("demo: the read-back task failed: {e}"),
+    }
+}
+
+/// Uploads `len` seeded pseudo-random bytes (splitmix64) to `api`; returns the reference and
+/// the bytes.
+fn upload_demo(api: &str, len: u64) -> Result<(String, Vec<u8>)> {
     let mut state = 0x7269_6275_7461_7279_u64;
     let mut data = Vec::with_capacity(usize::try_from(len)?);
     while (data.len() as u64) < len {
@@ -191,7 +288,8 @@ fn upload_demo(api: &str, len: u64) -> Result<String> {
         .read_to_string()
         .with_context(|| format!("reading {url}"))?;
     let v: Value = serde_json::from_str(&text).with_context(|| format!("parsing {url}"))?;
-    Ok(v["reference"].as_str().context("no reference")?.to_owned())
+    let reference = v["reference"].as_str().context("no reference")?.to_owned();
+    Ok((reference, data))
 }
 
 /// One node's figures for the periodic line.

@@ -12,9 +12,12 @@ use k256::ecdsa::{RecoveryId, Signature, SigningKey, VerifyingKey};
 use tributary_chunk::Address;
 use tributary_chunk::bmt::keccak256;
 use tributary_wire::overlay::PeerRecord;
+use tributary_wire::pushsync::Receipt;
 
 /// Domain separation for record signatures.
 const RECORD_DOMAIN: &[u8] = b"tributary-overlay-record";
+/// Domain separation for push-sync receipts.
+const RECEIPT_DOMAIN: &[u8] = b"tributary-push-receipt";
 /// Most underlays a record may carry.
 pub const MAX_UNDERLAYS: usize = 8;
 /// Longest underlay (binary multiaddr) a record may carry.
@@ -152,6 +155,85 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// This node's push-sync receipt for the chunk at `address`, stored at `depth`, in
+    /// network `network_id`.
+    ///
+    /// # Errors
+    /// [`RecordError::BadSignature`] if signing fails.
+    pub fn sign_receipt(
+        &self,
+        address: &Address,
+        depth: u8,
+        network_id: u64,
+    ) -> Result<Receipt, RecordError> {
+        let digest = receipt_digest(address, depth, network_id);
+        let (signature, recovery) = self
+            .key
+            .sign_prehash_recoverable(&digest)
+            .map_err(|_| RecordError::BadSignature)?;
+        let mut sig = signature.to_bytes().to_vec();
+        sig.push(recovery.to_byte());
+        Ok(Receipt {
+            address: address.0.to_vec(),
+            signature: sig,
+            nonce: self.nonce.to_vec(),
+            depth: u32::from(depth),
+            error: String::new(),
+        })
+    }
+}
+
+/// A receipt whose signature was checked: who stored which chunk at which depth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedReceipt {
+    /// The chunk.
+    pub address: Address,
+    /// The storer's overlay, derived from the signing key and the nonce.
+    pub storer: Address,
+    /// The storer's depth.
+    pub depth: u8,
+    /// The receipt as received (to relay unchanged).
+    pub wire: Receipt,
+}
+
+/// Checks a push-sync receipt of network `network_id`: field lengths, the signature, and
+/// the storer's overlay it gives. Whether that storer's neighbourhood holds the chunk is the
+/// push core's check.
+///
+/// # Errors
+/// Which check failed.
+pub fn verify_receipt(wire: &Receipt, network_id: u64) -> Result<VerifiedReceipt, RecordError> {
+    let address = Address(fixed::<32>("address", &wire.address)?);
+    let nonce = fixed::<32>("nonce", &wire.nonce)?;
+    let sig = fixed::<65>("signature", &wire.signature)?;
+    let depth = u8::try_from(wire.depth).map_err(|_| RecordError::BadLength {
+        field: "depth",
+        len: 4,
+        expected: 1,
+    })?;
+    let signature = Signature::from_slice(&sig[..64]).map_err(|_| RecordError::BadSignature)?;
+    let recovery = RecoveryId::from_byte(sig[64]).ok_or(RecordError::BadSignature)?;
+    let digest = receipt_digest(&address, depth, network_id);
+    let signer = VerifyingKey::recover_from_prehash(&digest, &signature, recovery)
+        .map_err(|_| RecordError::BadSignature)?;
+    Ok(VerifiedReceipt {
+        address,
+        storer: overlay_address(&eth_address(&signer), network_id, &nonce),
+        depth,
+        wire: wire.clone(),
+    })
+}
+
+fn receipt_digest(address: &Address, depth: u8, network_id: u64) -> [u8; 32] {
+    let mut data = Vec::with_capacity(RECEIPT_DOMAIN.len() + 41);
+    data.extend_from_slice(RECEIPT_DOMAIN);
+    data.extend_from_slice(&address.0);
+    data.push(depth);
+    data.extend_from_slice(&network_id.to_le_bytes());
+    keccak256(&data)
+}
+
 /// A record whose signature and overlay were checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedRecord {
@@ -259,6 +341,40 @@ mod tests {
 
     fn identity(seed: u8) -> Identity {
         Identity::from_secret(&[seed; 32], [seed.wrapping_add(1); 32]).expect("valid key")
+    }
+
+    #[test]
+    fn a_receipt_names_its_signer_and_nothing_else_verifies() {
+        let id = identity(3);
+        let chunk = Address([9; 32]);
+        let receipt = id.sign_receipt(&chunk, 4, 1).expect("signs");
+        let v = verify_receipt(&receipt, 1).expect("verifies");
+        assert_eq!((v.address, v.storer, v.depth), (chunk, id.overlay(1), 4));
+        // Another network, another depth or another chunk: another signer (or none).
+        let elsewhere = verify_receipt(&receipt, 2).map(|v| v.storer);
+        assert_ne!(elsewhere, Ok(id.overlay(2)));
+        let mut deeper = receipt.clone();
+        deeper.depth = 5;
+        assert_ne!(
+            verify_receipt(&deeper, 1).map(|v| v.storer),
+            Ok(id.overlay(1))
+        );
+        let mut other = receipt.clone();
+        other.address = vec![8; 32];
+        assert_ne!(
+            verify_receipt(&other, 1).map(|v| v.storer),
+            Ok(id.overlay(1))
+        );
+        // Another nonce claims another overlay than the signer's.
+        let mut renamed = receipt.clone();
+        renamed.nonce = vec![0; 32];
+        assert_ne!(
+            verify_receipt(&renamed, 1).map(|v| v.storer),
+            Ok(id.overlay(1))
+        );
+        let mut short = receipt;
+        short.signature.pop();
+        assert!(verify_receipt(&short, 1).is_err());
     }
 
     #[test]

@@ -16,6 +16,8 @@
 
 pub mod intervals;
 pub mod pull;
+pub mod push;
 pub mod record;
 pub mod retrieval;
+pub mod route;
 pub mod serve;

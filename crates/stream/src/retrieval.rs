@@ -38,6 +38,7 @@ use tributary_wire::MAX_RETRIEVAL_MESSAGE_BYTES;
 use tributary_wire::retrieval::{Delivery, Request};
 
 use crate::pull::{Class, Fault, RequestId};
+use crate::route;
 
 /// The hop budget of a node's own request (old Swarm's `maxHopCount`).
 pub const MAX_HOPS: u8 = 20;
@@ -252,13 +253,6 @@ pub fn encode_answer(result: &Result<Chunk, RetrievalError>) -> Delivery {
             }
         }
     }
-}
-
-/// Whether `a` is closer to `target` than `b` (XOR distance).
-fn closer(target: &Address, a: &Address, b: &Address) -> bool {
-    let da = target.0.iter().zip(a.0.iter()).map(|(t, x)| t ^ x);
-    let db = target.0.iter().zip(b.0.iter()).map(|(t, x)| t ^ x);
-    da.lt(db)
 }
 
 impl Retrieval {
@@ -507,14 +501,8 @@ impl Retrieval {
             self.finish(address, RetrievalError::NotFound(address));
             return;
         }
-        let own = self.own;
-        let peer = self
-            .peers
-            .iter()
-            .filter(|p| !f.skip.contains(p))
-            .filter(|p| f.origin || closer(&address, p, &own))
-            .copied()
-            .reduce(|best, p| if closer(&address, &p, &best) { p } else { best });
+        let bar = (!f.origin).then_some(&self.own);
+        let peer = route::closest(&self.peers, &address, &f.skip, bar);
         let Some(peer) = peer else {
             self.finish(address, RetrievalError::NotFound(address));
             return;
@@ -601,22 +589,5 @@ impl Retrieval {
 
     fn answer(&mut self, requester: Requester, result: Result<Chunk, RetrievalError>) {
         self.outputs.push_back(Output::Answer { requester, result });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn closer_is_xor_distance() {
-        let t = Address([0; 32]);
-        let mut a = Address([0; 32]);
-        a.0[31] = 1;
-        let mut b = Address([0; 32]);
-        b.0[0] = 1;
-        assert!(closer(&t, &a, &b));
-        assert!(!closer(&t, &b, &a));
-        assert!(!closer(&t, &a, &a));
     }
 }

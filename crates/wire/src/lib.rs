@@ -8,6 +8,7 @@
 
 pub mod overlay;
 pub mod pullsync;
+pub mod pushsync;
 pub mod retrieval;
 pub mod sync;
 
@@ -45,3 +46,10 @@ pub const MAX_RETRIEVAL_REQUEST_BYTES: usize = 64;
 /// Largest retrieval answer: one chunk of at most 4,104 bytes, or an error of at most 256
 /// bytes, framed.
 pub const MAX_RETRIEVAL_MESSAGE_BYTES: usize = 4104 + 512;
+
+/// Largest push-sync request: one chunk of at most 4,104 bytes, framed.
+pub const MAX_PUSH_REQUEST_BYTES: usize = 4104 + 64;
+
+/// Largest push-sync answer: a receipt (32 + 65 + 32 bytes and a depth) or an error of at most
+/// 256 bytes, framed.
+pub const MAX_PUSH_MESSAGE_BYTES: usize = 512;

@@ -167,7 +167,7 @@ fn a_malformed_answer_penalizes_and_a_refusal_does_not() {
         &[near(&c, 0x01), near(&c, 0x02), near(&c, 0x03)],
     );
     let now = Instant::now();
-    p.handle_local(now, c.clone(), 1);
+    p.handle_local(now, c, 1);
     let first = requests(&outputs(&mut p))[0].1;
     p.handle_receipt(now, first, Ok(None));
     let outs = outputs(&mut p);

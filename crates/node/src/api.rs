@@ -3,7 +3,8 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /health` | `{"status": "ok"}` |
-//! | `POST /bytes` | stores the body as a file; `201 {"reference"}` |
+//! | `POST /bytes` | stores the body as a file and pushes its chunks to their neighbourhoods; `201 {"reference", "tagUid"}` at once (with `swarm-deferred-upload: false`, once every chunk has a receipt; `502` if some got none) |
+//! | `GET /tags`, `GET /tags/{uid}`, `DELETE /tags/{uid}` | uploads' progress: chunks split, stored, sent, synced (receipted), failed |
 //! | `GET /bytes/{ref}[?local=true]` | streams the file; a single `Range: bytes=…` gives `206`; chunks the store lacks are retrieved from the network unless `local=true` |
 //! | `POST /chunks` | stores one chunk (span ‖ payload); `201 {"reference"}` |
 //! | `POST /chunks/{addr}` | the same, refused with `400` unless the chunk hashes to `addr` |
@@ -35,10 +36,11 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tributary_chunk::bmt::CHUNK_SIZE;
 use tributary_chunk::file::{ChunkSource, FileError, Joiner, Splitter};
-use tributary_chunk::store::{Batched, ChunkStore};
+use tributary_chunk::store::ChunkStore;
 use tributary_chunk::{Address, Chunk};
 
-use crate::retrieval::{FetchError, Fetcher};
+use crate::network::{Network, NetworkError};
+use crate::tags::{self, TagSink, Tags};
 
 /// Frames in flight between the HTTP body and the splitter or joiner.
 const FRAMES_IN_FLIGHT: usize = 16;
@@ -55,7 +57,8 @@ pub const TRANSFER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from
 #[derive(Clone)]
 struct Api {
     store: Arc<ChunkStore>,
-    fetcher: Option<Fetcher>,
+    network: Option<Network>,
+    tags: Arc<Tags>,
     transfers: Arc<Semaphore>,
 }
 
@@ -63,7 +66,7 @@ struct Api {
 /// network. The joiner verifies every chunk either way.
 struct Source {
     store: Arc<ChunkStore>,
-    fetcher: Option<Fetcher>,
+    network: Option<Network>,
 }
 
 impl ChunkSource for Source {
@@ -71,13 +74,13 @@ impl ChunkSource for Source {
         if let Some(data) = self.store.get(address)? {
             return Ok(Some(data));
         }
-        let Some(fetcher) = &self.fetcher else {
+        let Some(network) = &self.network else {
             return Ok(None);
         };
-        match fetcher.fetch_blocking(*address) {
+        match network.fetch_blocking(*address) {
             Ok(chunk) => Ok(Some(chunk.into_data())),
-            Err(FetchError::Retrieval(_)) => Ok(None),
-            Err(e @ FetchError::Stopped) => Err(Box::new(e)),
+            Err(NetworkError::Stopped) => Err(Box::new(NetworkError::Stopped)),
+            Err(_) => Ok(None),
         }
     }
 }
@@ -106,12 +109,13 @@ impl Api {
     }
 }
 
-/// The API's routes over a chunk store, reading what it lacks through `fetcher` (none: the
+/// The API's routes over a chunk store, reading what it lacks through `network` (none: the
 /// store only).
-pub fn router(store: Arc<ChunkStore>, fetcher: Option<Fetcher>) -> Router {
+pub fn router(store: Arc<ChunkStore>, network: Option<Network>) -> Router {
     let api = Api {
         store,
-        fetcher,
+        network,
+        tags: Arc::new(Tags::default()),
         transfers: Arc::new(Semaphore::new(MAX_TRANSFERS)),
     };
     Router::new()
@@ -135,6 +139,8 @@ pub fn router(store: Arc<ChunkStore>, fetcher: Option<Fetcher>) -> Router {
                 .layer(DefaultBodyLimit::max(8 + CHUNK_SIZE)),
         )
         .route("/reserve", get(reserve))
+        .route("/tags", get(list_tags))
+        .route("/tags/{uid}", get(get_tag).delete(delete_tag))
         .with_state(api)
 }
 
@@ -196,18 +202,84 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-async fn post_bytes(State(api): State<Api>, body: Body) -> Result<Response, ApiError> {
+/// Whether `swarm-deferred-upload` lets the upload return before its push ends (bee's
+/// header; absent: yes).
+fn deferred(headers: &HeaderMap) -> Result<bool, ApiError> {
+    match headers
+        .get("swarm-deferred-upload")
+        .map(HeaderValue::to_str)
+    {
+        None => Ok(true),
+        Some(Ok(v)) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Ok(v)) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "swarm-deferred-upload must be true or false",
+        )),
+    }
+}
+
+/// `POST /bytes`: splits and stores the body, then (in a node) pushes its chunks to their
+/// neighbourhoods, in the background unless `swarm-deferred-upload: false`. The postage
+/// header `swarm-postage-batch-id` is accepted and ignored (no stamps here).
+async fn post_bytes(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let deferred = deferred(&headers)?;
     let _slot = api.transfer()?;
-    let store = api.store;
+    let uid = api
+        .tags
+        .create()
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let (reference, addresses) = match split_body(&api, uid, body).await {
+        Ok(split) => split,
+        Err(e) => {
+            api.tags.remove(uid);
+            return Err(e);
+        }
+    };
+    tags::set_reference(&api.tags, uid, reference);
+    let Some(network) = api.network else {
+        tags::finish_unpushed(&api.tags, uid);
+        return Ok(created(reference, uid));
+    };
+    let total = addresses.len();
+    let push = tokio::spawn(tags::push_upload(
+        Arc::clone(&api.tags),
+        uid,
+        Arc::clone(&api.store),
+        network,
+        addresses,
+    ));
+    if !deferred {
+        let failed = push
+            .await
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        if failed > 0 {
+            return Err(error(
+                StatusCode::BAD_GATEWAY,
+                format!("{failed} of {total} chunks got no valid receipt (tag {uid})"),
+            ));
+        }
+    }
+    Ok(created(reference, uid))
+}
+
+/// Feeds the request body to a splitter storing into the node; the reference and the
+/// addresses of every chunk.
+async fn split_body(api: &Api, uid: u32, body: Body) -> Result<(Address, Vec<Address>), ApiError> {
+    let (store, tags) = (Arc::clone(&api.store), Arc::clone(&api.tags));
     let (tx, mut rx) = mpsc::channel::<Bytes>(FRAMES_IN_FLIGHT);
-    let split = tokio::task::spawn_blocking(move || -> Result<Address, FileError> {
-        let mut splitter = Splitter::new(Batched::new(&store, 512));
+    let split = tokio::task::spawn_blocking(move || -> Result<_, FileError> {
+        let mut splitter = Splitter::new(TagSink::new(&store, &tags, uid));
         while let Some(frame) = rx.blocking_recv() {
             splitter.write(&frame)?;
         }
-        let (reference, mut sink) = splitter.finish()?;
-        sink.flush().map_err(|e| FileError::Store(Box::new(e)))?;
-        Ok(reference)
+        let (reference, sink) = splitter.finish()?;
+        let addresses = sink.finish().map_err(|e| FileError::Store(Box::new(e)))?;
+        Ok((reference, addresses))
     });
     let mut frames = body.into_data_stream();
     loop {
@@ -232,19 +304,55 @@ async fn post_bytes(State(api): State<Api>, body: Body) -> Result<Response, ApiE
         }
     }
     drop(tx);
-    let reference = split
+    split
         .await
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| file_error(&e))?;
-    Ok(created(reference))
+        .map_err(|e| file_error(&e))
 }
 
-fn created(reference: Address) -> Response {
-    (
+fn created(reference: Address, uid: u32) -> Response {
+    let mut response = (
         StatusCode::CREATED,
-        axum::Json(json!({ "reference": reference.to_string() })),
+        axum::Json(json!({ "reference": reference.to_string(), "tagUid": uid })),
     )
-        .into_response()
+        .into_response();
+    response
+        .headers_mut()
+        .insert("swarm-tag", HeaderValue::from(uid));
+    response
+}
+
+/// `GET /tags`: every kept tag.
+async fn list_tags(State(api): State<Api>) -> Response {
+    axum::Json(json!({ "tags": api.tags.list() })).into_response()
+}
+
+fn parse_uid(text: &str) -> Result<u32, ApiError> {
+    text.parse().map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{text:?} is not a tag uid"),
+        )
+    })
+}
+
+/// `GET /tags/{uid}`: one upload's counters.
+async fn get_tag(State(api): State<Api>, Path(uid): Path<String>) -> Result<Response, ApiError> {
+    let uid = parse_uid(&uid)?;
+    api.tags
+        .get(uid)
+        .map(|t| axum::Json(t).into_response())
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no tag {uid}")))
+}
+
+/// `DELETE /tags/{uid}`: forgets a tag (`204`).
+async fn delete_tag(State(api): State<Api>, Path(uid): Path<String>) -> Result<Response, ApiError> {
+    let uid = parse_uid(&uid)?;
+    if api.tags.remove(uid) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(error(StatusCode::NOT_FOUND, format!("no tag {uid}")))
+    }
 }
 
 /// Parses a single `Range: bytes=…` against a file of `size` bytes into `start..end`.
@@ -319,7 +427,7 @@ async fn get_bytes(
     let slot = api.transfer()?;
     let store = Arc::new(Source {
         store: api.store,
-        fetcher: if local { None } else { api.fetcher },
+        network: if local { None } else { api.network },
     });
     let probe = store.clone();
     let size = blocking(move || Joiner::new(&*probe, reference).map(|j| j.size()))
@@ -397,7 +505,11 @@ async fn store_chunk(
     blocking(move || store.put(&chunk))
         .await?
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(created(address))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "reference": address.to_string() })),
+    )
+        .into_response())
 }
 
 async fn post_chunk(
@@ -438,14 +550,14 @@ async fn get_chunk(
     let found = blocking(move || store.get(&address))
         .await?
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let data = match (found, api.fetcher) {
+    let data = match (found, api.network) {
         (Some(data), _) => data,
-        (None, Some(fetcher)) if !local => match fetcher.fetch(address).await {
+        (None, Some(network)) if !local => match network.fetch(address).await {
             Ok(chunk) => chunk.into_data(),
-            Err(FetchError::Retrieval(e)) => {
+            Err(e @ (NetworkError::Retrieval(_) | NetworkError::Push(_))) => {
                 return Err(error(StatusCode::NOT_FOUND, e.to_string()));
             }
-            Err(e @ FetchError::Stopped) => {
+            Err(e @ NetworkError::Stopped) => {
                 return Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
             }
         },

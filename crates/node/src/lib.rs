@@ -10,12 +10,15 @@ pub mod api;
 pub mod codec;
 pub mod identity;
 pub mod metrics;
+pub mod network;
 pub mod pullsync;
+pub mod pushsync;
 pub mod retrieval;
 pub mod runtime;
 pub mod slots;
 pub mod status;
 pub mod sync_client;
+pub mod tags;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -255,13 +258,13 @@ pub async fn run(
             overlay,
             (Arc::clone(&db), Arc::clone(&store) as Arc<dyn KvStore>),
             Arc::clone(&chunks),
-            config.bootnodes.clone(),
-            config.light,
+            (id.identity.clone(), config.network_id),
+            (config.bootnodes.clone(), config.light),
         )
         .run(queries_rx, stopped(stop_rx.clone())),
     );
-    let fetcher = retrieval::Fetcher::new(queries_tx.clone());
-    let router = api::router(chunks, Some(fetcher))
+    let network = network::Network::new(queries_tx.clone());
+    let router = api::router(chunks, Some(network))
         .merge(status::router(status::NodeHandle::new(info, queries_tx)))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed);

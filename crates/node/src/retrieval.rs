@@ -1,6 +1,5 @@
 //! Retrieval in the runtime: `/tributary/retrieval/1` carries the [`Retrieval`] core's
-//! requests and this node's answers, and [`Fetcher`] lets the HTTP API read chunks the store
-//! lacks.
+//! requests and this node's answers; the HTTP API reads what the store lacks through it.
 //!
 //! - **Serving.** A request from a handshaken peer is decoded on the loop (a malformed one
 //!   disconnects the peer) and looked up in the store on the blocking pool, at most
@@ -10,9 +9,9 @@
 //!   core. Verified chunks are stored (cache on forward) one merged write at a time on the
 //!   blocking pool; a failed cache write is logged, not fatal (the chunk was answered from
 //!   memory). A light node caches nothing.
-//! - **Local readers** send [`Query::Retrieve`] through the API's bounded query channel and
-//!   wait on a oneshot the loop answers when the core does (it always does, by the fetch's
-//!   deadline).
+//! - **Local readers** send [`crate::runtime::Query::Retrieve`] through the API's bounded
+//!   query channel ([`crate::network::Network`]) and wait on a oneshot the loop answers when
+//!   the core does (it always does, by the fetch's deadline).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +30,7 @@ use tributary_stream::retrieval::{
 };
 
 use crate::metrics::Metric;
-use crate::runtime::{Behaviour, Query};
+use crate::runtime::Behaviour;
 
 /// Store lookups for peers' requests at once; more are answered "busy".
 pub const MAX_SERVING: usize = 64;
@@ -497,55 +496,5 @@ impl RetrievalDriver {
                 c.cache_failures,
             ),
         ]
-    }
-}
-
-/// A handle the HTTP API reads chunks through: the store first, then the network.
-#[derive(Clone)]
-pub struct Fetcher {
-    queries: mpsc::Sender<Query>,
-}
-
-/// Why a chunk could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    /// The network does not have it (or could not deliver it in time).
-    #[error(transparent)]
-    Retrieval(#[from] RetrievalError),
-    /// The node is stopping.
-    #[error("the node is stopping")]
-    Stopped,
-}
-
-impl Fetcher {
-    /// A handle over the loop's query channel.
-    #[must_use]
-    pub const fn new(queries: mpsc::Sender<Query>) -> Self {
-        Self { queries }
-    }
-
-    /// Fetches `address` from the network.
-    ///
-    /// # Errors
-    /// When no peer delivers it, or the node stops.
-    pub async fn fetch(&self, address: Address) -> Result<Chunk, FetchError> {
-        let (tx, rx) = oneshot::channel();
-        self.queries
-            .send(Query::Retrieve(address, tx))
-            .await
-            .map_err(|_| FetchError::Stopped)?;
-        Ok(rx.await.map_err(|_| FetchError::Stopped)??)
-    }
-
-    /// [`Self::fetch`] from a blocking thread (the file joiner's).
-    ///
-    /// # Errors
-    /// When no peer delivers it, or the node stops.
-    pub fn fetch_blocking(&self, address: Address) -> Result<Chunk, FetchError> {
-        let (tx, rx) = oneshot::channel();
-        self.queries
-            .blocking_send(Query::Retrieve(address, tx))
-            .map_err(|_| FetchError::Stopped)?;
-        Ok(rx.blocking_recv().map_err(|_| FetchError::Stopped)??)
     }
 }

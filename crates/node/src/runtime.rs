@@ -11,6 +11,8 @@
 //!   (the downstream core and the upstream answers).
 //! - `/tributary/retrieval/1`: chunk retrieval, driven by
 //!   [`crate::retrieval::RetrievalDriver`] (fetches for the API and forwarded requests).
+//! - `/tributary/pushsync/1`: push-sync of uploads with signed receipts, driven by
+//!   [`crate::pushsync::PushDriver`].
 //!
 //! The loop moves transport events into the overlay core, carries out its outputs, wakes it at
 //! its deadlines, re-dials the bootnodes every [`BOOTSTRAP_RETRY`] while no peer is connected,
@@ -35,8 +37,8 @@ use tributary_statesync::server::{self, Reply};
 use tributary_store::{KvStore, StoreError, WriteBatch};
 use tributary_wire::{
     MAX_OVERLAY_MESSAGE_BYTES, MAX_PULL_MESSAGE_BYTES, MAX_PULL_REQUEST_BYTES,
-    MAX_RETRIEVAL_MESSAGE_BYTES, MAX_RETRIEVAL_REQUEST_BYTES, MAX_SYNC_MESSAGE_BYTES,
-    MAX_SYNC_REQUEST_BYTES,
+    MAX_PUSH_MESSAGE_BYTES, MAX_PUSH_REQUEST_BYTES, MAX_RETRIEVAL_MESSAGE_BYTES,
+    MAX_RETRIEVAL_REQUEST_BYTES, MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_REQUEST_BYTES,
 };
 
 use crate::NodeError;
@@ -44,6 +46,7 @@ use crate::codec::BytesCodec;
 use crate::identity::{node_key, peer_id};
 use crate::metrics::Metric;
 use crate::pullsync::PullDriver;
+use crate::pushsync::PushDriver;
 use crate::retrieval::RetrievalDriver;
 use crate::slots::HandshakeSlots;
 
@@ -53,6 +56,8 @@ pub const OVERLAY_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/ove
 pub const STATESYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/statesync/1");
 /// The pull-sync protocol.
 pub const PULLSYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/pullsync/1");
+/// The push-sync protocol.
+pub const PUSHSYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/pushsync/1");
 /// The retrieval protocol.
 pub const RETRIEVAL_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/retrieval/1");
 /// Pull-sync streams per connection, both ways: each side's core has at most
@@ -96,6 +101,7 @@ mod behaviour {
         pub(crate) statesync: request_response::Behaviour<BytesCodec>,
         pub(crate) pullsync: request_response::Behaviour<BytesCodec>,
         pub(crate) retrieval: request_response::Behaviour<BytesCodec>,
+        pub(crate) pushsync: request_response::Behaviour<BytesCodec>,
     }
 }
 
@@ -120,6 +126,11 @@ impl Behaviour {
     /// The retrieval protocol (for tests that speak it by hand).
     pub fn retrieval_mut(&mut self) -> &mut request_response::Behaviour<BytesCodec> {
         &mut self.retrieval
+    }
+
+    /// The push-sync protocol (for tests that speak it by hand).
+    pub fn pushsync_mut(&mut self) -> &mut request_response::Behaviour<BytesCodec> {
+        &mut self.pushsync
     }
 }
 
@@ -186,6 +197,15 @@ pub fn build_swarm(
                 (
                     RetrievalDriver::transport_timeout(),
                     crate::retrieval::MAX_STREAMS,
+                ),
+                ProtocolSupport::Full,
+            ),
+            pushsync: protocol(
+                PUSHSYNC_PROTOCOL,
+                BytesCodec::new(MAX_PUSH_REQUEST_BYTES, MAX_PUSH_MESSAGE_BYTES),
+                (
+                    PushDriver::transport_timeout(),
+                    crate::pushsync::MAX_STREAMS,
                 ),
                 ProtocolSupport::Full,
             ),
@@ -264,6 +284,11 @@ pub enum Query {
         tributary_chunk::Address,
         oneshot::Sender<crate::retrieval::Fetched>,
     ),
+    /// Push an uploaded chunk to its neighbourhood.
+    Push(
+        tributary_chunk::Chunk,
+        oneshot::Sender<crate::pushsync::Pushed>,
+    ),
 }
 
 #[derive(Debug, Default)]
@@ -310,24 +335,26 @@ pub struct Runtime {
     counters: Counters,
     pull: PullDriver,
     retrieval: RetrievalDriver,
+    push: PushDriver,
     /// The depth the pull-sync core last heard of.
     pull_depth: Option<u8>,
 }
 
 impl Runtime {
     /// A loop over a listening swarm and a started overlay core (`light`: this node pulls
-    /// nothing and caches no retrieved chunk).
+    /// nothing, caches no retrieved chunk and stores no pushed one).
     #[must_use]
     pub fn new(
         swarm: Swarm<Behaviour>,
         overlay: Overlay,
         (db, peer_store): (Arc<MerkleDb>, Arc<dyn KvStore>),
         chunks: Arc<tributary_chunk::store::ChunkStore>,
-        bootnodes: Vec<Multiaddr>,
-        light: bool,
+        (identity, network_id): (tributary_overlay::Identity, u64),
+        (bootnodes, light): (Vec<Multiaddr>, bool),
     ) -> Self {
         let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
         Self {
+            push: PushDriver::new(Arc::clone(&chunks), identity, network_id, light),
             retrieval: RetrievalDriver::new(Arc::clone(&chunks), light),
             pull: PullDriver::new(chunks, light),
             pull_depth: None,
@@ -362,6 +389,7 @@ impl Runtime {
         self.finish_writes().await;
         self.pull.finish_writes().await;
         self.retrieval.finish_writes().await;
+        self.push.finish_writes().await;
         result
     }
 
@@ -384,12 +412,16 @@ impl Runtime {
                     self.overlay.handle_timeout(now);
                     self.pull.timeout(&mut self.swarm, now);
                     self.retrieval.timeout(now);
+                    self.push.timeout(now);
                 }
                 event = self.pull.next_event() => {
                     self.pull.on_event(&mut self.swarm, Instant::now(), event)?;
                 }
                 event = self.retrieval.next_event() => {
                     self.retrieval.on_event(&mut self.swarm, Instant::now(), event);
+                }
+                event = self.push.next_event() => {
+                    self.push.on_event(&mut self.swarm, Instant::now(), event);
                 }
                 Some(query) = queries.recv() => self.answer(query),
                 Some(served) = self.served_rx.recv() => self.on_served(served),
@@ -450,6 +482,7 @@ impl Runtime {
             self.overlay.poll_timeout(),
             self.pull.poll_timeout(),
             self.retrieval.poll_timeout(),
+            self.push.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -533,6 +566,9 @@ impl Runtime {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Retrieval(event)) => {
                 self.retrieval.on_swarm_event(&mut self.swarm, now, event);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Pushsync(event)) => {
+                self.push.on_swarm_event(&mut self.swarm, now, event);
             }
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
             _ => {}
@@ -683,6 +719,7 @@ impl Runtime {
                     if let Some(peer) = peer {
                         self.pull.connected(now, overlay, peer, light);
                         self.retrieval.connected(overlay, peer, light);
+                        self.push.connected(overlay, peer, light);
                     }
                     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
                     info!(%peer, %overlay, light, "peer connected");
@@ -690,6 +727,7 @@ impl Runtime {
                 Output::PeerDisconnected { key, overlay } => {
                     self.pull.disconnected(now, overlay);
                     self.retrieval.disconnected(now, overlay);
+                    self.push.disconnected(now, overlay);
                     let peer = peer_id(&key).map(|p| p.to_string()).unwrap_or_default();
                     info!(%peer, %overlay, "peer disconnected");
                 }
@@ -703,9 +741,11 @@ impl Runtime {
         if self.pull_depth != Some(depth) {
             self.pull_depth = Some(depth);
             self.pull.depth(now, depth);
+            self.push.depth(depth);
         }
         self.pull.drain(&mut self.swarm, now);
         self.retrieval.drain(&mut self.swarm, now);
+        self.push.drain(&mut self.swarm, now);
         Ok(())
     }
 
@@ -752,6 +792,7 @@ impl Runtime {
                 let mut metrics = self.metrics();
                 metrics.extend(self.pull.metrics());
                 metrics.extend(self.retrieval.metrics());
+                metrics.extend(self.push.metrics());
                 let _ = tx.send(metrics);
             }
             Query::PullProgress(tx) => {
@@ -760,6 +801,7 @@ impl Runtime {
             Query::Retrieve(address, tx) => {
                 self.retrieval.fetch(Instant::now(), address, tx);
             }
+            Query::Push(chunk, tx) => self.push.push(Instant::now(), chunk, tx),
         }
     }
 

@@ -7,10 +7,11 @@
 //! (`TRIBUTARY_SEED` overrides it).
 //!
 //! Every node runs the overlay core ([`tributary_overlay::Overlay`]) and, beside it, the
-//! pull-sync core ([`tributary_stream::pull::PullSync`]) and the retrieval core
-//! ([`tributary_stream::retrieval::Retrieval`]) over a chunk store on the node's in-memory
-//! store, told of the overlay's peers and depth as the runtime tells them (see [`pull`] and
-//! [`retrieval`]). The transport it stands in for is a connection-oriented one like libp2p's: a
+//! pull-sync core ([`tributary_stream::pull::PullSync`]), the retrieval core
+//! ([`tributary_stream::retrieval::Retrieval`]) and the push-sync core
+//! ([`tributary_stream::push::PushSync`]) over a chunk store on the node's in-memory store,
+//! told of the overlay's peers and depth as the runtime tells them (see [`pull`],
+//! [`retrieval`] and [`push`]). The transport it stands in for is a connection-oriented one like libp2p's: a
 //! dial either opens a connection, seen by both ends at once, or fails after a delay; a closed
 //! connection is seen by both ends at once; messages on a connection arrive in order or not
 //! at all, and none survive the connection.
@@ -26,6 +27,7 @@ use tributary_chunk::Address;
 use tributary_overlay::{Health, Identity, NodeKey, Output, Overlay, OverlayConfig, OverlayError};
 use tributary_store::{KvStore, MemStore};
 use tributary_stream::pull::PullConfig;
+use tributary_stream::push::PushConfig;
 use tributary_stream::retrieval::RetrievalConfig;
 use tributary_wire::overlay::PeerRecord;
 
@@ -33,6 +35,7 @@ use crate::queue::EventQueue;
 
 pub mod fuzzing;
 pub mod pull;
+pub mod push;
 mod queue;
 pub mod retrieval;
 pub mod statesync;
@@ -78,6 +81,8 @@ pub struct SimConfig {
     pub pull_sync: bool,
     /// The retrieval configuration of every node.
     pub retrieval: RetrievalConfig,
+    /// The push-sync configuration of every node.
+    pub push: PushConfig,
 }
 
 impl SimConfig {
@@ -94,6 +99,7 @@ impl SimConfig {
             pull: PullConfig::default(),
             pull_sync: true,
             retrieval: RetrievalConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -129,6 +135,8 @@ enum Frame {
     PullResponse { id: u64, bytes: Vec<u8> },
     RetrievalRequest { id: u64, bytes: Vec<u8> },
     RetrievalResponse { id: u64, bytes: Vec<u8> },
+    PushRequest { id: u64, bytes: Vec<u8> },
+    PushResponse { id: u64, bytes: Vec<u8> },
 }
 
 struct SimNode {
@@ -173,6 +181,7 @@ pub struct Sim {
     stats: SimStats,
     ledger: pull::PullLedger,
     retrievals: retrieval::RetrievalLedger,
+    pushes: push::PushLedger,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -195,6 +204,7 @@ impl Sim {
             stats: SimStats::default(),
             ledger: pull::PullLedger::default(),
             retrievals: retrieval::RetrievalLedger::default(),
+            pushes: push::PushLedger::default(),
         }
     }
 
@@ -485,6 +495,8 @@ impl Sim {
                     Frame::RetrievalResponse { id, bytes } => {
                         self.on_retrieval_response(to, id, &bytes);
                     }
+                    Frame::PushRequest { id, bytes } => self.serve_push(to, from, id, &bytes),
+                    Frame::PushResponse { id, bytes } => self.on_push_response(to, id, &bytes),
                 }
                 self.drain(to)?;
             }
@@ -560,6 +572,7 @@ impl Sim {
         }
         self.drain_pull(i)?;
         self.drain_retrieval(i)?;
+        self.drain_push(i)?;
         let wake = [
             self.nodes[i].core.as_ref().and_then(Overlay::poll_timeout),
             self.nodes[i]
@@ -611,6 +624,7 @@ impl Sim {
                         p.core.handle_connected(now, overlay, light);
                     }
                     p.fetch.handle_connected(overlay, light);
+                    p.push.handle_connected(overlay, light);
                 }
             }
             Output::PeerDisconnected { overlay, .. } => {

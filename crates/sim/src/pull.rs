@@ -21,6 +21,7 @@ use tributary_chunk::store::ChunkStore;
 use tributary_chunk::{Address, Chunk, proximity};
 use tributary_store::MemStore;
 use tributary_stream::pull::{Fault, Output, PullConfig, PullSync};
+use tributary_stream::push::PushSync;
 use tributary_stream::retrieval::Retrieval;
 use tributary_stream::serve::{self, Answer, LiveWait, LiveWaits};
 use tributary_wire::pullsync::{Get, Request, Response, request, response};
@@ -36,6 +37,8 @@ pub enum Lie {
     WrongChunk,
     /// Adds a chunk nobody wanted.
     Unrequested,
+    /// Answers every push with its own receipt, claiming a deep depth, storing nothing.
+    ForgedReceipt,
 }
 
 /// A parked live Get's requester and request id.
@@ -48,6 +51,7 @@ struct Parked {
 pub(crate) struct PullNode {
     pub(crate) core: PullSync,
     pub(crate) fetch: Retrieval,
+    pub(crate) push: PushSync,
     pub(crate) chunks: Arc<ChunkStore>,
     parked: LiveWaits<Parked>,
     depth: Option<u8>,
@@ -75,6 +79,7 @@ impl PullNode {
         Ok(Self {
             core: PullSync::new(overlay, pull),
             fetch: Retrieval::new(overlay, config.retrieval.clone()),
+            push: PushSync::new(overlay, light, config.push.clone()),
             chunks: Arc::new(chunks),
             parked: LiveWaits::default(),
             depth: None,
@@ -84,15 +89,21 @@ impl PullNode {
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let parked = self.parked.next_deadline();
-        [self.core.poll_timeout(), parked, self.fetch.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.core.poll_timeout(),
+            parked,
+            self.fetch.poll_timeout(),
+            self.push.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub(crate) fn disconnected(&mut self, now: Instant, overlay: Address) {
         self.core.handle_disconnected(now, overlay);
         self.fetch.handle_disconnected(now, overlay);
+        self.push.handle_disconnected(now, overlay);
     }
 }
 
@@ -251,7 +262,7 @@ impl Sim {
     }
 
     /// Answers the parked live Gets of node `i` that have something to offer now.
-    fn wake_parked(&mut self, i: usize) {
+    pub(crate) fn wake_parked(&mut self, i: usize) {
         let Some(p) = self.nodes[i].pull.as_mut() else {
             return;
         };
@@ -273,6 +284,7 @@ impl Sim {
         };
         p.core.handle_timeout(now, p.chunks.as_ref());
         p.fetch.handle_timeout(now);
+        p.push.handle_timeout(now);
         for w in p.parked.take_expired(now) {
             let bytes = serve::empty_offer(w.start).encode_to_vec();
             let Parked { from, id } = w.token;

@@ -20,8 +20,10 @@ use crate::{Frame, Sim, SimError};
 /// What the retrieval cores of a run did, beside their own counters.
 #[derive(Default)]
 pub(crate) struct RetrievalLedger {
-    /// Local fetches: (node, token) → the chunk's address or why not, once answered.
-    results: HashMap<(usize, u64), Result<Address, RetrievalError>>,
+    /// Local fetches: (node, token) → the chunk or why not, once answered.
+    results: HashMap<(usize, u64), Result<Chunk, RetrievalError>>,
+    /// Requests per (sender, receiver, chunk).
+    per_link: HashMap<(usize, usize, Address), u32>,
     /// Peers' requests waiting on a core: (node, token) → (requester, its request id).
     inbound: HashMap<(usize, u64), (usize, u64)>,
     next_token: u64,
@@ -41,8 +43,13 @@ impl Sim {
         let token = self.retrievals.next_token;
         let now = self.queue.now();
         if let Some(p) = self.nodes[i].pull.as_mut() {
-            if p.chunks.get(&address)?.is_some() {
-                self.retrievals.results.insert((i, token), Ok(address));
+            // The simulated store holds only verified chunks.
+            if let Some(chunk) = p
+                .chunks
+                .get(&address)?
+                .and_then(|data| Chunk::validate(address, data).ok())
+            {
+                self.retrievals.results.insert((i, token), Ok(chunk));
                 return Ok(token);
             }
             p.fetch.handle_local(now, address, token);
@@ -54,7 +61,33 @@ impl Sim {
     /// How node `i`'s fetch `token` ended, once it has.
     #[must_use]
     pub fn retrieved(&self, i: usize, token: u64) -> Option<Result<Address, RetrievalError>> {
-        self.retrievals.results.get(&(i, token)).copied()
+        self.retrievals
+            .results
+            .get(&(i, token))
+            .map(|r| r.as_ref().map(Chunk::address).map_err(|e| *e))
+    }
+
+    /// The chunk node `i`'s fetch `token` got, once it has.
+    #[must_use]
+    pub fn retrieved_chunk(&self, i: usize, token: u64) -> Option<Chunk> {
+        self.retrievals
+            .results
+            .get(&(i, token))?
+            .as_ref()
+            .ok()
+            .cloned()
+    }
+
+    /// The most retrieval requests for `address` any node sent any one peer.
+    #[must_use]
+    pub fn most_requests_per_link(&self, address: &Address) -> u32 {
+        self.retrievals
+            .per_link
+            .iter()
+            .filter(|((_, _, a), _)| a == address)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Retrieval penalties so far: (node, peer it penalized, why).
@@ -103,10 +136,12 @@ impl Sim {
         };
         let held = p.chunks.get(&address).ok().flatten();
         let answer = match (held, lie) {
-            (Some(data), Lie::Honest) => Some(tributary_wire::retrieval::Delivery {
-                chunk: data,
-                error: String::new(),
-            }),
+            (Some(data), Lie::Honest | Lie::ForgedReceipt) => {
+                Some(tributary_wire::retrieval::Delivery {
+                    chunk: data,
+                    error: String::new(),
+                })
+            }
             // A liar delivers a valid chunk, but not the one asked for.
             (Some(_), Lie::WrongChunk | Lie::Unrequested) => Chunk::new(9, b"not asked")
                 .ok()
@@ -151,6 +186,13 @@ impl Sim {
             Output::Request { peer, id, request } => {
                 if let Some(&to) = self.ledger.by_overlay.get(&peer) {
                     self.retrievals.requests += 1;
+                    if let Ok(a) = <[u8; 32]>::try_from(request.address.as_slice()) {
+                        *self
+                            .retrievals
+                            .per_link
+                            .entry((i, to, Address(a)))
+                            .or_default() += 1;
+                    }
                     self.send(
                         i,
                         to,
@@ -163,7 +205,6 @@ impl Sim {
             }
             Output::Answer { requester, result } => match requester {
                 Requester::Local(token) => {
-                    let result = result.map(|c| c.address());
                     self.retrievals.results.insert((i, token), result);
                 }
                 Requester::Peer { token, .. } => {

@@ -13,10 +13,12 @@
 //!
 //! **Receipts.** The runtime checks a receipt's signature off the loop and hands the core the
 //! storer's overlay ([`Receipt`]); the core accepts it when it names the chunk pushed, the
-//! storer's proximity to the chunk is at least the depth the storer claims, and that depth is
-//! no shallower than this node's own depth less [`DEPTH_TOLERANCE`]. A peer that answers with
-//! a receipt that fails these checks is penalized and the next peer is tried; every hop checks,
-//! so a forged receipt goes no further than the node after its forger.
+//! storer's proximity to the chunk is at least the depth the storer claims, and that proximity
+//! is no shallower than this node's own depth less [`DEPTH_TOLERANCE`]. A peer that answers with
+//! a receipt that fails the first two checks (a lie) is penalized and the next peer is tried;
+//! every hop checks, so a forged receipt goes no further than the node after its forger. A
+//! receipt that fails only the third is tried elsewhere without a penalty: its storer may be
+//! honest with a table still filling (bee counts it "shallow").
 //!
 //! **One push per chunk**, however many requesters; bounded attempts ([`ORIGIN_ATTEMPTS`],
 //! [`FORWARD_ATTEMPTS`]), a per-attempt timeout (a forwarder waits half as long), a deadline
@@ -41,9 +43,11 @@ pub const FORWARD_ATTEMPTS: usize = 2;
 pub const MAX_PUSHES: usize = 1024;
 /// Requesters waiting on one push.
 pub const MAX_WAITERS: usize = 16;
-/// How much shallower than this node's depth a storer's claimed depth may be (neighbouring
-/// nodes' depths differ by one as the network grows).
-pub const DEPTH_TOLERANCE: u8 = 1;
+/// How much shallower than this node's depth a storer's proximity to the chunk may be. Depth
+/// is each node's own view of its table: in the simulator's healthy 64-node networks it
+/// ranges over 2–5 from node to node (`cargo test -p tributary-sim --test push`), so a
+/// tolerance of 1 refused honest storers.
+pub const DEPTH_TOLERANCE: u8 = 3;
 /// Longest error text put in an answer.
 pub const MAX_ERROR_LEN: usize = 256;
 
@@ -162,6 +166,8 @@ pub struct PushStats {
     pub misses: u64,
     /// Peers penalized for invalid receipts or malformed answers.
     pub refused: u64,
+    /// Receipts whose storer's depth was too shallow to count (tried elsewhere).
+    pub shallow: u64,
     /// Pushes that ended without a receipt.
     pub failed: u64,
 }
@@ -321,7 +327,13 @@ impl PushSync {
         };
         match receipt {
             Ok(Some(r)) => match self.check(&open, &r) {
-                Ok(()) => self.accept(&r),
+                Ok(true) => self.accept(&r),
+                Ok(false) => {
+                    // An honest storer whose table is still filling (after a restart, say):
+                    // not proof enough, but no lie either.
+                    self.stats.shallow += 1;
+                    self.next_peer(now, open.address);
+                }
                 Err(fault) => self.penalize(now, open, fault),
             },
             Ok(None) => {
@@ -513,8 +525,10 @@ impl PushSync {
         self.outputs.push_back(Output::Request { peer, id, chunk });
     }
 
-    /// Whether a receipt proves the chunk of `open` stored in its neighbourhood.
-    fn check(&self, open: &Open, r: &Receipt) -> Result<(), Fault> {
+    /// Whether a receipt proves the chunk of `open` stored in its neighbourhood: a fault when
+    /// it is a lie (another chunk, or a storer outside the depth it claims itself), `false`
+    /// when its storer's depth is too shallow to count.
+    fn check(&self, open: &Open, r: &Receipt) -> Result<bool, Fault> {
         if r.address != open.address {
             return Err(Fault::Malformed("a receipt for another chunk"));
         }
@@ -523,10 +537,8 @@ impl PushSync {
                 "a receipt from outside the chunk's neighbourhood",
             ));
         }
-        if r.depth.saturating_add(DEPTH_TOLERANCE) < self.depth {
-            return Err(Fault::Malformed("a receipt claiming too shallow a depth"));
-        }
-        Ok(())
+        let po = proximity(&r.storer, &r.address);
+        Ok(po.saturating_add(DEPTH_TOLERANCE) >= self.depth)
     }
 
     fn accept(&mut self, receipt: &Receipt) {

@@ -138,8 +138,6 @@ fn invalid_receipts_penalize_the_peer_and_the_next_one_is_tried() {
         },
         // A storer outside the depth it claims.
         receipt(&c, outsider, 2),
-        // A depth far shallower than this node's.
-        receipt(&c, outsider, 0),
     ];
     for r in bad {
         p.handle_receipt(now, id, Ok(Some(r)));
@@ -155,7 +153,26 @@ fn invalid_receipts_penalize_the_peer_and_the_next_one_is_tried() {
         answers(&outputs(&mut p)),
         vec![(Requester::Local(1), Ok(near(&c, 0x01)))]
     );
-    assert_eq!(p.stats().refused, 3);
+    assert_eq!(p.stats().refused, 2);
+}
+
+#[test]
+fn a_receipt_too_shallow_is_tried_elsewhere_without_a_penalty() {
+    let c = chunk(13);
+    let mut p = core(near(&c, 0x80), 5, &[near(&c, 0x01), near(&c, 0x02)]);
+    let now = Instant::now();
+    p.handle_local(now, c.clone(), 1);
+    let first = requests(&outputs(&mut p))[0].1;
+    // An honest storer at depth 1 (its table still filling) with proximity 1 to the chunk:
+    // true, but not proof enough for a node at depth 5.
+    p.handle_receipt(now, first, Ok(Some(receipt(&c, near(&c, 0x40), 1))));
+    let outs = outputs(&mut p);
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::Penalize { .. })),
+        "{outs:?}"
+    );
+    assert_eq!(requests(&outs).len(), 1, "tried elsewhere");
+    assert_eq!(p.stats().shallow, 1);
 }
 
 #[test]

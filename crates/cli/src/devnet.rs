@@ -4,7 +4,8 @@
 //! port 0. Once all are listening, `DIR/nodes.json` holds their `node.json` objects (in
 //! order), their API addresses are printed, and every few seconds a line tells how the
 //! network is doing, until Ctrl-C: peers known and connected and chunks stored (per node:
-//! least and most), and how many pull-sync streams are still historical.
+//! least and most), how many pull-sync streams are still historical, how many uploads are
+//! still pushing and how many chunks retrieval has served.
 //!
 //! Beside the full nodes run `--light-nodes` light nodes (`DIR/light-<i>`, not in
 //! `nodes.json`): they store no one's chunks and read through retrieval.
@@ -298,6 +299,10 @@ struct Figures {
     connected: u64,
     chunks: u64,
     historical: u64,
+    /// Uploads whose push is still running.
+    pushing: u64,
+    /// Chunks sent to peers through retrieval.
+    served: u64,
 }
 
 /// Every 5 s: least and most peers known and connected and chunks stored across the nodes,
@@ -320,13 +325,15 @@ async fn monitor(apis: Vec<String>) {
         };
         println!(
             "[{:>4}s] {} nodes answering; known peers {}, connected {}; chunks {}; \
-             historical streams {}",
+             historical streams {}; uploads pushing {}; chunks served by retrieval {}",
             started.elapsed().as_secs(),
             ok.len(),
             range(|f| f.known),
             range(|f| f.connected),
             range(|f| f.chunks),
             ok.iter().map(|f| f.historical).sum::<u64>(),
+            ok.iter().map(|f| f.pushing).sum::<u64>(),
+            ok.iter().map(|f| f.served).sum::<u64>(),
         );
     }
 }
@@ -348,10 +355,38 @@ fn figures(api: &str) -> Option<Figures> {
     let p: tributary_node::status::PullResponse =
         serde_json::from_value(get_json(api, "/pullsync")?).ok()?;
     let chunks = get_json(api, "/reserve")?["chunks"].as_u64()?;
+    let tags = get_json(api, "/tags")?;
+    let pushing = tags["tags"]
+        .as_array()?
+        .iter()
+        .filter(|t| t["done"] == false)
+        .count() as u64;
     Some(Figures {
         known: t.population as u64,
         connected: t.connected as u64,
         chunks,
         historical: p.streams.iter().filter(|s| !s.historical_done).count() as u64,
+        pushing,
+        served: metric(api, "tributary_retrieval_served_total").unwrap_or(0),
+    })
+}
+
+/// An unlabelled counter of the node's `/metrics`.
+fn metric(api: &str, name: &str) -> Option<u64> {
+    let url = format!("http://{api}/metrics");
+    let text = ureq::get(&url)
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    text.lines().find_map(|l| {
+        let v: f64 = l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()?;
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a counter: a whole, non-negative number"
+        )]
+        Some(v as u64)
     })
 }

@@ -1,5 +1,6 @@
 //! `tributary upload` and `tributary download`: files into and out of a data directory's chunk
-//! store (`--db`), or through a running node's HTTP API (`--api`).
+//! store (`--db`), or through a running node's HTTP API (`--api`). Through a node, an upload
+//! is pushed to the network; `--wait` follows its tag until every chunk has a receipt.
 //!
 //! Bins are relative to the node's overlay address; until a node has run on the directory,
 //! chunks are indexed relative to the zero address, and the node re-indexes them when it first
@@ -61,7 +62,14 @@ pub struct UploadArgs {
     file: String,
     #[command(flatten)]
     target: Target,
+    /// With --api: wait until every chunk is synced (has a valid receipt from its
+    /// neighbourhood), showing the push's progress; fails if some chunk got none.
+    #[arg(long, requires = "api")]
+    wait: bool,
 }
+
+/// How often `--wait` reads the tag.
+const TAG_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[derive(Args)]
 pub struct DownloadArgs {
@@ -86,27 +94,84 @@ fn open_input(file: &str) -> Result<(Box<dyn io::Read + Send>, Option<u64>)> {
 pub fn upload(args: &UploadArgs) -> Result<()> {
     let (reader, len) = open_input(&args.file)?;
     let bar = progress(len);
-    let (reference, size, stored) = match args.target.via()? {
+    let (reference, size, stored, tag) = match args.target.via()? {
         Via::Api(api) => upload_via_api(api, bar.wrap_read(reader), len)?,
         Via::Dir(db) => upload_to_dir(db, bar.wrap_read(reader), &args.file)?,
     };
     bar.finish_and_clear();
+    let pushed = match (&args.target.api, tag) {
+        (Some(api), Some(uid)) if args.wait => Some(wait_for_tag(api, uid)?),
+        _ => None,
+    };
     if args.target.json {
-        println!(
-            "{}",
-            serde_json::json!({ "reference": reference.to_string(), "bytes": size, "chunks_stored": stored })
-        );
+        let mut v = serde_json::json!({
+            "reference": reference.to_string(), "bytes": size, "chunks_stored": stored,
+        });
+        if let Some(uid) = tag {
+            v["tagUid"] = uid.into();
+        }
+        if let Some(t) = &pushed {
+            v["tag"] = t.clone();
+        }
+        println!("{v}");
     } else {
         println!("{reference}");
     }
+    let failed = pushed
+        .as_ref()
+        .and_then(|t| t["failed"].as_u64())
+        .unwrap_or(0);
+    ensure!(
+        failed == 0,
+        "{failed} chunks got no valid receipt (the upload is stored on the node; run it again to retry)"
+    );
     Ok(())
 }
 
-fn upload_to_dir(
-    db: &Path,
-    reader: impl io::Read,
-    name: &str,
-) -> Result<(Address, u64, Option<u64>)> {
+/// Follows tag `uid` until its push is done, with a bar of chunks synced; the last tag.
+fn wait_for_tag(api: &str, uid: u64) -> Result<serde_json::Value> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} chunks synced {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if !std::io::IsTerminal::is_terminal(&io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    loop {
+        let mut response = agent()
+            .get(format!("http://{api}/tags/{uid}"))
+            .call()
+            .with_context(|| format!("reading tag {uid} from {api}"))?;
+        if response.status() != 200 {
+            return Err(api_error(response));
+        }
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .context("reading the tag")?;
+        let tag: serde_json::Value = serde_json::from_str(&text).context("reading the tag")?;
+        let count = |k: &str| tag[k].as_u64().unwrap_or(0);
+        bar.set_length(count("split"));
+        bar.set_position(count("synced"));
+        bar.set_message(format!(
+            "({} sent, {} failed)",
+            count("sent"),
+            count("failed")
+        ));
+        if tag["done"].as_bool().unwrap_or(false) {
+            bar.finish_and_clear();
+            return Ok(tag);
+        }
+        std::thread::sleep(TAG_POLL);
+    }
+}
+
+/// What an upload gives: the reference, bytes, chunks newly stored (a directory), the tag (a
+/// node).
+type Uploaded = (Address, u64, Option<u64>, Option<u64>);
+
+fn upload_to_dir(db: &Path, reader: impl io::Read, name: &str) -> Result<Uploaded> {
     fs::create_dir_all(db).with_context(|| format!("creating {}", db.display()))?;
     let store = tributary_node::open_chunks(db, tributary_chunk::Address::default())?;
     let mut splitter = Splitter::new(Batched::new(&store, UPLOAD_BATCH));
@@ -116,7 +181,7 @@ fn upload_to_dir(
     let size = splitter.size();
     let (reference, mut sink) = splitter.finish()?;
     let stored = sink.flush()?;
-    Ok((reference, size, Some(stored)))
+    Ok((reference, size, Some(stored), None))
 }
 
 fn agent() -> ureq::Agent {
@@ -139,11 +204,7 @@ fn api_error(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Error {
     anyhow::anyhow!("the node answered {}: {message}", status.as_u16())
 }
 
-fn upload_via_api(
-    api: &str,
-    reader: impl io::Read + Send,
-    len: Option<u64>,
-) -> Result<(Address, u64, Option<u64>)> {
+fn upload_via_api(api: &str, reader: impl io::Read + Send, len: Option<u64>) -> Result<Uploaded> {
     let mut request = agent().post(format!("http://{api}/bytes"));
     if let Some(len) = len {
         request = request.header("content-length", len.to_string());
@@ -162,7 +223,12 @@ fn upload_via_api(
     let reply: serde_json::Value =
         serde_json::from_str(&text).context("reading the node's answer")?;
     let reference: Address = reply["reference"].as_str().unwrap_or_default().parse()?;
-    Ok((reference, len.unwrap_or_default(), None))
+    Ok((
+        reference,
+        len.unwrap_or_default(),
+        None,
+        reply["tagUid"].as_u64(),
+    ))
 }
 
 pub fn download(args: &DownloadArgs) -> Result<()> {

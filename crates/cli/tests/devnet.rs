@@ -288,3 +288,109 @@ fn a_10_mb_file_uploaded_to_one_of_8_nodes_reaches_every_neighbourhood_within_12
         chunks.len()
     );
 }
+
+/// Runs `tributary ARGS`; its stdout, or the failure with its stderr.
+fn tributary(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "tributary {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_10_mb_upload_with_wait_downloads_byte_equal_from_every_node_and_a_light_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut devnet = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args([
+            "devnet",
+            "--nodes",
+            "8",
+            "--demo-bytes",
+            "0",
+            "--light-nodes",
+            "1",
+        ])
+        .arg("--base-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starts");
+    let infos = wait_for_nodes(dir.path());
+    let mut apis: Vec<String> = infos
+        .iter()
+        .map(|i| i["api"].as_str().expect("api").to_owned())
+        .collect();
+    let light_file = dir.path().join("light-0").join("node.json");
+    let started = Instant::now();
+    while !light_file.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no light node");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let light: Value =
+        serde_json::from_slice(&std::fs::read(&light_file).expect("reads")).expect("json");
+    apis.push(light["api"].as_str().expect("api").to_owned());
+    // Every node connected to someone before the upload.
+    for api in &apis {
+        let started = Instant::now();
+        while get(api, "/peers").is_none_or(|p| p["peers"].as_array().is_none_or(Vec::is_empty)) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{api} has no peer"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let data = random_bytes(10_000_000, 11);
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, &data).expect("writes");
+    let start = Instant::now();
+    let up: Value = serde_json::from_str(&tributary(&[
+        "upload",
+        file.to_str().expect("utf-8"),
+        "--api",
+        &apis[0],
+        "--wait",
+        "--json",
+    ]))
+    .expect("json");
+    let pushed = start.elapsed();
+    assert_eq!(up["tag"]["failed"], 0, "{up}");
+    assert_eq!(up["tag"]["synced"], up["tag"]["split"], "{up}");
+    let reference = up["reference"].as_str().expect("reference").to_owned();
+
+    let mut took = Vec::new();
+    for (i, api) in apis.iter().enumerate().skip(1) {
+        let out = dir.path().join(format!("download-{i}.bin"));
+        let start = Instant::now();
+        tributary(&[
+            "download",
+            &reference,
+            "-o",
+            out.to_str().expect("utf-8"),
+            "--api",
+            api,
+        ]);
+        took.push(start.elapsed());
+        assert!(
+            std::fs::read(&out).expect("reads") == data,
+            "the file downloaded from node {i} differs"
+        );
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &devnet.id().to_string()])
+        .status();
+    let _ = devnet.wait();
+    println!(
+        "10 MB: pushed with every receipt in {pushed:?}; downloads from nodes 1-7 and the light \
+         node took {took:?}"
+    );
+}

@@ -35,11 +35,11 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tributary_chunk::bmt::CHUNK_SIZE;
-use tributary_chunk::file::{ChunkSource, FileError, Joiner, Splitter};
+use tributary_chunk::file::{FileError, Joiner, Splitter};
 use tributary_chunk::store::ChunkStore;
 use tributary_chunk::{Address, Chunk};
 
-use crate::network::{Network, NetworkError};
+use crate::network::{Network, NetworkError, NetworkSource};
 use crate::tags::{self, TagSink, Tags};
 
 /// Frames in flight between the HTTP body and the splitter or joiner.
@@ -60,29 +60,6 @@ struct Api {
     network: Option<Network>,
     tags: Arc<Tags>,
     transfers: Arc<Semaphore>,
-}
-
-/// Where a download's chunks come from: the store, then (unless the read is local) the
-/// network. The joiner verifies every chunk either way.
-struct Source {
-    store: Arc<ChunkStore>,
-    network: Option<Network>,
-}
-
-impl ChunkSource for Source {
-    fn get(&self, address: &Address) -> Result<Option<Vec<u8>>, tributary_chunk::file::StoreError> {
-        if let Some(data) = self.store.get(address)? {
-            return Ok(Some(data));
-        }
-        let Some(network) = &self.network else {
-            return Ok(None);
-        };
-        match network.fetch_blocking(*address) {
-            Ok(chunk) => Ok(Some(chunk.into_data())),
-            Err(NetworkError::Stopped) => Err(Box::new(NetworkError::Stopped)),
-            Err(_) => Ok(None),
-        }
-    }
 }
 
 /// Whether `?local=` asks for a store-only read (absent: no).
@@ -425,10 +402,9 @@ async fn get_bytes(
     let local = local_only(&query)?;
     let reference = parse_address(&reference)?;
     let slot = api.transfer()?;
-    let store = Arc::new(Source {
-        store: api.store,
-        network: if local { None } else { api.network },
-    });
+    let network = if local { None } else { api.network };
+    let handle = tokio::runtime::Handle::current();
+    let store = Arc::new(NetworkSource::new(api.store, network.map(|n| (n, handle))));
     let probe = store.clone();
     let size = blocking(move || Joiner::new(&*probe, reference).map(|j| j.size()))
         .await?

@@ -2,9 +2,8 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /health` | `{"status": "ok"}` |
 //! | `POST /bytes` | stores the body as a file and pushes its chunks to their neighbourhoods; `201 {"reference", "tagUid"}` at once (with `swarm-deferred-upload: false`, once every chunk has a receipt; `502` if some got none) |
-//! | `GET /tags`, `GET /tags/{uid}`, `DELETE /tags/{uid}` | uploads' progress: chunks split, stored, sent, synced (receipted), failed |
+//! | `POST /tags`, `GET /tags`, `GET /tags/{uid}`, `DELETE /tags/{uid}` | uploads' progress: chunks split, stored, sent, synced (receipted), failed; `POST /bytes` counts on the tag its `swarm-tag` header names |
 //! | `GET /bytes/{ref}[?local=true]` | streams the file; a single `Range: bytes=…` gives `206`; chunks the store lacks are retrieved from the network unless `local=true` |
 //! | `POST /chunks` | stores one chunk (span ‖ payload); `201 {"reference"}` |
 //! | `POST /chunks/{addr}` | the same, refused with `400` unless the chunk hashes to `addr` |
@@ -97,10 +96,6 @@ pub fn router(store: Arc<ChunkStore>, network: Option<Network>) -> Router {
     };
     Router::new()
         .route(
-            "/health",
-            get(|| async { axum::Json(json!({ "status": "ok" })) }),
-        )
-        .route(
             "/bytes",
             post(post_bytes).layer(DefaultBodyLimit::disable()),
         )
@@ -116,7 +111,7 @@ pub fn router(store: Arc<ChunkStore>, network: Option<Network>) -> Router {
                 .layer(DefaultBodyLimit::max(8 + CHUNK_SIZE)),
         )
         .route("/reserve", get(reserve))
-        .route("/tags", get(list_tags))
+        .route("/tags", get(list_tags).post(post_tag))
         .route("/tags/{uid}", get(get_tag).delete(delete_tag))
         .with_state(api)
 }
@@ -196,6 +191,26 @@ fn deferred(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
+/// The tag an upload counts on: the one its `swarm-tag` header names (it must exist), or a
+/// new one.
+fn upload_tag(api: &Api, headers: &HeaderMap) -> Result<u32, ApiError> {
+    let Some(value) = headers.get("swarm-tag") else {
+        return api
+            .tags
+            .create()
+            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
+    };
+    let uid = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "swarm-tag must be a tag uid"))?;
+    api.tags
+        .get(uid)
+        .map(|_| uid)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no tag {uid}")))
+}
+
 /// `POST /bytes`: splits and stores the body, then (in a node) pushes its chunks to their
 /// neighbourhoods, in the background unless `swarm-deferred-upload: false`. The postage
 /// header `swarm-postage-batch-id` is accepted and ignored (no stamps here).
@@ -206,14 +221,13 @@ async fn post_bytes(
 ) -> Result<Response, ApiError> {
     let deferred = deferred(&headers)?;
     let _slot = api.transfer()?;
-    let uid = api
-        .tags
-        .create()
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let uid = upload_tag(&api, &headers)?;
     let (reference, addresses) = match split_body(&api, uid, body).await {
         Ok(split) => split,
         Err(e) => {
-            api.tags.remove(uid);
+            if !headers.contains_key("swarm-tag") {
+                api.tags.remove(uid);
+            }
             return Err(e);
         }
     };
@@ -299,9 +313,40 @@ fn created(reference: Address, uid: u32) -> Response {
     response
 }
 
-/// `GET /tags`: every kept tag.
-async fn list_tags(State(api): State<Api>) -> Response {
-    axum::Json(json!({ "tags": api.tags.list() })).into_response()
+/// `GET /tags[?offset=N&limit=M]`: the kept tags, oldest first (bee's paging: limit 1 to
+/// 1,000, default 100).
+async fn list_tags(
+    State(api): State<Api>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let number = |key: &str, default: usize| -> Result<usize, ApiError> {
+        query.get(key).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| error(StatusCode::BAD_REQUEST, format!("{key} must be a number")))
+        })
+    };
+    let (offset, limit) = (number("offset", 0)?, number("limit", 100)?);
+    if !(1..=1000).contains(&limit) {
+        return Err(error(StatusCode::BAD_REQUEST, "limit must be 1 to 1000"));
+    }
+    let tags: Vec<_> = api
+        .tags
+        .list()
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .collect();
+    Ok(axum::Json(json!({ "tags": tags })).into_response())
+}
+
+/// `POST /tags`: a new, empty tag (`201`), for an upload to count on through `swarm-tag`.
+async fn post_tag(State(api): State<Api>) -> Result<Response, ApiError> {
+    let uid = api
+        .tags
+        .create()
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let tag = api.tags.get(uid).unwrap_or_default();
+    Ok((StatusCode::CREATED, axum::Json(tag)).into_response())
 }
 
 fn parse_uid(text: &str) -> Result<u32, ApiError> {

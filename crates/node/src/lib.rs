@@ -141,6 +141,12 @@ pub struct NodeInfo {
     pub api: String,
     /// The network id.
     pub network_id: u64,
+    /// The Ethereum address of the node key, hex without `0x`.
+    pub ethereum: String,
+    /// The node's public key (compressed secp256k1), hex.
+    pub public_key: String,
+    /// Whether the node is light.
+    pub light: bool,
 }
 
 /// Opens the shared store of a data directory.
@@ -242,6 +248,9 @@ pub async fn run(
             .collect(),
         api: api_addr.to_string(),
         network_id: config.network_id,
+        ethereum: hex::encode(id.identity.eth_address()),
+        public_key: hex::encode(id.identity.node_key().0),
+        light: config.light,
     };
     write_node_file(dir, &info)?;
     info!(peer_id = %info.peer_id, overlay = %info.overlay, api = %info.api, "node running");

@@ -1,5 +1,8 @@
-//! The node's status API: `GET /node`, `/peers`, `/topology` (bee's shape), `/pullsync`
-//! (progress of every stream being synced) and `/metrics` (Prometheus text).
+//! The node's status API in bee's shapes (`openapi/Swarm.yaml` of bee, API version
+//! [`API_VERSION`]): `GET /health`, `/readiness`, `/node`, `/addresses`, `/peers`,
+//! `/topology`; and Tributary's own `/pullsync` (progress of every stream being synced) and
+//! `/metrics` (Prometheus text). Bee's schemas mark no field required; every field they name
+//! is served, and Tributary's extra fields (`peerId`, `listen`, …) sit beside them.
 //!
 //! Handlers ask the runtime loop over a bounded channel and wait at most [`QUERY_TIMEOUT`];
 //! a loop that is busy or gone gives 503.
@@ -22,6 +25,8 @@ use crate::runtime::Query;
 
 /// Longest wait for the runtime loop.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The version of bee's API whose shapes the served routes follow.
+pub const API_VERSION: &str = "8.1.0";
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -63,7 +68,10 @@ impl NodeHandle {
 /// The routes.
 pub fn router(handle: NodeHandle) -> Router {
     Router::new()
+        .route("/health", get(health))
+        .route("/readiness", get(readiness))
         .route("/node", get(node))
+        .route("/addresses", get(addresses))
         .route("/peers", get(peers))
         .route("/topology", get(topology))
         .route("/metrics", get(metrics))
@@ -71,8 +79,46 @@ pub fn router(handle: NodeHandle) -> Router {
         .with_state(handle)
 }
 
+fn health_body(status: &str) -> Value {
+    json!({"status": status, "version": env!("CARGO_PKG_VERSION"), "apiVersion": API_VERSION})
+}
+
+/// `GET /health`: the API answers.
+async fn health() -> Response {
+    axum::Json(health_body("ok")).into_response()
+}
+
+/// `GET /readiness`: the node's loop answers (`ready`), or not (`400 notReady`, as bee).
+async fn readiness(State(h): State<NodeHandle>) -> Response {
+    match h.ask(Query::Peers).await {
+        Ok(_) => axum::Json(health_body("ready")).into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, axum::Json(health_body("notReady"))).into_response(),
+    }
+}
+
+/// `GET /node`: bee's `beeMode`, `chequebookEnabled`, `swapEnabled` (no chequebook or swap
+/// here), beside the fields of `node.json`.
 async fn node(State(h): State<NodeHandle>) -> Response {
-    axum::Json(h.info.as_ref().clone()).into_response()
+    let mut v = serde_json::to_value(h.info.as_ref()).unwrap_or_else(|_| json!({}));
+    v["beeMode"] = json!(if h.info.light { "light" } else { "full" });
+    v["chequebookEnabled"] = json!(false);
+    v["swapEnabled"] = json!(false);
+    axum::Json(v).into_response()
+}
+
+/// `GET /addresses`: the overlay, the underlays (listen multiaddrs), the Ethereum address of
+/// the node key and the key itself (bee's `pssPublicKey` is the same key: there is no pss).
+async fn addresses(State(h): State<NodeHandle>) -> Response {
+    let i = &h.info;
+    axum::Json(json!({
+        "overlay": i.overlay,
+        "underlay": i.listen,
+        "ethereum": i.ethereum,
+        "chain_address": i.ethereum,
+        "publicKey": i.public_key,
+        "pssPublicKey": i.public_key,
+    }))
+    .into_response()
 }
 
 async fn peers(State(h): State<NodeHandle>) -> Response {
@@ -155,8 +201,9 @@ async fn metrics(State(h): State<NodeHandle>) -> Response {
     }
 }
 
-/// Bee's `/topology` shape: `baseAddr`, `population`, `connected`, `depth`, and `bins` with
-/// keys `bin_0` … `bin_31`. The node serves it and `tributary status` and the devnet read it,
+/// Bee's `/topology` shape: `baseAddr`, `population`, `connected`, `timestamp`,
+/// `nnLowWatermark`, `depth`, `reachability`, `networkAvailability`, and `bins` with keys
+/// `bin_0` … `bin_31`. The node serves it and `tributary status` and the devnet read it,
 /// so both sides share this one type.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -167,8 +214,20 @@ pub struct TopologyResponse {
     pub population: usize,
     /// Connected peers.
     pub connected: usize,
+    /// When the table was read (RFC 3339, UTC).
+    #[serde(default)]
+    pub timestamp: String,
+    /// The neighbourhood size: the connections the depth counts before it rises above 0.
+    #[serde(default)]
+    pub nn_low_watermark: usize,
     /// The depth.
     pub depth: u8,
+    /// Whether the node is reachable from outside: not probed here, so `Unknown`.
+    #[serde(default)]
+    pub reachability: String,
+    /// `Available` while the node has a connected peer, else `Unavailable`.
+    #[serde(default)]
+    pub network_availability: String,
     /// `bin_0` … `bin_31`.
     pub bins: std::collections::BTreeMap<String, BinResponse>,
 }
@@ -219,11 +278,21 @@ impl From<&Topology> for TopologyResponse {
                 (format!("bin_{i}"), bin)
             })
             .collect();
+        let available = if t.connected > 0 {
+            "Available"
+        } else {
+            "Unavailable"
+        };
         Self {
             base_addr: t.base.to_string(),
             population: t.population,
             connected: t.connected,
+            timestamp: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            nn_low_watermark: tributary_overlay::kademlia::KademliaConfig::default()
+                .neighbourhood_size,
             depth: t.depth,
+            reachability: "Unknown".into(),
+            network_availability: available.into(),
             bins,
         }
     }

@@ -222,3 +222,90 @@ fn stalled_uploads_take_a_bounded_number_of_transfer_slots() {
     s.read_to_string(&mut text).expect("read");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
+
+/// The routes a bee client reads, in bee's shapes (bee's `openapi/Swarm.yaml`, API 8.1.0):
+/// every field its schemas name is there, with its type.
+#[test]
+fn bee_clients_find_the_fields_they_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path());
+    let health = node.get_json("/health");
+    assert_eq!(health["status"], "ok");
+    assert!(health["version"].is_string() && health["apiVersion"].is_string());
+    assert_eq!(node.get_json("/readiness")["status"], "ready");
+
+    let info = node.get_json("/node");
+    assert_eq!(info["beeMode"], "full");
+    assert_eq!(info["chequebookEnabled"], false);
+    assert_eq!(info["swapEnabled"], false);
+
+    let a = node.get_json("/addresses");
+    assert_eq!(a["overlay"], info["overlay"]);
+    assert!(a["underlay"].as_array().is_some_and(|u| !u.is_empty()));
+    assert_eq!(a["ethereum"].as_str().map(str::len), Some(40));
+    assert_eq!(a["publicKey"].as_str().map(str::len), Some(66));
+    assert!(a["chain_address"].is_string() && a["pssPublicKey"].is_string());
+
+    let t = node.get_json("/topology");
+    for field in [
+        "baseAddr",
+        "timestamp",
+        "reachability",
+        "networkAvailability",
+    ] {
+        assert!(t[field].is_string(), "topology.{field}: {t}");
+    }
+    for field in ["population", "connected", "nnLowWatermark", "depth"] {
+        assert!(t[field].is_u64(), "topology.{field}: {t}");
+    }
+    assert_eq!(t["networkAvailability"], "Unavailable", "no peer yet");
+    let bin = &t["bins"]["bin_0"];
+    assert!(bin["population"].is_u64() && bin["connectedPeers"].is_array());
+    assert!(node.get_json("/peers")["peers"].is_array());
+
+    // Tags: made by POST /tags, counted on by an upload naming it, listed, paged.
+    let http = agent();
+    let (status, made) = body(
+        http.post(format!("{}/tags", node.base))
+            .send_empty()
+            .expect("tag"),
+    );
+    assert_eq!(status, 201);
+    let made: serde_json::Value = serde_json::from_slice(&made).expect("json");
+    let uid = made["uid"].as_u64().expect("uid");
+    assert!(made["startedAt"].is_string());
+    let (status, _) = body(
+        http.post(format!("{}/bytes", node.base))
+            .header("swarm-tag", uid.to_string())
+            .header("swarm-postage-batch-id", "00".repeat(32))
+            .send(&[7u8; 10_000][..])
+            .expect("post"),
+    );
+    assert_eq!(status, 201);
+    let tag = node.get_json(&format!("/tags/{uid}"));
+    assert_eq!(tag["split"], 4, "three leaves and a root: {tag}");
+    assert_eq!(tag["stored"], 4);
+    assert_eq!(tag["uid"], uid);
+    for field in ["seen", "sent", "synced"] {
+        assert!(tag[field].is_u64(), "{field}: {tag}");
+    }
+    let (status, _) = body(
+        http.post(format!("{}/bytes", node.base))
+            .header("swarm-tag", "999999")
+            .send(&b"x"[..])
+            .expect("post"),
+    );
+    assert_eq!(status, 404, "an upload naming a tag that does not exist");
+    assert_eq!(
+        node.get_json("/tags?limit=1")["tags"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let (status, _) = body(
+        http.get(format!("{}/tags?limit=0", node.base))
+            .call()
+            .expect("get"),
+    );
+    assert_eq!(status, 400);
+}

@@ -10,6 +10,7 @@ node has peers. Then, with a file of MB (default 100) megabytes of random data:
   chunk comes through retrieval (an empty store);
 - times `tributary download REF --api <node 9>`: node 9 holds what pull-sync has brought it
   so far, and retrieves the rest;
+- once pull-sync is idle on every node, times a download at node 15;
 - times `tributary upload --db` and `tributary download --db` of the same file into and out
   of an empty data directory: the local limit (hash and store; join and verify).
 
@@ -108,6 +109,24 @@ def main():
             print(f"download at {name}, holding {chunks_before:,} chunks before: {s:.2f} s, "
                   f"{MB / s:.1f} MB/s, {ok}")
             os.remove(out_path)
+
+        # Once pull-sync is idle everywhere, node 15 (not read from yet: what it lacks is outside
+        # its neighbourhood, retrieved without sync traffic competing).
+        start = time.time()
+        while any(not s["historicalDone"] for a in apis
+                  for s in get_json(a, "/pullsync")["streams"]):
+            if time.time() - start > 600:
+                print("pull-sync still running after 600 s")
+                break
+            time.sleep(1)
+        print(f"pull-sync idle {time.time() - start:.0f} s later")
+        chunks_before = get_json(apis[15], "/reserve")["chunks"]
+        out_path = os.path.join(tmp, "out")
+        s, _ = timed(["download", ref, "-o", out_path, "--api", apis[15]])
+        ok = "byte-equal" if same(out_path, digest) else "DIFFERENT"
+        print(f"download at node 15, pull-sync idle, holding {chunks_before:,} chunks: {s:.2f} s, "
+              f"{MB / s:.1f} MB/s, {ok}")
+        os.remove(out_path)
 
         db = os.path.join(tmp, "local")
         s, _ = timed(["upload", file, "--db", db])

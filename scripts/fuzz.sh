@@ -14,7 +14,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(proof_verify chunk_join overlay_message sync_request pull_message)
+  targets=(proof_verify chunk_join overlay_message sync_request pull_message chunk_message)
 fi
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "error: a nightly toolchain is needed (rustup toolchain install nightly)" >&2

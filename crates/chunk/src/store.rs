@@ -22,6 +22,11 @@
 //! ([`ChunkStore::put_many_with_records`]), so a crash never leaves a record claiming chunks
 //! the store lacks, nor chunks the record forgot.
 //!
+//! **Cached** chunks ([`ChunkStore::cache_many`]: what retrieval fetched or forwarded) are
+//! stored by address only, outside the pull index: they answer reads and have-checks, but are
+//! not offered to pull-sync peers (offering every chunk a node read would set all its peers
+//! pulling it; bee keeps such chunks in a cache apart from its reserve too).
+//!
 //! Only [`Chunk`]s enter: their address was checked against their content.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -351,6 +356,27 @@ impl ChunkStore {
         Ok(outcomes)
     }
 
+    /// Stores chunks by address only, outside the pull index (see the module documentation);
+    /// chunks already held are skipped. Returns how many were new.
+    ///
+    /// # Errors
+    /// When the store fails; then none was stored.
+    pub fn cache_many(&self, chunks: &[Chunk]) -> Result<usize, ChunkStoreError> {
+        let mut batch = WriteBatch::with_capacity(chunks.len());
+        let mut seen = std::collections::HashSet::new();
+        for chunk in chunks {
+            let address = chunk.address();
+            if seen.insert(address) && !self.store.contains(self.ks.data, &address.0)? {
+                batch.put(self.ks.data, &address.0, chunk.data());
+            }
+        }
+        let n = batch.len();
+        if n > 0 {
+            self.store.write(batch)?;
+        }
+        Ok(n)
+    }
+
     /// Stores one chunk; a no-op if it is already held.
     ///
     /// # Errors
@@ -470,6 +496,41 @@ mod tests {
 
     fn chunk(i: u32) -> Chunk {
         Chunk::new(4, &i.to_le_bytes()).expect("chunk")
+    }
+
+    #[test]
+    fn cached_chunks_are_read_but_not_indexed() {
+        let store =
+            ChunkStore::open_with_epoch(Arc::new(MemStore::new()), Address([0x55; 32]), || 1)
+                .expect("open");
+        let chunks: Vec<Chunk> = (0..10).map(chunk).collect();
+        store.put_many(&chunks[..2]).expect("put");
+        let fired = Arc::new(AtomicU64::new(0));
+        let f = Arc::clone(&fired);
+        store.set_listener(Arc::new(move || {
+            f.fetch_add(1, Ordering::Relaxed);
+        }));
+        // The two held are skipped; the rest are stored by address only.
+        assert_eq!(store.cache_many(&chunks).expect("cache"), 8);
+        assert_eq!(store.cache_many(&chunks).expect("cache"), 0);
+        for c in &chunks {
+            assert_eq!(
+                store.get(&c.address()).expect("get"),
+                Some(c.data().to_vec())
+            );
+        }
+        let all: Vec<Address> = chunks.iter().map(Chunk::address).collect();
+        assert!(store.have_many(&all).expect("have").iter().all(|h| *h));
+        assert_eq!(
+            store.cursors().iter().sum::<u64>(),
+            2,
+            "not in the pull index"
+        );
+        let indexed: usize = (0..BINS as u8)
+            .map(|b| store.bin_from(b, 1, 100).expect("bin").len())
+            .sum();
+        assert_eq!(indexed, 2);
+        assert_eq!(fired.load(Ordering::Relaxed), 0, "no pull-sync wake-up");
     }
 
     #[test]

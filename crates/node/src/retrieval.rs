@@ -6,9 +6,10 @@
 //!   [`MAX_SERVING`] at once (more are answered "busy"). A chunk the store lacks goes to the
 //!   core, which forwards the request; its answer goes back on the request's channel.
 //! - **Fetching.** Answers are decoded and hashed on the blocking pool, then checked by the
-//!   core. Verified chunks are stored (cache on forward) one merged write at a time on the
-//!   blocking pool; a failed cache write is logged, not fatal (the chunk was answered from
-//!   memory). A light node caches nothing.
+//!   core. Verified chunks are cached (on forward and at the reader: by address, outside the
+//!   pull index, so reading a file does not set the node's peers pulling it) one merged write
+//!   at a time on the blocking pool; a failed cache write is logged, not fatal (the chunk was
+//!   answered from memory). A light node caches nothing.
 //! - **Local readers** send [`crate::runtime::Query::Retrieve`] through the API's bounded
 //!   query channel ([`crate::network::Network`]) and wait on a oneshot the loop answers when
 //!   the core does (it always does, by the fetch's deadline).
@@ -404,7 +405,7 @@ impl RetrievalDriver {
         let chunks = std::mem::take(&mut self.unwritten);
         let store = Arc::clone(&self.chunks);
         self.write_task = Some(tokio::task::spawn_blocking(move || {
-            store.put_many(&chunks).map(|_| ())
+            store.cache_many(&chunks).map(|_| ())
         }));
     }
 

@@ -423,7 +423,15 @@ impl Runtime {
                 event = self.push.next_event() => {
                     self.push.on_event(&mut self.swarm, Instant::now(), event);
                 }
-                Some(query) = queries.recv() => self.answer(query),
+                Some(query) = queries.recv() => {
+                    // Readers and uploads wait on these: a loop busy with sync traffic still
+                    // takes every query waiting (at most the queue's capacity) per wake.
+                    self.answer(query);
+                    for _ in 1..QUERY_QUEUE {
+                        let Ok(query) = queries.try_recv() else { break };
+                        self.answer(query);
+                    }
+                }
                 Some(served) = self.served_rx.recv() => self.on_served(served),
                 written = finished(&mut self.write_task) => {
                     self.write_task = None;

@@ -95,6 +95,9 @@ pub enum CorpusError {
     /// A chunk tree could not be built.
     #[error("splitting a file")]
     Split(#[from] tributary_chunk::file::FileError),
+    /// A chunk could not be made.
+    #[error("making a chunk")]
+    Chunk(#[from] tributary_chunk::ChunkError),
 }
 
 /// Writes the seed corpus of every target under `dir/<target>/`; returns how many inputs.
@@ -109,6 +112,7 @@ pub fn write_corpus(dir: &Path) -> Result<usize, CorpusError> {
         ("overlay_message", overlay_inputs()?),
         ("sync_request", sync_inputs()),
         ("pull_message", pull_inputs()),
+        ("chunk_message", chunk_message_inputs()?),
     ] {
         let sub = dir.join(target);
         let io = |source| CorpusError::Io {
@@ -296,6 +300,36 @@ fn sync_inputs() -> Vec<Vec<u8>> {
     .collect()
 }
 
+/// Seeds of `chunk_message`: a retrieval request and both answers, a push and a receipt
+/// signed for the chunk the target pushes.
+fn chunk_message_inputs() -> Result<Vec<Vec<u8>>, CorpusError> {
+    use tributary_wire::{pushsync, retrieval};
+    let chunk = Chunk::new(4, b"seed")?;
+    let signer = tributary_overlay::Identity::from_secret(&[5; 32], [6; 32])?;
+    Ok(vec![
+        retrieval::Request {
+            address: chunk.address().0.to_vec(),
+            hops: 20,
+        }
+        .encode_to_vec(),
+        retrieval::Delivery {
+            chunk: chunk.data().to_vec(),
+            error: String::new(),
+        }
+        .encode_to_vec(),
+        retrieval::Delivery {
+            chunk: Vec::new(),
+            error: "not found".into(),
+        }
+        .encode_to_vec(),
+        pushsync::Delivery {
+            chunk: chunk.data().to_vec(),
+        }
+        .encode_to_vec(),
+        signer.sign_receipt(&chunk.address(), 0, 1)?.encode_to_vec(),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +377,20 @@ mod tests {
             let r = tributary_wire::pullsync::Response::decode(input.as_slice()).expect("decodes");
             assert!(r.message.is_some(), "an answer");
         }
+        let chunk = chunk_message_inputs().expect("chunk messages");
+        assert!(tributary_stream::retrieval::decode_request(&chunk[0]).is_ok());
+        assert!(matches!(
+            tributary_stream::retrieval::decode_delivery(&chunk[1]),
+            Ok(Some(_))
+        ));
+        assert_eq!(
+            tributary_stream::retrieval::decode_delivery(&chunk[2]),
+            Ok(None)
+        );
+        assert!(tributary_stream::push::decode_delivery(&chunk[3]).is_ok());
+        let receipt = tributary_stream::push::decode_receipt(&chunk[4])
+            .expect("decodes")
+            .expect("a receipt");
+        tributary_overlay::identity::verify_receipt(&receipt, 1).expect("verifies");
     }
 }

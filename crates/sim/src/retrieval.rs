@@ -218,7 +218,7 @@ impl Sim {
                 if !self.nodes[i].light
                     && let Some(p) = self.nodes[i].pull.as_ref()
                 {
-                    p.chunks.put(&chunk)?;
+                    p.chunks.cache_many(std::slice::from_ref(&chunk))?;
                 }
             }
             Output::Penalize { peer, fault } => {

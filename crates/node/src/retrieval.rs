@@ -58,6 +58,11 @@ pub enum Event {
 #[derive(Debug, Default)]
 struct Counters {
     served: u64,
+    /// Peers' requests answered from this node's store (its own or cached chunks).
+    store_hits: u64,
+    /// Peers' requests received, and the hops they had travelled in all.
+    received: u64,
+    hops: u64,
     busy: u64,
     refused_requests: u64,
     cache_failures: u64,
@@ -248,6 +253,8 @@ impl RetrievalDriver {
                 return;
             }
         };
+        self.counters.received += 1;
+        self.counters.hops += u64::from(retrieval::MAX_HOPS.saturating_sub(hops)) + 1;
         if self.serving >= MAX_SERVING {
             self.counters.busy += 1;
             let answer = retrieval::encode_answer(&Err(RetrievalError::Busy(address)));
@@ -306,6 +313,7 @@ impl RetrievalDriver {
                     return;
                 };
                 self.counters.served += 1;
+                self.counters.store_hits += 1;
                 let answer = tributary_wire::retrieval::Delivery {
                     chunk: data,
                     error: String::new(),
@@ -480,6 +488,21 @@ impl RetrievalDriver {
                 "tributary_retrieval_served_total",
                 "Chunks this node sent to peers.",
                 c.served,
+            ),
+            counter(
+                "tributary_retrieval_store_hits_total",
+                "Peers' requests answered from this node's store.",
+                c.store_hits,
+            ),
+            counter(
+                "tributary_retrieval_received_total",
+                "Retrieval requests received from peers.",
+                c.received,
+            ),
+            counter(
+                "tributary_retrieval_hops_total",
+                "Hops the received requests had travelled, summed (over received: the mean).",
+                c.hops,
             ),
             counter(
                 "tributary_retrieval_busy_total",

@@ -36,6 +36,8 @@ fuzz_target!(|data: &[u8]| {
     while r.poll_output().is_some() {}
 
     let mut p = PushSync::new(Address([0x80; 32]), false, PushConfig::default());
+    // Deep enough that the chunk is not this node's own: it pushes to its one peer.
+    p.handle_depth(31);
     p.handle_connected(Address([1; 32]), false);
     p.handle_local(now, chunk, 1);
     let id = first_request_id(std::iter::from_fn(|| p.poll_output()), |o| match o {

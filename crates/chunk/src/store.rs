@@ -7,6 +7,7 @@
 //! | `chunk.pull` | bin (1 byte) ‖ bin id (u64 BE) | address |
 //! | `chunk.meta` | `base`, `epoch`, `bin` ‖ bin | the overlay bins are relative to, the store's epoch, the last bin id of a bin |
 //! | `chunk.sync` | chosen by the caller | what pull-sync has synced (written with the chunks it covers) |
+//! | `chunk.cache` | address | `1`: the chunk in `chunk.data` is cached only, not in the pull index |
 //!
 //! A chunk's bin is its proximity order to the node's overlay address (the base). Bin ids
 //! start at 1 and increase by one per chunk stored in the bin, never reused; a chunk, its pull
@@ -23,9 +24,12 @@
 //! the store lacks, nor chunks the record forgot.
 //!
 //! **Cached** chunks ([`ChunkStore::cache_many`]: what retrieval fetched or forwarded) are
-//! stored by address only, outside the pull index: they answer reads and have-checks, but are
+//! stored by address with a cache marker, outside the pull index: they answer reads, but are
 //! not offered to pull-sync peers (offering every chunk a node read would set all its peers
-//! pulling it; bee keeps such chunks in a cache apart from its reserve too).
+//! pulling it; bee keeps such chunks in a cache apart from its reserve too). A have-check
+//! counts them as not held, and a later put (pull-sync, push-sync, an upload) indexes them and
+//! drops the marker, so a chunk a node cached first still reaches its neighbourhood. There is
+//! no eviction yet: the cache grows with what the node reads.
 //!
 //! Only [`Chunk`]s enter: their address was checked against their content.
 
@@ -56,6 +60,7 @@ struct Spaces {
     pull: KeyspaceId,
     meta: KeyspaceId,
     sync: KeyspaceId,
+    cache: KeyspaceId,
 }
 
 /// Chunks by address with a pull index per proximity bin; see the module documentation.
@@ -141,6 +146,7 @@ impl ChunkStore {
             pull: store.keyspace("chunk.pull")?,
             meta: store.keyspace("chunk.meta")?,
             sync: store.keyspace("chunk.sync")?,
+            cache: store.keyspace("chunk.cache")?,
         };
         let mut last = [0u64; BINS];
         for (bin, slot) in last.iter_mut().enumerate() {
@@ -219,10 +225,13 @@ impl ChunkStore {
     /// # Errors
     /// When the store fails.
     pub fn have_many(&self, addresses: &[Address]) -> Result<Vec<bool>, ChunkStoreError> {
-        addresses
-            .iter()
-            .map(|a| Ok(self.store.contains(self.ks.data, &a.0)?))
-            .collect()
+        addresses.iter().map(|a| self.indexed(a)).collect()
+    }
+
+    /// Whether the chunk at `address` is stored and in the pull index (not only cached).
+    fn indexed(&self, address: &Address) -> Result<bool, ChunkStoreError> {
+        Ok(self.store.contains(self.ks.data, &address.0)?
+            && !self.store.contains(self.ks.cache, &address.0)?)
     }
 
     /// Calls `listener` after every write that stores a new chunk, from the writing thread
@@ -274,6 +283,9 @@ impl ChunkStore {
                     .try_into()
                     .map_err(|_| ChunkStoreError::Corrupt("chunk key"))?,
             );
+            if self.store.contains(self.ks.cache, &address.0)? {
+                continue; // cached only: stays out of the index
+            }
             let bin = proximity(&self.base, &address);
             last[usize::from(bin)] += 1;
             batch.put(
@@ -319,13 +331,15 @@ impl ChunkStore {
         let mut seen = std::collections::HashSet::new();
         for chunk in chunks {
             let address = chunk.address();
-            if !seen.insert(address) || self.store.contains(self.ks.data, &address.0)? {
+            if !seen.insert(address) || self.indexed(&address)? {
                 outcomes.push(Put::Existing);
                 continue;
             }
             let bin = proximity(&self.base, &address);
             let id = next[usize::from(bin)] + 1;
             next[usize::from(bin)] = id;
+            // A cached chunk is indexed now; its data is written again (the same bytes).
+            batch.delete(self.ks.cache, &address.0);
             batch.put(self.ks.data, &address.0, chunk.data());
             batch.put(self.ks.pull, &pull_key(bin, id), &address.0);
             outcomes.push(Put::Stored { bin, id });
@@ -362,15 +376,20 @@ impl ChunkStore {
     /// # Errors
     /// When the store fails; then none was stored.
     pub fn cache_many(&self, chunks: &[Chunk]) -> Result<usize, ChunkStoreError> {
-        let mut batch = WriteBatch::with_capacity(chunks.len());
+        // Under the put lock: a put indexing the same chunk meanwhile must not be undone by
+        // a cache marker written after it.
+        let _last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = WriteBatch::with_capacity(2 * chunks.len());
         let mut seen = std::collections::HashSet::new();
+        let mut n = 0;
         for chunk in chunks {
             let address = chunk.address();
             if seen.insert(address) && !self.store.contains(self.ks.data, &address.0)? {
                 batch.put(self.ks.data, &address.0, chunk.data());
+                batch.put(self.ks.cache, &address.0, &[1]);
+                n += 1;
             }
         }
-        let n = batch.len();
         if n > 0 {
             self.store.write(batch)?;
         }
@@ -499,10 +518,10 @@ mod tests {
     }
 
     #[test]
-    fn cached_chunks_are_read_but_not_indexed() {
-        let store =
-            ChunkStore::open_with_epoch(Arc::new(MemStore::new()), Address([0x55; 32]), || 1)
-                .expect("open");
+    fn cached_chunks_are_read_not_indexed_and_promoted_by_a_put() {
+        let mem = MemStore::new();
+        let base = Address([0x55; 32]);
+        let store = ChunkStore::open_with_epoch(Arc::new(mem.clone()), base, || 1).expect("open");
         let chunks: Vec<Chunk> = (0..10).map(chunk).collect();
         store.put_many(&chunks[..2]).expect("put");
         let fired = Arc::new(AtomicU64::new(0));
@@ -510,7 +529,7 @@ mod tests {
         store.set_listener(Arc::new(move || {
             f.fetch_add(1, Ordering::Relaxed);
         }));
-        // The two held are skipped; the rest are stored by address only.
+        // The two held are skipped; the rest are stored by address, marked cached.
         assert_eq!(store.cache_many(&chunks).expect("cache"), 8);
         assert_eq!(store.cache_many(&chunks).expect("cache"), 0);
         for c in &chunks {
@@ -520,17 +539,44 @@ mod tests {
             );
         }
         let all: Vec<Address> = chunks.iter().map(Chunk::address).collect();
-        assert!(store.have_many(&all).expect("have").iter().all(|h| *h));
+        let held = store.have_many(&all).expect("have");
+        assert_eq!(
+            held,
+            [vec![true; 2], vec![false; 8]].concat(),
+            "cached is not held"
+        );
         assert_eq!(
             store.cursors().iter().sum::<u64>(),
             2,
             "not in the pull index"
         );
-        let indexed: usize = (0..BINS as u8)
-            .map(|b| store.bin_from(b, 1, 100).expect("bin").len())
-            .sum();
-        assert_eq!(indexed, 2);
+        let indexed = |s: &ChunkStore| -> usize {
+            (0..BINS as u8)
+                .map(|b| s.bin_from(b, 1, 100).expect("bin").len())
+                .sum()
+        };
+        assert_eq!(indexed(&store), 2);
         assert_eq!(fired.load(Ordering::Relaxed), 0, "no pull-sync wake-up");
+        // A put of a cached chunk indexes it (pull-sync or push-sync brought it).
+        let puts = store.put_many(&chunks[2..4]).expect("put");
+        assert!(
+            puts.iter().all(|p| matches!(p, Put::Stored { .. })),
+            "{puts:?}"
+        );
+        assert_eq!(indexed(&store), 4);
+        assert!(
+            store
+                .have_many(&all[2..4])
+                .expect("have")
+                .iter()
+                .all(|h| *h)
+        );
+        // A re-index (another base) leaves the cached ones out.
+        drop(store);
+        let store =
+            ChunkStore::open_with_epoch(Arc::new(mem), Address([0xAA; 32]), || 2).expect("open");
+        assert_eq!(indexed(&store), 4);
+        assert_eq!(store.cursors().iter().sum::<u64>(), 4);
     }
 
     #[test]

@@ -222,10 +222,13 @@ async fn post_bytes(
     let deferred = deferred(&headers)?;
     let _slot = api.transfer()?;
     let uid = upload_tag(&api, &headers)?;
+    api.tags.begin(uid);
     let (reference, addresses) = match split_body(&api, uid, body).await {
         Ok(split) => split,
         Err(e) => {
-            if !headers.contains_key("swarm-tag") {
+            if headers.contains_key("swarm-tag") {
+                api.tags.end(uid, 0);
+            } else {
                 api.tags.remove(uid);
             }
             return Err(e);
@@ -233,7 +236,7 @@ async fn post_bytes(
     };
     tags::set_reference(&api.tags, uid, reference);
     let Some(network) = api.network else {
-        tags::finish_unpushed(&api.tags, uid);
+        api.tags.end(uid, 0);
         return Ok(created(reference, uid));
     };
     let total = addresses.len();
@@ -578,7 +581,7 @@ async fn get_chunk(
             Err(e @ (NetworkError::Retrieval(_) | NetworkError::Push(_))) => {
                 return Err(error(StatusCode::NOT_FOUND, e.to_string()));
             }
-            Err(e @ NetworkError::Stopped) => {
+            Err(e @ (NetworkError::Stopped | NetworkError::NoAnswer)) => {
                 return Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
             }
         },

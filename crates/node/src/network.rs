@@ -6,7 +6,10 @@
 //! [`NetworkSource`] is where a download's joiner reads: the store, then the network. The
 //! joiner asks for one chunk at a time; so that a download is not one round trip per chunk,
 //! reading an intermediate chunk starts fetches of the children the store lacks, at most
-//! [`READ_AHEAD`] ahead of the joiner.
+//! [`READ_AHEAD`] ahead of the joiner and [`READ_AHEAD_BUDGET`] over the node's downloads; a
+//! read-ahead that failed is asked again when the joiner needs it. Read-ahead follows the
+//! tree, not the requested range: a ranged download may fetch up to an intermediate chunk's
+//! worth of children outside its range.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,10 +24,22 @@ use tributary_stream::retrieval::RetrievalError;
 
 use crate::runtime::Query;
 
+/// Read-ahead fetches at once over every download of the node: well below the retrieval
+/// core's 1,024 fetches, so downloads leave room for peers' requests.
+pub const READ_AHEAD_BUDGET: usize = 512;
+/// Upload pushes at once over every upload of the node: below the push core's 1,024, so
+/// forwarded pushes find room; an upload waits for a slot rather than fail.
+pub const PUSH_BUDGET: usize = 768;
+/// Longest wait for the loop's answer: past the cores' own deadlines (30 s), so the cores
+/// decide, but a lost answer cannot hang a download or an upload.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// A cloneable handle on the runtime's loop.
 #[derive(Clone, Debug)]
 pub struct Network {
     queries: mpsc::Sender<Query>,
+    read_ahead: Arc<tokio::sync::Semaphore>,
+    pushes: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why the network could not serve a read or a push.
@@ -36,6 +51,9 @@ pub enum NetworkError {
     /// No valid receipt came back.
     #[error(transparent)]
     Push(#[from] PushError),
+    /// The node's loop did not answer in time.
+    #[error("the node did not answer in time")]
+    NoAnswer,
     /// The node is stopping.
     #[error("the node is stopping")]
     Stopped,
@@ -44,8 +62,29 @@ pub enum NetworkError {
 impl Network {
     /// A handle over the loop's query channel.
     #[must_use]
-    pub const fn new(queries: mpsc::Sender<Query>) -> Self {
-        Self { queries }
+    pub fn new(queries: mpsc::Sender<Query>) -> Self {
+        Self {
+            queries,
+            read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_BUDGET)),
+            pushes: Arc::new(tokio::sync::Semaphore::new(PUSH_BUDGET)),
+        }
+    }
+
+    /// Sends `query` and waits for its answer on `rx`, at most [`ANSWER_TIMEOUT`].
+    async fn ask<T, E: Into<NetworkError>>(
+        &self,
+        query: Query,
+        rx: oneshot::Receiver<Result<T, E>>,
+    ) -> Result<T, NetworkError> {
+        self.queries
+            .send(query)
+            .await
+            .map_err(|_| NetworkError::Stopped)?;
+        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result.map_err(Into::into),
+            Ok(Err(_)) => Err(NetworkError::Stopped),
+            Err(_) => Err(NetworkError::NoAnswer),
+        }
     }
 
     /// Fetches `address` from the network.
@@ -54,23 +93,7 @@ impl Network {
     /// When no peer delivers it, or the node stops.
     pub async fn fetch(&self, address: Address) -> Result<Chunk, NetworkError> {
         let (tx, rx) = oneshot::channel();
-        self.queries
-            .send(Query::Retrieve(address, tx))
-            .await
-            .map_err(|_| NetworkError::Stopped)?;
-        Ok(rx.await.map_err(|_| NetworkError::Stopped)??)
-    }
-
-    /// [`Self::fetch`] from a blocking thread (the file joiner's).
-    ///
-    /// # Errors
-    /// When no peer delivers it, or the node stops.
-    pub fn fetch_blocking(&self, address: Address) -> Result<Chunk, NetworkError> {
-        let (tx, rx) = oneshot::channel();
-        self.queries
-            .blocking_send(Query::Retrieve(address, tx))
-            .map_err(|_| NetworkError::Stopped)?;
-        Ok(rx.blocking_recv().map_err(|_| NetworkError::Stopped)??)
+        self.ask(Query::Retrieve(address, tx), rx).await
     }
 
     /// Pushes `chunk` to its neighbourhood; the storer's verified receipt.
@@ -78,12 +101,14 @@ impl Network {
     /// # Errors
     /// When no valid receipt comes back, or the node stops.
     pub async fn push(&self, chunk: Chunk) -> Result<Receipt, NetworkError> {
-        let (tx, rx) = oneshot::channel();
-        self.queries
-            .send(Query::Push(chunk, tx))
+        // Closed only if the handle is dropped, which cannot happen while `self` lives.
+        let _slot = self
+            .pushes
+            .acquire()
             .await
             .map_err(|_| NetworkError::Stopped)?;
-        Ok(rx.await.map_err(|_| NetworkError::Stopped)??)
+        let (tx, rx) = oneshot::channel();
+        self.ask(Query::Push(chunk, tx), rx).await
     }
 }
 
@@ -116,14 +141,16 @@ impl NetworkSource {
         self.ahead.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The chunk from its read-ahead if one ran, else (or if that failed: busy, timed out)
+    /// fetched now; runs on the joiner's blocking thread.
     fn fetch(&self, address: &Address) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some((network, _)) = &self.network else {
+        let Some((network, runtime)) = &self.network else {
             return Ok(None);
         };
         let early = self.ahead().remove(address);
-        let fetched = match early {
-            Some(rx) => rx.blocking_recv().unwrap_or(Err(NetworkError::Stopped)),
-            None => network.fetch_blocking(*address),
+        let fetched = match early.map(|rx| rx.blocking_recv()) {
+            Some(Ok(r @ (Ok(_) | Err(NetworkError::Stopped)))) => r,
+            _ => runtime.block_on(network.fetch(*address)),
         };
         match fetched {
             Ok(chunk) => Ok(Some(chunk.into_data())),
@@ -156,10 +183,14 @@ impl NetworkSource {
             if ahead.len() >= READ_AHEAD {
                 break;
             }
+            let Ok(permit) = Arc::clone(&network.read_ahead).try_acquire_owned() else {
+                break; // the node-wide budget is spent: the joiner fetches as it goes
+            };
             let (tx, rx) = oneshot::channel();
             let network = network.clone();
             runtime.spawn(async move {
                 let _ = tx.send(network.fetch(child).await);
+                drop(permit);
             });
             ahead.insert(child, rx);
         }

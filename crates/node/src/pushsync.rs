@@ -85,6 +85,8 @@ pub struct PushDriver {
     checked_rx: mpsc::Receiver<Checked>,
     unwritten: Vec<ToStore>,
     write_task: Option<tokio::task::JoinHandle<Stored>>,
+    /// Who waits on the write running, to answer if its task fails.
+    writing: Vec<(Requester, Address)>,
     counters: Counters,
 }
 
@@ -112,6 +114,7 @@ impl PushDriver {
             checked_rx,
             unwritten: Vec::new(),
             write_task: None,
+            writing: Vec::new(),
             counters: Counters::default(),
         }
     }
@@ -287,8 +290,12 @@ impl PushDriver {
                     Err(e) => {
                         self.counters.store_failures += 1;
                         warn!("the push store task failed: {e}");
+                        for (requester, address) in std::mem::take(&mut self.writing) {
+                            self.answer(swarm, requester, Err(PushError::NoPeer(address)));
+                        }
                     }
                 }
+                self.writing.clear();
                 self.start_write();
             }
         }
@@ -382,6 +389,7 @@ impl PushDriver {
             return;
         }
         let batch = std::mem::take(&mut self.unwritten);
+        self.writing = batch.iter().map(|(r, c, _)| (*r, c.address())).collect();
         let (store, identity, network_id) = (
             Arc::clone(&self.chunks),
             self.identity.clone(),

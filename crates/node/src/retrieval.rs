@@ -39,6 +39,9 @@ pub const MAX_SERVING: usize = 64;
 /// a peer's requests wait on at most this many fetches.
 pub const MAX_STREAMS: usize = 128;
 
+/// Retrieved chunks waiting to be cached at most; more are not cached (a cache may forget).
+pub const MAX_UNCACHED: usize = 4096;
+
 /// What a local reader gets.
 pub type Fetched = Result<Chunk, RetrievalError>;
 
@@ -368,10 +371,15 @@ impl RetrievalDriver {
                 }
                 Output::Answer { requester, result } => self.answer(swarm, requester, result),
                 Output::Store(chunk) => {
-                    if !self.light {
-                        self.unwritten.push(chunk);
-                        self.start_write();
+                    if self.light {
+                        continue;
                     }
+                    if self.unwritten.len() >= MAX_UNCACHED {
+                        self.counters.cache_failures += 1;
+                        continue;
+                    }
+                    self.unwritten.push(chunk);
+                    self.start_write();
                 }
                 Output::Penalize { peer, fault } => {
                     if let Some(&peer_id) = self.peers.get(&peer) {
@@ -516,7 +524,7 @@ impl RetrievalDriver {
             ),
             counter(
                 "tributary_retrieval_cache_failures_total",
-                "Writes of retrieved chunks that failed.",
+                "Retrieved chunks not cached: writes that failed, or more waiting than the bound.",
                 c.cache_failures,
             ),
         ]

@@ -7,7 +7,9 @@
 //! addresses; [`push_upload`] then pushes them from the store in the background, at most
 //! [`PUSH_WINDOW`] at once, each tried up to [`PUSH_ROUNDS`] times. Tags live in memory (a
 //! restart forgets them and their unfinished pushes; the chunks are stored and pull-sync
-//! still spreads them); at most [`MAX_TAGS`] are kept, finished ones evicted oldest first.
+//! still spreads them); at most [`MAX_TAGS`] are kept, finished ones evicted oldest first. A
+//! tag is done while no upload counting on it runs: a tag made by `POST /tags` and never used
+//! is done (and evictable), and uploads sharing one tag add up their counts.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -57,8 +59,11 @@ pub struct Tag {
     pub failed: u64,
     /// The file's reference, once split (empty before).
     pub address: String,
-    /// Whether every chunk is synced or failed.
+    /// Whether no upload counting on the tag is still running.
     pub done: bool,
+    /// Uploads counting on the tag still running.
+    #[serde(skip)]
+    active: u32,
 }
 
 /// Why a tag could not be made.
@@ -106,10 +111,29 @@ impl Tags {
             Tag {
                 uid,
                 started_at: started_at.to_string(),
+                done: true,
                 ..Tag::default()
             },
         );
         Ok(uid)
+    }
+
+    /// An upload starts counting on tag `uid`.
+    pub fn begin(&self, uid: u32) {
+        self.update(uid, |t| {
+            t.active += 1;
+            t.done = false;
+        });
+    }
+
+    /// An upload counting on tag `uid` ended, with `failed` chunks that got no receipt; the
+    /// tag is done once no upload on it runs.
+    pub fn end(&self, uid: u32, failed: u64) {
+        self.update(uid, |t| {
+            t.failed += failed;
+            t.active = t.active.saturating_sub(1);
+            t.done = t.active == 0;
+        });
     }
 
     /// The tag `uid`, if kept.
@@ -195,11 +219,6 @@ impl ChunkSink for TagSink<'_> {
     }
 }
 
-/// Marks tag `uid` done without a push (an API over a store alone).
-pub fn finish_unpushed(tags: &Tags, uid: u32) {
-    tags.update(uid, |t| t.done = true);
-}
-
 /// Marks tag `uid` with its file's reference.
 pub fn set_reference(tags: &Tags, uid: u32, reference: Address) {
     tags.update(uid, |t| t.address = reference.to_string());
@@ -222,10 +241,7 @@ pub async fn push_upload(
         .collect::<Vec<bool>>()
         .await;
     let failed = results.iter().filter(|ok| !**ok).count() as u64;
-    tags.update(uid, |t| {
-        t.failed = failed;
-        t.done = true;
-    });
+    tags.end(uid, failed);
     debug_assert!(failed <= total);
     failed
 }

@@ -108,6 +108,16 @@ impl Sim {
         self.nodes[i].pull.as_ref().map(|p| p.fetch.stats())
     }
 
+    /// Whether running node `i` holds the chunk at `address`, cached or not.
+    #[must_use]
+    pub fn holds(&self, i: usize, address: &Address) -> bool {
+        self.nodes[i]
+            .pull
+            .as_ref()
+            .and_then(|p| p.chunks.get(address).ok())
+            .is_some_and(|d| d.is_some())
+    }
+
     /// Stores `chunks` at node `i` without telling anyone (for retrieval tests that place
     /// chunks by hand).
     ///

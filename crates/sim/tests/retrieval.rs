@@ -126,7 +126,7 @@ fn from_the_closest_node_only(loss: f64, default_seed: u64, limit: Duration) {
         .iter()
         .map(|c| {
             (0..sim.len())
-                .filter(|&i| sim.has_chunk(i, &c.address()))
+                .filter(|&i| sim.holds(i, &c.address()))
                 .count()
         })
         .sum();

@@ -21,8 +21,16 @@
 //! honest with a table still filling (bee counts it "shallow").
 //!
 //! **One push per chunk**, however many requesters; bounded attempts ([`ORIGIN_ATTEMPTS`],
-//! [`FORWARD_ATTEMPTS`]), a per-attempt timeout (a forwarder waits half as long), a deadline
-//! per push, and at most [`MAX_PUSHES`] pushes and [`MAX_WAITERS`] requesters per push.
+//! [`FORWARD_ATTEMPTS`]), a per-attempt timeout (a forwarder waits half as long, and its whole
+//! push no longer than that: it tries a second peer only when the first fails fast), a
+//! deadline per push, and at most [`MAX_PUSHES`] pushes, [`MAX_WAITERS`] requesters per push
+//! and [`MAX_PER_PEER`] forwarded pushes per peer.
+//!
+//! **What a receipt proves.** A signature by a key whose overlay (derived with the nonce the
+//! receipt carries) lies in the chunk's neighbourhood. Without stake or a registry of nodes, a
+//! forger that grinds nonces until its overlay lands there (about `2^(depth − 3)` hashes at
+//! depth `depth`) can make one; in small networks (depth 3 or less) the proximity check
+//! accepts any signer. Bee leans on staking for this; Tributary has no such anchor yet.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -43,6 +51,9 @@ pub const FORWARD_ATTEMPTS: usize = 2;
 pub const MAX_PUSHES: usize = 1024;
 /// Requesters waiting on one push.
 pub const MAX_WAITERS: usize = 16;
+/// Forwarded pushes of one peer waiting at once (a peer pushing a chunk it already waits on
+/// is refused too).
+pub const MAX_PER_PEER: usize = 64;
 /// How much shallower than this node's depth a storer's proximity to the chunk may be. Depth
 /// is each node's own view of its table: in the simulator's healthy 64-node networks it
 /// ranges over 2–5 from node to node (`cargo test -p tributary-sim --test push`), so a
@@ -200,6 +211,8 @@ pub struct PushSync {
     config: PushConfig,
     peers: BTreeSet<Address>,
     pushes: HashMap<Address, Push>,
+    /// Forwarded pushes waiting, per pushing peer.
+    by_peer: HashMap<Address, usize>,
     open: HashMap<RequestId, Open>,
     attempt_deadlines: BTreeSet<(Instant, RequestId)>,
     push_deadlines: BTreeSet<(Instant, Address)>,
@@ -257,6 +270,7 @@ impl PushSync {
             config,
             peers: BTreeSet::new(),
             pushes: HashMap::new(),
+            by_peer: HashMap::new(),
             open: HashMap::new(),
             attempt_deadlines: BTreeSet::new(),
             push_deadlines: BTreeSet::new(),
@@ -412,12 +426,26 @@ impl PushSync {
     ) {
         let address = chunk.address();
         let origin = matches!(requester, Requester::Local(_));
+        if let Requester::Peer { peer, .. } = requester {
+            let repeated = self.pushes.get(&address).is_some_and(|p| {
+                p.requesters
+                    .iter()
+                    .any(|r| matches!(r, Requester::Peer { peer: q, .. } if *q == peer))
+            });
+            if repeated || self.by_peer.get(&peer).copied().unwrap_or(0) >= MAX_PER_PEER {
+                self.answer(requester, Err(PushError::Busy(address)));
+                return;
+            }
+        }
         if let Some(p) = self.pushes.get_mut(&address) {
             if p.requesters.len() >= MAX_WAITERS {
                 self.answer(requester, Err(PushError::Busy(address)));
                 return;
             }
             p.requesters.push(requester);
+            if let Requester::Peer { peer, .. } = requester {
+                *self.by_peer.entry(peer).or_default() += 1;
+            }
             p.origin |= origin;
             p.max_attempts = p.max_attempts.max(attempts);
             if let Requester::Peer { peer, .. } = requester {
@@ -442,6 +470,7 @@ impl PushSync {
         let mut skip = HashSet::new();
         if let Requester::Peer { peer, .. } = requester {
             skip.insert(peer);
+            *self.by_peer.entry(peer).or_default() += 1;
         }
         self.pushes.insert(
             address,
@@ -492,6 +521,7 @@ impl PushSync {
                 // No peer closer to the chunk than this node: this node is where it belongs.
                 if let Some(p) = self.remove_push(address) {
                     for requester in p.requesters {
+                        self.release(requester);
                         self.store_here(requester, p.chunk.clone());
                     }
                 }
@@ -547,16 +577,21 @@ impl PushSync {
             return;
         };
         for requester in p.requesters {
+            self.release(requester);
             self.answer(requester, Ok(receipt.clone()));
         }
     }
 
+    /// Stores `chunk` here. The receipt claims no more than the node's proximity to the chunk:
+    /// a node that stores because no peer is closer (proximity below its depth) must not claim
+    /// a depth its own overlay contradicts, or every checker would take it for a liar.
     fn store_here(&mut self, requester: Requester, chunk: Chunk) {
         self.stats.stored += 1;
+        let depth = self.depth.min(proximity(&self.own, &chunk.address()));
         self.outputs.push_back(Output::Store {
             requester,
             chunk,
-            depth: self.depth,
+            depth,
         });
     }
 
@@ -582,6 +617,7 @@ impl PushSync {
         };
         self.stats.failed += 1;
         for requester in p.requesters {
+            self.release(requester);
             self.answer(requester, Err(error));
         }
     }
@@ -593,6 +629,18 @@ impl PushSync {
             self.take_open(id);
         }
         Some(p)
+    }
+
+    /// A waiting requester leaves: its peer's count goes down.
+    fn release(&mut self, requester: Requester) {
+        if let Requester::Peer { peer, .. } = requester
+            && let Some(n) = self.by_peer.get_mut(&peer)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.by_peer.remove(&peer);
+            }
+        }
     }
 
     fn answer(&mut self, requester: Requester, result: Result<Receipt, PushError>) {

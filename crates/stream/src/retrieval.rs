@@ -16,9 +16,11 @@
 //! [`RetrievalConfig::attempt_timeout`] is skipped and the next closest is asked: at most
 //! [`ORIGIN_ATTEMPTS`] peers for a local reader, [`FORWARD_ATTEMPTS`] for a forwarded request
 //! (bee's forwarder allows one error), and never past the fetch's deadline. A forwarder waits
-//! half the attempt timeout per peer, so it can try a second peer before its requester gives
-//! up on it. A request that arrives for a chunk whose fetch already asked the requester is a
-//! loop: it is answered "not found" at once.
+//! half the attempt timeout per peer, so the first forwarder on a path can try a second peer
+//! before the reader gives up on it; deeper forwarders wait as long as the first (a request
+//! carries no time budget), so a stall deep in a path costs the reader that attempt. A request
+//! that arrives for a chunk whose fetch already asked the requester is a loop: it is answered
+//! "not found" at once. One peer has at most [`MAX_PER_PEER`] forwarded requests waiting.
 //!
 //! **Verification.** The runtime decodes and hashes a delivery off its event loop
 //! ([`decode_delivery`]); the core checks the address is the one asked for. A peer that
@@ -50,6 +52,10 @@ pub const FORWARD_ATTEMPTS: usize = 2;
 pub const MAX_FETCHES: usize = 1024;
 /// Requesters waiting on one fetch.
 pub const MAX_WAITERS: usize = 64;
+/// Forwarded requests of one peer waiting at once, so that a few peers cannot take every
+/// fetch from this node's own readers. A peer asking for a chunk it already waits on is
+/// refused too.
+pub const MAX_PER_PEER: usize = 64;
 /// Longest error text put in an answer.
 pub const MAX_ERROR_LEN: usize = 256;
 
@@ -194,6 +200,8 @@ pub struct Retrieval {
     /// Connected full peers.
     peers: BTreeSet<Address>,
     fetches: HashMap<Address, Fetch>,
+    /// Forwarded requests waiting, per requesting peer.
+    by_peer: HashMap<Address, usize>,
     open: HashMap<RequestId, Open>,
     /// Deadlines of open requests, soonest first.
     attempt_deadlines: BTreeSet<(Instant, RequestId)>,
@@ -264,6 +272,7 @@ impl Retrieval {
             config,
             peers: BTreeSet::new(),
             fetches: HashMap::new(),
+            by_peer: HashMap::new(),
             open: HashMap::new(),
             attempt_deadlines: BTreeSet::new(),
             fetch_deadlines: BTreeSet::new(),
@@ -434,6 +443,18 @@ impl Retrieval {
         (hops, attempts, deadline): (u8, usize, Instant),
     ) {
         let origin = matches!(requester, Requester::Local(_));
+        if let Requester::Peer { peer, .. } = requester {
+            let repeated = self.fetches.get(&address).is_some_and(|f| {
+                f.requesters
+                    .iter()
+                    .any(|r| matches!(r, Requester::Peer { peer: p, .. } if *p == peer))
+            });
+            if repeated || self.by_peer.get(&peer).copied().unwrap_or(0) >= MAX_PER_PEER {
+                self.stats.refused_requests += 1;
+                self.answer(requester, Err(RetrievalError::Busy(address)));
+                return;
+            }
+        }
         if let Some(f) = self.fetches.get_mut(&address) {
             if f.requesters.len() >= MAX_WAITERS {
                 self.stats.refused_requests += 1;
@@ -442,6 +463,9 @@ impl Retrieval {
             }
             self.stats.coalesced += 1;
             f.requesters.push(requester);
+            if let Requester::Peer { peer, .. } = requester {
+                *self.by_peer.entry(peer).or_default() += 1;
+            }
             f.origin |= origin;
             f.hops = f.hops.max(hops);
             f.max_attempts = f.max_attempts.max(attempts);
@@ -468,6 +492,7 @@ impl Retrieval {
         let mut skip = HashSet::new();
         if let Requester::Peer { peer, .. } = requester {
             skip.insert(peer);
+            *self.by_peer.entry(peer).or_default() += 1;
         }
         self.fetches.insert(
             address,
@@ -562,6 +587,7 @@ impl Retrieval {
             return;
         };
         for requester in f.requesters {
+            self.release(requester);
             self.answer(requester, Ok(chunk.clone()));
         }
         self.outputs.push_back(Output::Store(chunk));
@@ -573,6 +599,7 @@ impl Retrieval {
         };
         self.stats.failed += 1;
         for requester in f.requesters {
+            self.release(requester);
             self.answer(requester, Err(error));
         }
     }
@@ -585,6 +612,18 @@ impl Retrieval {
             self.take_open(id);
         }
         Some(f)
+    }
+
+    /// A waiting requester leaves: its peer's count goes down.
+    fn release(&mut self, requester: Requester) {
+        if let Requester::Peer { peer, .. } = requester
+            && let Some(n) = self.by_peer.get_mut(&peer)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.by_peer.remove(&peer);
+            }
+        }
     }
 
     fn answer(&mut self, requester: Requester, result: Result<Chunk, RetrievalError>) {

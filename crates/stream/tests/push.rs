@@ -233,23 +233,33 @@ fn an_uploader_outside_pushes_to_a_farther_peer_when_none_is_closer() {
 }
 
 #[test]
-fn a_forwarder_with_no_closer_peer_stores_the_chunk_itself() {
+fn a_forwarder_with_no_closer_peer_stores_the_chunk_itself_and_claims_no_deeper_than_it_is() {
     let c = chunk(7);
-    let own = near(&c, 0x40);
+    let own = near(&c, 0x40); // proximity 1 with the chunk, depth 5
     let from = near(&c, 0x80);
     let mut p = core(own, 5, &[from]);
-    p.handle_request(Instant::now(), from, 3, c);
+    p.handle_request(Instant::now(), from, 3, c.clone());
     let outs = outputs(&mut p);
     assert!(
         matches!(
             outs.as_slice(),
             [Output::Store {
                 requester: Requester::Peer { .. },
-                depth: 5,
+                depth: 1,
                 ..
             }]
         ),
         "{outs:?}"
+    );
+    // Its receipt passes the checks of the node it came from: no penalty for an honest storer.
+    let mut upstream = core(from, 1, &[own]);
+    let now = Instant::now();
+    upstream.handle_local(now, c.clone(), 1);
+    let id = requests(&outputs(&mut upstream))[0].1;
+    upstream.handle_receipt(now, id, Ok(Some(receipt(&c, own, 1))));
+    assert_eq!(
+        answers(&outputs(&mut upstream)),
+        vec![(Requester::Local(1), Ok(own))]
     );
 }
 

@@ -400,3 +400,48 @@ proptest! {
         let _ = retrieval::decode_request(&bytes);
     }
 }
+
+#[test]
+fn one_peer_cannot_take_every_fetch() {
+    use tributary_stream::retrieval::MAX_PER_PEER;
+    let hog = addr(0x90);
+    let mut r = core(0x80, &[0x01]);
+    let now = Instant::now();
+    let chunk_addr = |i: usize| {
+        let mut a = addr(0);
+        a.0[1..9].copy_from_slice(&(i as u64).to_le_bytes());
+        a
+    };
+    // The same chunk twice from one peer: the second is refused.
+    r.handle_request(now, hog, 1, chunk_addr(0), 5);
+    r.handle_request(now, hog, 2, chunk_addr(0), 5);
+    let outs = outputs(&mut r);
+    assert_eq!(
+        answers(&outs),
+        vec![(
+            Requester::Peer {
+                peer: hog,
+                token: 2
+            },
+            Err(RetrievalError::Busy(chunk_addr(0)))
+        )]
+    );
+    for i in 1..MAX_PER_PEER {
+        r.handle_request(now, hog, 10 + i as u64, chunk_addr(i), 5);
+    }
+    assert!(answers(&outputs(&mut r)).is_empty());
+    r.handle_request(now, hog, 999, chunk_addr(MAX_PER_PEER), 5);
+    let refused = answers(&outputs(&mut r));
+    assert_eq!(refused.len(), 1);
+    assert!(matches!(refused[0].1, Err(RetrievalError::Busy(_))));
+    // Another peer and a local reader still get fetches.
+    r.handle_request(now, addr(0x91), 1, chunk_addr(5000), 5);
+    r.handle_local(now, chunk_addr(5001), 1);
+    assert_eq!(requests(&outputs(&mut r)).len(), 2);
+    // Once the hog's fetches end, it may ask again.
+    let later = now + Duration::from_secs(60);
+    r.handle_timeout(later);
+    outputs(&mut r);
+    r.handle_request(later, hog, 1000, chunk_addr(7000), 5);
+    assert_eq!(requests(&outputs(&mut r)).len(), 1);
+}

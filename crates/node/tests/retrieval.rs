@@ -8,26 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::rogue::{self, Seen};
-use common::{Node, agent, eventually};
+use common::{Node, agent, data, eventually};
 use libp2p::request_response::{Event, Message as RrMessage};
 use libp2p::swarm::SwarmEvent;
 use prost::Message;
 use tributary_chunk::Chunk;
 use tributary_node::runtime::BehaviourEvent;
 use tributary_wire::retrieval::Delivery;
-
-/// Deterministic bytes that do not repeat within a chunk.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn upload(node: &Node, body: &[u8]) -> String {
     let text = agent()

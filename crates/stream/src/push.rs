@@ -41,7 +41,8 @@ use tributary_wire::pushsync::{self, Delivery};
 use tributary_wire::{MAX_PUSH_MESSAGE_BYTES, MAX_PUSH_REQUEST_BYTES};
 
 use crate::pull::{Fault, RequestId};
-use crate::route;
+pub use crate::route::Requester;
+use crate::route::{self, Open, OpenRequests, PeerCounts};
 
 /// Peers an upload's push tries at most.
 pub const ORIGIN_ATTEMPTS: usize = 8;
@@ -91,20 +92,6 @@ pub struct Receipt {
     pub depth: u8,
     /// The wire form, relayed unchanged.
     pub wire: pushsync::Receipt,
-}
-
-/// Who waits on a push. The tokens are the runtime's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Requester {
-    /// An upload on this node.
-    Local(u64),
-    /// A peer's forwarded push.
-    Peer {
-        /// The peer's overlay.
-        peer: Address,
-        /// The runtime's token for its answer.
-        token: u64,
-    },
 }
 
 /// Why a push ended without a receipt.
@@ -195,13 +182,6 @@ struct Push {
     deadline: Instant,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Open {
-    address: Address,
-    peer: Address,
-    deadline: Instant,
-}
-
 /// The push-sync core of one node; see the module documentation.
 #[derive(Debug)]
 pub struct PushSync {
@@ -211,10 +191,8 @@ pub struct PushSync {
     config: PushConfig,
     peers: BTreeSet<Address>,
     pushes: HashMap<Address, Push>,
-    /// Forwarded pushes waiting, per pushing peer.
-    by_peer: HashMap<Address, usize>,
-    open: HashMap<RequestId, Open>,
-    attempt_deadlines: BTreeSet<(Instant, RequestId)>,
+    by_peer: PeerCounts,
+    open: OpenRequests,
     push_deadlines: BTreeSet<(Instant, Address)>,
     next_id: RequestId,
     outputs: VecDeque<Output>,
@@ -270,9 +248,8 @@ impl PushSync {
             config,
             peers: BTreeSet::new(),
             pushes: HashMap::new(),
-            by_peer: HashMap::new(),
-            open: HashMap::new(),
-            attempt_deadlines: BTreeSet::new(),
+            by_peer: PeerCounts::default(),
+            open: OpenRequests::default(),
             push_deadlines: BTreeSet::new(),
             next_id: 0,
             outputs: VecDeque::new(),
@@ -295,13 +272,7 @@ impl PushSync {
     /// A peer went away: its open pushes fail and try the next peer.
     pub fn handle_disconnected(&mut self, now: Instant, peer: Address) {
         self.peers.remove(&peer);
-        let ids: Vec<RequestId> = self
-            .open
-            .iter()
-            .filter(|(_, o)| o.peer == peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.open.of_peer(&peer) {
             self.handle_failure(now, id);
         }
     }
@@ -336,7 +307,7 @@ impl PushSync {
         id: RequestId,
         receipt: Result<Option<Receipt>, Fault>,
     ) {
-        let Some(open) = self.take_open(id) else {
+        let Some(open) = self.open.take(id) else {
             return; // timed out or failed already
         };
         match receipt {
@@ -360,7 +331,7 @@ impl PushSync {
 
     /// Push `id` failed in transport: the next peer is tried.
     pub fn handle_failure(&mut self, now: Instant, id: RequestId) {
-        if let Some(open) = self.take_open(id) {
+        if let Some(open) = self.open.take(id) {
             self.stats.misses += 1;
             self.next_peer(now, open.address);
         }
@@ -368,14 +339,9 @@ impl PushSync {
 
     /// Deadlines: unanswered pushes try the next peer; pushes past their deadline end.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, id)) = self.attempt_deadlines.first() {
-            if at > now {
-                break;
-            }
-            if let Some(open) = self.take_open(id) {
-                self.stats.misses += 1;
-                self.next_peer(now, open.address);
-            }
+        while let Some(open) = self.open.take_due(now) {
+            self.stats.misses += 1;
+            self.next_peer(now, open.address);
         }
         while let Some(&(at, address)) = self.push_deadlines.first() {
             if at > now {
@@ -389,7 +355,7 @@ impl PushSync {
     /// The next deadline.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let a = self.attempt_deadlines.first().map(|(t, _)| *t);
+        let a = self.open.next_deadline();
         let p = self.push_deadlines.first().map(|(t, _)| *t);
         a.into_iter().chain(p).min()
     }
@@ -414,7 +380,7 @@ impl PushSync {
     /// Whether push `id` is still awaited.
     #[must_use]
     pub fn is_open(&self, id: RequestId) -> bool {
-        self.open.contains_key(&id)
+        self.open.contains(id)
     }
 
     fn push(
@@ -426,16 +392,10 @@ impl PushSync {
     ) {
         let address = chunk.address();
         let origin = matches!(requester, Requester::Local(_));
-        if let Requester::Peer { peer, .. } = requester {
-            let repeated = self.pushes.get(&address).is_some_and(|p| {
-                p.requesters
-                    .iter()
-                    .any(|r| matches!(r, Requester::Peer { peer: q, .. } if *q == peer))
-            });
-            if repeated || self.by_peer.get(&peer).copied().unwrap_or(0) >= MAX_PER_PEER {
-                self.answer(requester, Err(PushError::Busy(address)));
-                return;
-            }
+        let waiting = self.pushes.get(&address).map_or(&[][..], |p| &p.requesters);
+        if self.by_peer.refuses(requester, waiting, MAX_PER_PEER) {
+            self.answer(requester, Err(PushError::Busy(address)));
+            return;
         }
         if let Some(p) = self.pushes.get_mut(&address) {
             if p.requesters.len() >= MAX_WAITERS {
@@ -443,9 +403,7 @@ impl PushSync {
                 return;
             }
             p.requesters.push(requester);
-            if let Requester::Peer { peer, .. } = requester {
-                *self.by_peer.entry(peer).or_default() += 1;
-            }
+            self.by_peer.add(requester);
             p.origin |= origin;
             p.max_attempts = p.max_attempts.max(attempts);
             if let Requester::Peer { peer, .. } = requester {
@@ -468,10 +426,8 @@ impl PushSync {
             self.stats.forwarded += 1;
         }
         let mut skip = HashSet::new();
-        if let Requester::Peer { peer, .. } = requester {
-            skip.insert(peer);
-            *self.by_peer.entry(peer).or_default() += 1;
-        }
+        skip.extend(requester.peer());
+        self.by_peer.add(requester);
         self.pushes.insert(
             address,
             Push {
@@ -521,7 +477,7 @@ impl PushSync {
                 // No peer closer to the chunk than this node: this node is where it belongs.
                 if let Some(p) = self.remove_push(address) {
                     for requester in p.requesters {
-                        self.release(requester);
+                        self.by_peer.release(requester);
                         self.store_here(requester, p.chunk.clone());
                     }
                 }
@@ -550,7 +506,6 @@ impl PushSync {
                 deadline: at,
             },
         );
-        self.attempt_deadlines.insert((at, id));
         self.stats.requests += 1;
         self.outputs.push_back(Output::Request { peer, id, chunk });
     }
@@ -577,7 +532,7 @@ impl PushSync {
             return;
         };
         for requester in p.requesters {
-            self.release(requester);
+            self.by_peer.release(requester);
             self.answer(requester, Ok(receipt.clone()));
         }
     }
@@ -593,12 +548,6 @@ impl PushSync {
             chunk,
             depth,
         });
-    }
-
-    fn take_open(&mut self, id: RequestId) -> Option<Open> {
-        let open = self.open.remove(&id)?;
-        self.attempt_deadlines.remove(&(open.deadline, id));
-        Some(open)
     }
 
     fn penalize(&mut self, now: Instant, open: Open, fault: Fault) {
@@ -617,7 +566,7 @@ impl PushSync {
         };
         self.stats.failed += 1;
         for requester in p.requesters {
-            self.release(requester);
+            self.by_peer.release(requester);
             self.answer(requester, Err(error));
         }
     }
@@ -626,21 +575,9 @@ impl PushSync {
         let p = self.pushes.remove(&address)?;
         self.push_deadlines.remove(&(p.deadline, address));
         if let Some(id) = p.current {
-            self.take_open(id);
+            self.open.take(id);
         }
         Some(p)
-    }
-
-    /// A waiting requester leaves: its peer's count goes down.
-    fn release(&mut self, requester: Requester) {
-        if let Requester::Peer { peer, .. } = requester
-            && let Some(n) = self.by_peer.get_mut(&peer)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.by_peer.remove(&peer);
-            }
-        }
     }
 
     fn answer(&mut self, requester: Requester, result: Result<Receipt, PushError>) {

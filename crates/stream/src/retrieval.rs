@@ -40,7 +40,8 @@ use tributary_wire::MAX_RETRIEVAL_MESSAGE_BYTES;
 use tributary_wire::retrieval::{Delivery, Request};
 
 use crate::pull::{Class, Fault, RequestId};
-use crate::route;
+pub use crate::route::Requester;
+use crate::route::{self, Open, OpenRequests, PeerCounts};
 
 /// The hop budget of a node's own request (old Swarm's `maxHopCount`).
 pub const MAX_HOPS: u8 = 20;
@@ -79,21 +80,6 @@ impl Default for RetrievalConfig {
             fetch_timeout: Duration::from_secs(30),
         }
     }
-}
-
-/// Who waits on a fetch. The tokens are the runtime's (it maps them to its HTTP callers and
-/// response channels).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Requester {
-    /// A reader on this node.
-    Local(u64),
-    /// A peer's forwarded request.
-    Peer {
-        /// The peer's overlay.
-        peer: Address,
-        /// The runtime's token for its answer.
-        token: u64,
-    },
 }
 
 /// Why a chunk could not be retrieved.
@@ -185,13 +171,6 @@ struct Fetch {
     deadline: Instant,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Open {
-    address: Address,
-    peer: Address,
-    deadline: Instant,
-}
-
 /// The retrieval core of one node; see the module documentation.
 #[derive(Debug)]
 pub struct Retrieval {
@@ -200,11 +179,8 @@ pub struct Retrieval {
     /// Connected full peers.
     peers: BTreeSet<Address>,
     fetches: HashMap<Address, Fetch>,
-    /// Forwarded requests waiting, per requesting peer.
-    by_peer: HashMap<Address, usize>,
-    open: HashMap<RequestId, Open>,
-    /// Deadlines of open requests, soonest first.
-    attempt_deadlines: BTreeSet<(Instant, RequestId)>,
+    by_peer: PeerCounts,
+    open: OpenRequests,
     /// Deadlines of fetches, one entry per fetch.
     fetch_deadlines: BTreeSet<(Instant, Address)>,
     next_id: RequestId,
@@ -272,9 +248,8 @@ impl Retrieval {
             config,
             peers: BTreeSet::new(),
             fetches: HashMap::new(),
-            by_peer: HashMap::new(),
-            open: HashMap::new(),
-            attempt_deadlines: BTreeSet::new(),
+            by_peer: PeerCounts::default(),
+            open: OpenRequests::default(),
             fetch_deadlines: BTreeSet::new(),
             next_id: 0,
             outputs: VecDeque::new(),
@@ -292,13 +267,7 @@ impl Retrieval {
     /// A peer went away: its open requests fail and their fetches ask the next peer.
     pub fn handle_disconnected(&mut self, now: Instant, peer: Address) {
         self.peers.remove(&peer);
-        let ids: Vec<RequestId> = self
-            .open
-            .iter()
-            .filter(|(_, o)| o.peer == peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.open.of_peer(&peer) {
             self.handle_failure(now, id);
         }
     }
@@ -355,7 +324,7 @@ impl Retrieval {
         id: RequestId,
         delivery: Result<Option<Chunk>, Fault>,
     ) {
-        let Some(open) = self.take_open(id) else {
+        let Some(open) = self.open.take(id) else {
             return; // timed out or failed already
         };
         match delivery {
@@ -376,7 +345,7 @@ impl Retrieval {
 
     /// Request `id` failed in transport: the next peer is asked.
     pub fn handle_failure(&mut self, now: Instant, id: RequestId) {
-        if let Some(open) = self.take_open(id) {
+        if let Some(open) = self.open.take(id) {
             self.stats.misses += 1;
             self.next_peer(now, open.address);
         }
@@ -385,14 +354,9 @@ impl Retrieval {
     /// Deadlines: requests not answered in time make their fetches ask the next peer; fetches
     /// past their deadline end.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, id)) = self.attempt_deadlines.first() {
-            if at > now {
-                break;
-            }
-            if let Some(open) = self.take_open(id) {
-                self.stats.timeouts += 1;
-                self.next_peer(now, open.address);
-            }
+        while let Some(open) = self.open.take_due(now) {
+            self.stats.timeouts += 1;
+            self.next_peer(now, open.address);
         }
         while let Some(&(at, address)) = self.fetch_deadlines.first() {
             if at > now {
@@ -406,7 +370,7 @@ impl Retrieval {
     /// The next deadline.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let a = self.attempt_deadlines.first().map(|(t, _)| *t);
+        let a = self.open.next_deadline();
         let f = self.fetch_deadlines.first().map(|(t, _)| *t);
         a.into_iter().chain(f).min()
     }
@@ -431,7 +395,7 @@ impl Retrieval {
     /// Whether request `id` is still awaited.
     #[must_use]
     pub fn is_open(&self, id: RequestId) -> bool {
-        self.open.contains_key(&id)
+        self.open.contains(id)
     }
 
     /// Starts a fetch, or joins the one running, with `(hops, attempts, deadline)`.
@@ -443,17 +407,14 @@ impl Retrieval {
         (hops, attempts, deadline): (u8, usize, Instant),
     ) {
         let origin = matches!(requester, Requester::Local(_));
-        if let Requester::Peer { peer, .. } = requester {
-            let repeated = self.fetches.get(&address).is_some_and(|f| {
-                f.requesters
-                    .iter()
-                    .any(|r| matches!(r, Requester::Peer { peer: p, .. } if *p == peer))
-            });
-            if repeated || self.by_peer.get(&peer).copied().unwrap_or(0) >= MAX_PER_PEER {
-                self.stats.refused_requests += 1;
-                self.answer(requester, Err(RetrievalError::Busy(address)));
-                return;
-            }
+        let waiting = self
+            .fetches
+            .get(&address)
+            .map_or(&[][..], |f| &f.requesters);
+        if self.by_peer.refuses(requester, waiting, MAX_PER_PEER) {
+            self.stats.refused_requests += 1;
+            self.answer(requester, Err(RetrievalError::Busy(address)));
+            return;
         }
         if let Some(f) = self.fetches.get_mut(&address) {
             if f.requesters.len() >= MAX_WAITERS {
@@ -463,9 +424,7 @@ impl Retrieval {
             }
             self.stats.coalesced += 1;
             f.requesters.push(requester);
-            if let Requester::Peer { peer, .. } = requester {
-                *self.by_peer.entry(peer).or_default() += 1;
-            }
+            self.by_peer.add(requester);
             f.origin |= origin;
             f.hops = f.hops.max(hops);
             f.max_attempts = f.max_attempts.max(attempts);
@@ -490,10 +449,8 @@ impl Retrieval {
             self.stats.forwarded += 1;
         }
         let mut skip = HashSet::new();
-        if let Requester::Peer { peer, .. } = requester {
-            skip.insert(peer);
-            *self.by_peer.entry(peer).or_default() += 1;
-        }
+        skip.extend(requester.peer());
+        self.by_peer.add(requester);
         self.fetches.insert(
             address,
             Fetch {
@@ -553,7 +510,6 @@ impl Retrieval {
                 deadline: at,
             },
         );
-        self.attempt_deadlines.insert((at, id));
         self.stats.requests += 1;
         self.outputs.push_back(Output::Request {
             peer,
@@ -563,12 +519,6 @@ impl Retrieval {
                 hops: u32::from(hops),
             },
         });
-    }
-
-    fn take_open(&mut self, id: RequestId) -> Option<Open> {
-        let open = self.open.remove(&id)?;
-        self.attempt_deadlines.remove(&(open.deadline, id));
-        Some(open)
     }
 
     fn penalize(&mut self, now: Instant, open: Open, fault: Fault) {
@@ -587,7 +537,7 @@ impl Retrieval {
             return;
         };
         for requester in f.requesters {
-            self.release(requester);
+            self.by_peer.release(requester);
             self.answer(requester, Ok(chunk.clone()));
         }
         self.outputs.push_back(Output::Store(chunk));
@@ -599,7 +549,7 @@ impl Retrieval {
         };
         self.stats.failed += 1;
         for requester in f.requesters {
-            self.release(requester);
+            self.by_peer.release(requester);
             self.answer(requester, Err(error));
         }
     }
@@ -609,21 +559,9 @@ impl Retrieval {
         let f = self.fetches.remove(&address)?;
         self.fetch_deadlines.remove(&(f.deadline, address));
         if let Some(id) = f.current {
-            self.take_open(id);
+            self.open.take(id);
         }
         Some(f)
-    }
-
-    /// A waiting requester leaves: its peer's count goes down.
-    fn release(&mut self, requester: Requester) {
-        if let Requester::Peer { peer, .. } = requester
-            && let Some(n) = self.by_peer.get_mut(&peer)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.by_peer.remove(&peer);
-            }
-        }
     }
 
     fn answer(&mut self, requester: Requester, result: Result<Chunk, RetrievalError>) {

@@ -151,6 +151,19 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Deterministic bytes (xorshift) that do not repeat within a chunk.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Polls `check` every 100 ms until it holds or `limit` passes; returns how long it took.
 pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();

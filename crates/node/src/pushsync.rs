@@ -38,6 +38,8 @@ use crate::runtime::Behaviour;
 pub const MAX_DECODING: usize = 64;
 /// Push-sync streams per connection (both ways).
 pub const MAX_STREAMS: usize = 128;
+/// Chunks waiting to be stored here at most; a push beyond is answered with an error.
+pub const MAX_UNSTORED: usize = 4096;
 
 /// What an upload's push ends with.
 pub type Pushed = Result<Receipt, PushError>;
@@ -346,6 +348,12 @@ impl PushDriver {
                     chunk,
                     depth,
                 } => {
+                    if self.unwritten.len() >= MAX_UNSTORED {
+                        self.counters.busy += 1;
+                        let error = PushError::Busy(chunk.address());
+                        self.answer(swarm, requester, Err(error));
+                        continue;
+                    }
                     self.unwritten.push((requester, chunk, depth));
                     self.start_write();
                 }
@@ -465,7 +473,7 @@ impl PushDriver {
             ),
             counter(
                 "tributary_pushsync_busy_total",
-                "Peers' pushes refused because too many were being decoded.",
+                "Pushes refused because too many were being decoded or waited to be stored.",
                 c.busy,
             ),
             counter(

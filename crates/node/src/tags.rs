@@ -277,3 +277,42 @@ async fn push_one(
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_is_done_while_no_upload_on_it_runs_and_shared_counts_add_up() {
+        let tags = Tags::default();
+        let uid = tags.create().expect("tag");
+        assert!(tags.get(uid).expect("kept").done, "an unused tag is done");
+        tags.begin(uid);
+        tags.begin(uid);
+        assert_eq!(tags.pushing(), 1);
+        tags.end(uid, 1);
+        assert!(!tags.get(uid).expect("kept").done, "one upload still runs");
+        tags.end(uid, 2);
+        let t = tags.get(uid).expect("kept");
+        assert!(t.done);
+        assert_eq!(t.failed, 3);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_oldest_done_tag_or_refuses() {
+        let tags = Tags::default();
+        let first = tags.create().expect("tag");
+        for _ in 1..MAX_TAGS {
+            let uid = tags.create().expect("tag");
+            tags.begin(uid);
+        }
+        // The first is done (never used): it makes room.
+        let next = tags.create().expect("evicts the done one");
+        assert!(tags.get(first).is_none());
+        tags.begin(next);
+        assert!(
+            matches!(tags.create(), Err(TagError::Full)),
+            "every tag is busy"
+        );
+    }
+}

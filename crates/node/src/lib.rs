@@ -11,6 +11,7 @@ pub mod codec;
 pub mod identity;
 pub mod metrics;
 pub mod network;
+pub mod peer_map;
 pub mod pullsync;
 pub mod pushsync;
 pub mod retrieval;

@@ -30,6 +30,16 @@ impl Metric {
             samples: vec![(Vec::new(), value)],
         }
     }
+
+    /// An unlabelled counter.
+    #[must_use]
+    pub fn counter(name: &'static str, help: &'static str, value: u64) -> Self {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "metric values are approximate by nature"
+        )]
+        Self::single(name, help, "counter", value as f64)
+    }
 }
 
 /// Renders metrics in the Prometheus text format.

@@ -31,6 +31,7 @@ use tributary_stream::pull::{
 use tributary_stream::serve::{self, Answer, LiveWait, LiveWaits, ServeError};
 
 use crate::metrics::Metric;
+use crate::peer_map::PeerMap;
 use crate::runtime::Behaviour;
 
 /// Requests answered at once on the blocking pool.
@@ -76,8 +77,7 @@ struct Counters {
 pub struct PullDriver {
     core: PullSync,
     chunks: Arc<ChunkStore>,
-    peers: HashMap<Address, PeerId>,
-    overlays: HashMap<PeerId, Address>,
+    peers: PeerMap,
     outbound: HashMap<OutboundRequestId, u64>,
     unwritten: Vec<Batch>,
     write_task: Option<tokio::task::JoinHandle<Written>>,
@@ -135,8 +135,7 @@ impl PullDriver {
         Self {
             core: PullSync::new(chunks.base(), config),
             chunks,
-            peers: HashMap::new(),
-            overlays: HashMap::new(),
+            peers: PeerMap::default(),
             outbound: HashMap::new(),
             unwritten: Vec::new(),
             write_task: None,
@@ -199,14 +198,12 @@ impl PullDriver {
     /// A handshake completed.
     pub fn connected(&mut self, now: Instant, overlay: Address, peer: PeerId, light: bool) {
         self.peers.insert(overlay, peer);
-        self.overlays.insert(peer, overlay);
         self.core.handle_connected(now, overlay, light);
     }
 
     /// A handshaken peer went away.
     pub fn disconnected(&mut self, now: Instant, overlay: Address) {
         if let Some(peer) = self.peers.remove(&overlay) {
-            self.overlays.remove(&peer);
             self.parked.retain(|p| p.peer != peer);
             self.waiting.remove(&peer);
         }
@@ -283,7 +280,7 @@ impl PullDriver {
     }
 
     fn on_request(&mut self, peer: PeerId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
-        if !self.overlays.contains_key(&peer) {
+        if !self.peers.contains(&peer) {
             return; // no handshake yet: dropped, the stream closes
         }
         if self.can_serve(peer) {
@@ -384,7 +381,7 @@ impl PullDriver {
                     .send_response(channel, response.encode_to_vec());
             }
             Ok(Answer::Wait { bin, start }) => {
-                if self.parked.len() >= MAX_PARKED || !self.overlays.contains_key(&peer) {
+                if self.parked.len() >= MAX_PARKED || !self.peers.contains(&peer) {
                     self.counters.parked_full += 1;
                     let bytes = serve::empty_offer(start).encode_to_vec();
                     let _ = swarm.behaviour_mut().pullsync.send_response(channel, bytes);
@@ -430,7 +427,7 @@ impl PullDriver {
                 Output::Request {
                     peer, id, request, ..
                 } => {
-                    let Some(&peer_id) = self.peers.get(&peer) else {
+                    let Some(peer_id) = self.peers.id(&peer) else {
                         self.core.handle_failure(now, id);
                         continue;
                     };
@@ -449,7 +446,7 @@ impl PullDriver {
                     self.start_write();
                 }
                 Output::Penalize { peer, fault } => {
-                    if let Some(&peer_id) = self.peers.get(&peer) {
+                    if let Some(peer_id) = self.peers.id(&peer) {
                         warn!(peer = %peer_id, "refused peer: {fault}");
                         let _ = swarm.disconnect_peer_id(peer_id);
                     }
@@ -508,44 +505,43 @@ impl PullDriver {
             .map(|p| p.cursor.saturating_sub(p.synced))
             .sum();
         let c = &self.counters;
-        let counter = |name, help, n| Metric::single(name, help, "counter", v(n));
         vec![
-            counter(
+            Metric::counter(
                 "tributary_pullsync_offered_total",
                 "Chunks offered to this node.",
                 s.offered,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pullsync_wanted_total",
                 "Offered chunks this node wanted.",
                 s.wanted,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pullsync_delivered_total",
                 "Chunks delivered to this node and verified.",
                 s.delivered,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pullsync_refused_total",
                 "Peers penalized for invalid or unrequested chunks or malformed answers.",
                 s.refused,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pullsync_failures_total",
                 "Pull-sync requests that failed or timed out.",
                 s.failures,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pullsync_served_total",
                 "Pull-sync requests answered.",
                 c.served,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pullsync_busy_total",
                 "Pull-sync requests that waited for a serving slot.",
                 c.busy,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pullsync_refused_requests_total",
                 "Malformed pull-sync requests (the peer is disconnected).",
                 c.refused_requests,

@@ -32,6 +32,7 @@ use tributary_stream::push::{
 };
 
 use crate::metrics::Metric;
+use crate::peer_map::PeerMap;
 use crate::runtime::Behaviour;
 
 /// Pushes being decoded at once; more are refused.
@@ -73,8 +74,7 @@ pub struct PushDriver {
     chunks: Arc<ChunkStore>,
     identity: Identity,
     network_id: u64,
-    peers: HashMap<Address, PeerId>,
-    overlays: HashMap<PeerId, Address>,
+    peers: PeerMap,
     outbound: HashMap<OutboundRequestId, u64>,
     /// Peers' pushes waiting for an answer: the peer and its channel.
     inbound: HashMap<u64, (PeerId, ResponseChannel<Vec<u8>>)>,
@@ -103,8 +103,7 @@ impl PushDriver {
             chunks,
             identity,
             network_id,
-            peers: HashMap::new(),
-            overlays: HashMap::new(),
+            peers: PeerMap::default(),
             outbound: HashMap::new(),
             inbound: HashMap::new(),
             local: HashMap::new(),
@@ -154,15 +153,12 @@ impl PushDriver {
     /// A handshake completed.
     pub fn connected(&mut self, overlay: Address, peer: PeerId, light: bool) {
         self.peers.insert(overlay, peer);
-        self.overlays.insert(peer, overlay);
         self.core.handle_connected(overlay, light);
     }
 
     /// A handshaken peer went away.
     pub fn disconnected(&mut self, now: Instant, overlay: Address) {
-        if let Some(peer) = self.peers.remove(&overlay) {
-            self.overlays.remove(&peer);
-        }
+        self.peers.remove(&overlay);
         self.core.handle_disconnected(now, overlay);
     }
 
@@ -245,7 +241,7 @@ impl PushDriver {
         request: Vec<u8>,
         channel: ResponseChannel<Vec<u8>>,
     ) {
-        if !self.overlays.contains_key(&peer) {
+        if !self.peers.contains(&peer) {
             return; // no handshake yet: dropped, the stream closes
         }
         if self.decoding >= MAX_DECODING {
@@ -313,7 +309,7 @@ impl PushDriver {
         let Some(&(peer, _)) = self.inbound.get(&token) else {
             return;
         };
-        match (decoded, self.overlays.get(&peer).copied()) {
+        match (decoded, self.peers.overlay(&peer)) {
             (Ok(chunk), Some(from)) => self.core.handle_request(now, from, token, chunk),
             (Err(fault), _) => {
                 self.inbound.remove(&token);
@@ -332,7 +328,7 @@ impl PushDriver {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Request { peer, id, chunk } => {
-                    let Some(&peer_id) = self.peers.get(&peer) else {
+                    let Some(peer_id) = self.peers.id(&peer) else {
                         self.core.handle_failure(now, id);
                         continue;
                     };
@@ -359,7 +355,7 @@ impl PushDriver {
                 }
                 Output::Answer { requester, result } => self.answer(swarm, requester, result),
                 Output::Penalize { peer, fault } => {
-                    if let Some(&peer_id) = self.peers.get(&peer) {
+                    if let Some(peer_id) = self.peers.id(&peer) {
                         warn!(peer = %peer_id, "refused peer: push: {fault}");
                         let _ = swarm.disconnect_peer_id(peer_id);
                     }
@@ -422,66 +418,60 @@ impl PushDriver {
     /// Metrics of push-sync.
     #[must_use]
     pub fn metrics(&self) -> Vec<Metric> {
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "metric values are approximate by nature"
-        )]
-        let v = |n: u64| n as f64;
         let s = self.core.stats();
         let c = &self.counters;
-        let counter = |name, help, n| Metric::single(name, help, "counter", v(n));
         vec![
-            counter(
+            Metric::counter(
                 "tributary_pushsync_local_total",
                 "Pushes of uploads started.",
                 s.local,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pushsync_forwarded_total",
                 "Peers' pushes forwarded.",
                 s.forwarded,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pushsync_stored_total",
                 "Pushed chunks stored here with a signed receipt.",
                 s.stored,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pushsync_requests_total",
                 "Pushes sent to peers.",
                 s.requests,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pushsync_receipts_total",
                 "Valid receipts received.",
                 s.receipts,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pushsync_misses_total",
                 "Pushes a peer failed or did not answer in time.",
                 s.misses,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pushsync_refused_total",
                 "Peers penalized for invalid receipts or malformed answers.",
                 s.refused,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pushsync_failed_total",
                 "Pushes that ended without a receipt.",
                 s.failed,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pushsync_busy_total",
                 "Pushes refused because too many were being decoded or waited to be stored.",
                 c.busy,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pushsync_refused_pushes_total",
                 "Malformed pushes (the peer is disconnected).",
                 c.refused_pushes,
             ),
-            counter(
+            Metric::counter(
                 "tributary_pushsync_store_failures_total",
                 "Writes of pushed chunks that failed.",
                 c.store_failures,

@@ -31,6 +31,7 @@ use tributary_stream::retrieval::{
 };
 
 use crate::metrics::Metric;
+use crate::peer_map::PeerMap;
 use crate::runtime::Behaviour;
 
 /// Store lookups for peers' requests at once; more are answered "busy".
@@ -82,8 +83,7 @@ pub struct RetrievalDriver {
     core: Retrieval,
     chunks: Arc<ChunkStore>,
     light: bool,
-    peers: HashMap<Address, PeerId>,
-    overlays: HashMap<PeerId, Address>,
+    peers: PeerMap,
     outbound: HashMap<OutboundRequestId, u64>,
     inbound: HashMap<u64, Inbound>,
     local: HashMap<u64, oneshot::Sender<Fetched>>,
@@ -108,8 +108,7 @@ impl RetrievalDriver {
             core: Retrieval::new(chunks.base(), RetrievalConfig::default()),
             chunks,
             light,
-            peers: HashMap::new(),
-            overlays: HashMap::new(),
+            peers: PeerMap::default(),
             outbound: HashMap::new(),
             inbound: HashMap::new(),
             local: HashMap::new(),
@@ -158,15 +157,12 @@ impl RetrievalDriver {
     /// A handshake completed.
     pub fn connected(&mut self, overlay: Address, peer: PeerId, light: bool) {
         self.peers.insert(overlay, peer);
-        self.overlays.insert(peer, overlay);
         self.core.handle_connected(overlay, light);
     }
 
     /// A handshaken peer went away.
     pub fn disconnected(&mut self, now: Instant, overlay: Address) {
-        if let Some(peer) = self.peers.remove(&overlay) {
-            self.overlays.remove(&peer);
-        }
+        self.peers.remove(&overlay);
         self.core.handle_disconnected(now, overlay);
     }
 
@@ -244,7 +240,7 @@ impl RetrievalDriver {
         request: &[u8],
         channel: ResponseChannel<Vec<u8>>,
     ) {
-        if !self.overlays.contains_key(&peer) {
+        if !self.peers.contains(&peer) {
             return; // no handshake yet: dropped, the stream closes
         }
         let (address, hops) = match retrieval::decode_request(request) {
@@ -330,7 +326,7 @@ impl RetrievalDriver {
                 let from = self
                     .inbound
                     .get(&token)
-                    .and_then(|i| self.overlays.get(&i.peer).copied());
+                    .and_then(|i| self.peers.overlay(&i.peer));
                 match from {
                     Some(from) => self.core.handle_request(now, from, token, address, hops),
                     None => {
@@ -359,7 +355,7 @@ impl RetrievalDriver {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Request { peer, id, request } => {
-                    let Some(&peer_id) = self.peers.get(&peer) else {
+                    let Some(peer_id) = self.peers.id(&peer) else {
                         self.core.handle_failure(now, id);
                         continue;
                     };
@@ -382,7 +378,7 @@ impl RetrievalDriver {
                     self.start_write();
                 }
                 Output::Penalize { peer, fault } => {
-                    if let Some(&peer_id) = self.peers.get(&peer) {
+                    if let Some(peer_id) = self.peers.id(&peer) {
                         warn!(peer = %peer_id, "refused peer: retrieval: {fault}");
                         let _ = swarm.disconnect_peer_id(peer_id);
                     }
@@ -438,91 +434,85 @@ impl RetrievalDriver {
     /// Metrics of retrieval.
     #[must_use]
     pub fn metrics(&self) -> Vec<Metric> {
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "metric values are approximate by nature"
-        )]
-        let v = |n: u64| n as f64;
         let s = self.core.stats();
         let c = &self.counters;
-        let counter = |name, help, n| Metric::single(name, help, "counter", v(n));
         vec![
-            counter(
+            Metric::counter(
                 "tributary_retrieval_local_total",
                 "Fetches for readers on this node.",
                 s.local,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_forwarded_total",
                 "Peers' requests this node forwarded.",
                 s.forwarded,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_coalesced_total",
                 "Requests that joined a fetch already running.",
                 s.coalesced,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_requests_total",
                 "Retrieval requests sent to peers.",
                 s.requests,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_delivered_total",
                 "Chunks delivered to this node and verified.",
                 s.delivered,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_misses_total",
                 "Peers that lacked a chunk or failed.",
                 s.misses,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_timeouts_total",
                 "Retrieval requests that timed out.",
                 s.timeouts,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_refused_total",
                 "Peers penalized for invalid chunks or malformed answers.",
                 s.refused,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_failed_total",
                 "Fetches that ended without the chunk.",
                 s.failed,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_served_total",
                 "Chunks this node sent to peers.",
                 c.served,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_store_hits_total",
                 "Peers' requests answered from this node's store.",
                 c.store_hits,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_received_total",
                 "Retrieval requests received from peers.",
                 c.received,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_hops_total",
                 "Hops the received requests had travelled, summed (over received: the mean).",
                 c.hops,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_busy_total",
                 "Peers' requests answered busy.",
                 c.busy,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_refused_requests_total",
                 "Malformed retrieval requests (the peer is disconnected).",
                 c.refused_requests + s.refused_requests,
             ),
-            counter(
+            Metric::counter(
                 "tributary_retrieval_cache_failures_total",
                 "Retrieved chunks not cached: writes that failed, or more waiting than the bound.",
                 c.cache_failures,

@@ -139,12 +139,7 @@ impl Identity {
         check_underlays(&underlays)?;
         let overlay = self.overlay(network_id);
         let digest = record_digest(&overlay, network_id, timestamp, &underlays);
-        let (signature, recovery) = self
-            .key
-            .sign_prehash_recoverable(&digest)
-            .map_err(|_| RecordError::BadSignature)?;
-        let mut sig = signature.to_bytes().to_vec();
-        sig.push(recovery.to_byte());
+        let sig = self.sign(&digest)?;
         Ok(PeerRecord {
             overlay: overlay.0.to_vec(),
             underlays,
@@ -156,6 +151,17 @@ impl Identity {
 }
 
 impl Identity {
+    /// A recoverable signature (r ‖ s ‖ v, 65 bytes) over `digest`.
+    fn sign(&self, digest: &[u8; 32]) -> Result<Vec<u8>, RecordError> {
+        let (signature, recovery) = self
+            .key
+            .sign_prehash_recoverable(digest)
+            .map_err(|_| RecordError::BadSignature)?;
+        let mut sig = signature.to_bytes().to_vec();
+        sig.push(recovery.to_byte());
+        Ok(sig)
+    }
+
     /// This node's push-sync receipt for the chunk at `address`, stored at `depth`, in
     /// network `network_id`.
     ///
@@ -168,12 +174,7 @@ impl Identity {
         network_id: u64,
     ) -> Result<Receipt, RecordError> {
         let digest = receipt_digest(address, depth, network_id);
-        let (signature, recovery) = self
-            .key
-            .sign_prehash_recoverable(&digest)
-            .map_err(|_| RecordError::BadSignature)?;
-        let mut sig = signature.to_bytes().to_vec();
-        sig.push(recovery.to_byte());
+        let sig = self.sign(&digest)?;
         Ok(Receipt {
             address: address.0.to_vec(),
             signature: sig,
@@ -212,17 +213,21 @@ pub fn verify_receipt(wire: &Receipt, network_id: u64) -> Result<VerifiedReceipt
         len: 4,
         expected: 1,
     })?;
-    let signature = Signature::from_slice(&sig[..64]).map_err(|_| RecordError::BadSignature)?;
-    let recovery = RecoveryId::from_byte(sig[64]).ok_or(RecordError::BadSignature)?;
-    let digest = receipt_digest(&address, depth, network_id);
-    let signer = VerifyingKey::recover_from_prehash(&digest, &signature, recovery)
-        .map_err(|_| RecordError::BadSignature)?;
+    let signer = recover(&receipt_digest(&address, depth, network_id), &sig)?;
     Ok(VerifiedReceipt {
         address,
         storer: overlay_address(&eth_address(&signer), network_id, &nonce),
         depth,
         wire: wire.clone(),
     })
+}
+
+/// The key whose recoverable signature `sig` is over `digest`.
+fn recover(digest: &[u8; 32], sig: &[u8; 65]) -> Result<VerifyingKey, RecordError> {
+    let signature = Signature::from_slice(&sig[..64]).map_err(|_| RecordError::BadSignature)?;
+    let recovery = RecoveryId::from_byte(sig[64]).ok_or(RecordError::BadSignature)?;
+    VerifyingKey::recover_from_prehash(digest, &signature, recovery)
+        .map_err(|_| RecordError::BadSignature)
 }
 
 fn receipt_digest(address: &Address, depth: u8, network_id: u64) -> [u8; 32] {
@@ -255,11 +260,8 @@ pub fn verify_record(wire: &PeerRecord, network_id: u64) -> Result<VerifiedRecor
     let nonce = fixed::<32>("nonce", &wire.nonce)?;
     let sig = fixed::<65>("signature", &wire.signature)?;
     check_underlays(&wire.underlays)?;
-    let signature = Signature::from_slice(&sig[..64]).map_err(|_| RecordError::BadSignature)?;
-    let recovery = RecoveryId::from_byte(sig[64]).ok_or(RecordError::BadSignature)?;
     let digest = record_digest(&overlay, network_id, wire.timestamp, &wire.underlays);
-    let signer = VerifyingKey::recover_from_prehash(&digest, &signature, recovery)
-        .map_err(|_| RecordError::BadSignature)?;
+    let signer = recover(&digest, &sig)?;
     let derived = overlay_address(&eth_address(&signer), network_id, &nonce);
     if derived != overlay {
         return Err(RecordError::OverlayMismatch {

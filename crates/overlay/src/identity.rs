@@ -152,7 +152,10 @@ impl Identity {
 
 impl Identity {
     /// A recoverable signature (r ‖ s ‖ v, 65 bytes) over `digest`.
-    fn sign(&self, digest: &[u8; 32]) -> Result<Vec<u8>, RecordError> {
+    ///
+    /// # Errors
+    /// [`RecordError::BadSignature`] if signing fails.
+    pub fn sign(&self, digest: &[u8; 32]) -> Result<Vec<u8>, RecordError> {
         let (signature, recovery) = self
             .key
             .sign_prehash_recoverable(digest)
@@ -228,6 +231,17 @@ fn recover(digest: &[u8; 32], sig: &[u8; 65]) -> Result<VerifyingKey, RecordErro
     let recovery = RecoveryId::from_byte(sig[64]).ok_or(RecordError::BadSignature)?;
     VerifyingKey::recover_from_prehash(digest, &signature, recovery)
         .map_err(|_| RecordError::BadSignature)
+}
+
+/// The Ethereum address of the key whose recoverable signature `sig` is over `digest`: how
+/// signed replica records and syncgroup changes name their author.
+///
+/// # Errors
+/// [`RecordError::BadLength`] unless `sig` is 65 bytes; [`RecordError::BadSignature`] if it
+/// recovers no key.
+pub fn recover_address(digest: &[u8; 32], sig: &[u8]) -> Result<[u8; 20], RecordError> {
+    let sig = fixed::<65>("signature", sig)?;
+    Ok(eth_address(&recover(digest, &sig)?))
 }
 
 fn receipt_digest(address: &Address, depth: u8, network_id: u64) -> [u8; 32] {

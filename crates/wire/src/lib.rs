@@ -9,6 +9,7 @@
 pub mod overlay;
 pub mod pullsync;
 pub mod pushsync;
+pub mod replica;
 pub mod retrieval;
 pub mod sync;
 
@@ -53,3 +54,10 @@ pub const MAX_PUSH_REQUEST_BYTES: usize = 4104 + 64;
 /// Largest push-sync answer: a receipt (32 + 65 + 32 bytes and a depth) or an error of at most
 /// 256 bytes, framed.
 pub const MAX_PUSH_MESSAGE_BYTES: usize = 512;
+
+/// Largest replica request: the knowledge of at most 64 syncgroups of at most 1,024 devices.
+pub const MAX_REPLICA_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// Largest replica answer frame: a frame closes at the first batch boundary after 256 KiB, and
+/// one batch of one collection is at most 4 MiB of values and keys.
+pub const MAX_REPLICA_FRAME_BYTES: usize = 5 * 1024 * 1024;

@@ -1,0 +1,607 @@
+//! GetDeltas, Syncbase's one-round-trip sync: the initiator sends its knowledge of each
+//! syncgroup it is in ([`Replica::delta_request`]); the responder keeps the syncgroups the
+//! initiator may read, diffs the vectors, and streams exactly the missing records in frames
+//! ([`Replica::answer`], [`Answer::next_frame`]); the initiator verifies every record and
+//! applies each frame in one store write ([`Replica::apply_frame`]).
+//!
+//! Order: each device's records go in generation order, and the devices' streams are merged
+//! by time, so parents come before children (a child's time is above its parents': the
+//! hybrid clock) and a frame's knowledge can say "device d up to the last generation sent".
+//! A frame closes at a batch boundary, so a batch is applied whole; a cut sync leaves whole
+//! frames applied and the knowledge saying exactly that.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use prost::Message;
+use tributary_wire::MAX_REPLICA_FRAME_BYTES;
+use tributary_wire::replica::{DeltaFrame, DeltaRequest, LogRecord};
+
+use crate::keys::{StoredSyncgroup, db_prefix, decode, log_key, parse_log_key};
+use crate::record::{Record, RowId};
+use crate::replica::{Replica, Txn};
+use crate::syncgroup::{self, Knowledge, MemberState, Spec, from_wire, member_state, to_wire};
+use crate::types::{MAX_CLOCK_AHEAD_MS, NodeId, Version, check_name};
+use crate::{RefusalReason, ReplicaError};
+
+/// One syncgroup of an answer: its collections, and the two vectors.
+#[derive(Clone, Debug)]
+struct Part {
+    name: String,
+    collections: BTreeSet<String>,
+    theirs: Knowledge,
+    ours: Knowledge,
+}
+
+/// A responder's answer in progress: per device, the next generation to look at and the
+/// last one to send. Frames are read from the store one at a time, so an answer of any size
+/// holds one frame in memory.
+#[derive(Debug)]
+pub struct Answer {
+    db: String,
+    parts: Vec<Part>,
+    cursors: BTreeMap<NodeId, (u64, u64)>,
+    peeked: BTreeMap<NodeId, Option<LogRecord>>,
+    last_sent: BTreeMap<NodeId, u64>,
+    syncgroups: Vec<tributary_wire::replica::SyncgroupState>,
+    done: bool,
+}
+
+/// What applying one frame did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Records in the frame.
+    pub records: u64,
+    /// New versions added.
+    pub new: u64,
+    /// Records of versions already held.
+    pub duplicates: u64,
+    /// Rows found with more than one head.
+    pub conflicts: u64,
+    /// Of those, resolved at once by last-writer-wins.
+    pub resolved: u64,
+    /// Records and syncgroup changes refused, and why: the sender is to be penalized.
+    pub refused: Vec<(NodeId, u64, RefusalReason)>,
+}
+
+impl Applied {
+    /// Adds another frame's counts.
+    pub fn add(&mut self, other: Self) {
+        self.records += other.records;
+        self.new += other.new;
+        self.duplicates += other.duplicates;
+        self.conflicts += other.conflicts;
+        self.resolved += other.resolved;
+        self.refused.extend(other.refused);
+    }
+}
+
+impl Replica {
+    /// The initiator's request for `db`: its knowledge of every syncgroup it is in.
+    ///
+    /// # Errors
+    /// Bad names, a store failure.
+    pub fn delta_request(&self, db: &str) -> Result<DeltaRequest, ReplicaError> {
+        check_name("database", db)?;
+        let mut knowledge = Vec::new();
+        for (name, _, _) in self.joined(db)? {
+            knowledge.push(to_wire(&name, &self.knowledge(db, &name)?));
+        }
+        Ok(DeltaRequest {
+            db: db.into(),
+            initiator: self.id.0.to_vec(),
+            knowledge,
+        })
+    }
+
+    /// Starts answering `req` from `initiator` (the peer's authenticated id). Syncgroups the
+    /// initiator may not read, or that this node is not in, are left out without saying why
+    /// (so their existence does not leak).
+    ///
+    /// # Errors
+    /// [`ReplicaError::NotAuthorized`] if none is left; a malformed request; a store failure.
+    pub fn answer(&self, req: &DeltaRequest, initiator: NodeId) -> Result<Answer, ReplicaError> {
+        check_name("database", &req.db)?;
+        if NodeId::from_wire(&req.initiator)? != initiator {
+            return Err(ReplicaError::Malformed(
+                "the request names another initiator",
+            ));
+        }
+        if req.knowledge.len() > syncgroup::MAX_SYNCGROUPS {
+            return Err(ReplicaError::Malformed("knowledge of too many syncgroups"));
+        }
+        let mut parts = Vec::new();
+        let mut syncgroups = Vec::new();
+        for k in &req.knowledge {
+            let Some((stored, spec)) = self.readable(&req.db, &k.syncgroup, &initiator)? else {
+                continue;
+            };
+            parts.push(Part {
+                name: k.syncgroup.clone(),
+                collections: spec.collections.iter().cloned().collect(),
+                theirs: from_wire(k)?,
+                ours: self.knowledge(&req.db, &k.syncgroup)?,
+            });
+            syncgroups.extend(stored.state);
+        }
+        if parts.is_empty() {
+            return Err(ReplicaError::NotAuthorized(initiator));
+        }
+        let mut cursors: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+        for part in &parts {
+            for (device, &ours) in &part.ours {
+                let theirs = part.theirs.get(device).copied().unwrap_or(0);
+                if *device == initiator || ours <= theirs {
+                    continue;
+                }
+                let c = cursors.entry(*device).or_insert((theirs + 1, ours));
+                c.0 = c.0.min(theirs + 1);
+                c.1 = c.1.max(ours);
+            }
+        }
+        Ok(Answer {
+            db: req.db.clone(),
+            parts,
+            cursors,
+            peeked: BTreeMap::new(),
+            last_sent: BTreeMap::new(),
+            syncgroups,
+            done: false,
+        })
+    }
+
+    /// A syncgroup this node is in and `peer` may read (and was not ejected from).
+    fn readable(
+        &self,
+        db: &str,
+        name: &str,
+        peer: &NodeId,
+    ) -> Result<Option<(StoredSyncgroup, Spec)>, ReplicaError> {
+        let Ok(info) = self.syncgroup(db, name) else {
+            return Ok(None);
+        };
+        let Some((_, stored, spec)) = self.joined(db)?.into_iter().find(|(n, _, _)| n == name)
+        else {
+            return Ok(None);
+        };
+        let state = stored
+            .state
+            .as_ref()
+            .ok_or(ReplicaError::Corrupt("syncgroup"))?;
+        let ejected = member_state(state, peer) == Some(MemberState::Ejected);
+        Ok((info.spec.may_read(peer) && !ejected).then_some((stored, spec)))
+    }
+}
+
+impl Answer {
+    /// The next frame, or `None` after the last.
+    ///
+    /// # Errors
+    /// A store failure or a corrupt log.
+    pub fn next_frame(&mut self, r: &Replica) -> Result<Option<DeltaFrame>, ReplicaError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut frame = DeltaFrame {
+            syncgroups: std::mem::take(&mut self.syncgroups),
+            ..DeltaFrame::default()
+        };
+        let mut bytes = 0;
+        let mut last_batch: Option<(Vec<u8>, u64)> = None;
+        loop {
+            let Some((device, record)) = self.pick(r)? else {
+                self.done = true;
+                frame.last = true;
+                break;
+            };
+            let batch = (record.author.clone(), record.batch_id);
+            let same_batch = record.batch_id != 0 && last_batch.as_ref() == Some(&batch);
+            if bytes >= r.config.frame_bytes && !same_batch {
+                break;
+            }
+            let record = self
+                .take(device)
+                .ok_or(ReplicaError::Corrupt("answer cursor"))?;
+            bytes += record.encoded_len();
+            self.last_sent.insert(device, record.generation);
+            last_batch = Some(batch);
+            frame.records.push(record);
+        }
+        frame.knowledge = self.frame_knowledge(frame.last);
+        Ok(Some(frame))
+    }
+
+    /// The device whose next record has the earliest time, and that record.
+    fn pick(&mut self, r: &Replica) -> Result<Option<(NodeId, &LogRecord)>, ReplicaError> {
+        let devices: Vec<NodeId> = self.cursors.keys().copied().collect();
+        for d in devices {
+            if !self.peeked.contains_key(&d) {
+                let next = self.scan_next(r, d)?;
+                self.peeked.insert(d, next);
+            }
+        }
+        let best = self
+            .peeked
+            .iter()
+            .filter_map(|(d, rec)| rec.as_ref().map(|rec| (rec.time, *d, rec.generation)))
+            .min();
+        Ok(best.and_then(|(_, d, _)| self.peeked.get(&d)?.as_ref().map(|rec| (d, rec))))
+    }
+
+    fn take(&mut self, device: NodeId) -> Option<LogRecord> {
+        self.peeked.remove(&device).flatten()
+    }
+
+    /// The next record of `device` the initiator lacks, moving its cursor past it.
+    fn scan_next(
+        &mut self,
+        r: &Replica,
+        device: NodeId,
+    ) -> Result<Option<LogRecord>, ReplicaError> {
+        let Some(&(from, to)) = self.cursors.get(&device) else {
+            return Ok(None);
+        };
+        let prefix = db_prefix(&self.db);
+        for item in r
+            .store
+            .scan_from(r.ks.log, &log_key(&self.db, &device, from))
+        {
+            let (k, v) = item?;
+            let Some((author, generation)) =
+                parse_log_key(&self.db, &k).filter(|_| k.starts_with(&prefix))
+            else {
+                break;
+            };
+            if author != device || generation > to {
+                break;
+            }
+            self.cursors.insert(device, (generation + 1, to));
+            let record = decode::<LogRecord>("log record", &v)?;
+            let wanted = self.parts.iter().any(|p| {
+                p.collections.contains(&record.collection)
+                    && generation > p.theirs.get(&device).copied().unwrap_or(0)
+                    && generation <= p.ours.get(&device).copied().unwrap_or(0)
+            });
+            if wanted {
+                return Ok(Some(record));
+            }
+        }
+        self.cursors.remove(&device);
+        Ok(None)
+    }
+
+    /// What the frames so far complete, per syncgroup: all of ours after the last frame;
+    /// before it, per device the last generation sent (each device goes in order).
+    fn frame_knowledge(&self, last: bool) -> Vec<tributary_wire::replica::Knowledge> {
+        self.parts
+            .iter()
+            .map(|p| {
+                let k: Knowledge = if last {
+                    p.ours.clone()
+                } else {
+                    self.last_sent
+                        .iter()
+                        .filter_map(|(d, &sent)| {
+                            let ours = p.ours.get(d).copied()?;
+                            Some((*d, sent.min(ours)))
+                        })
+                        .collect()
+                };
+                to_wire(&p.name, &k)
+            })
+            .collect()
+    }
+}
+
+impl Replica {
+    /// Applies one frame of the answer to `req` from `responder`, in one store write:
+    /// syncgroup changes, then every record that verifies, then conflict resolution, then the
+    /// knowledge. Refused records (and the rest of their batch) are reported, not applied.
+    ///
+    /// # Errors
+    /// A frame over its size bound or about another database; a store failure.
+    pub fn apply_frame(
+        &mut self,
+        now_ms: u64,
+        req: &DeltaRequest,
+        responder: NodeId,
+        frame: &DeltaFrame,
+    ) -> Result<Applied, ReplicaError> {
+        if frame.encoded_len() > MAX_REPLICA_FRAME_BYTES {
+            return Err(ReplicaError::Malformed("a frame over its size limit"));
+        }
+        let db = req.db.clone();
+        let mut report = Applied {
+            records: frame.records.len() as u64,
+            ..Applied::default()
+        };
+        let mut txn = Txn::new(self, &db, true)?;
+        let specs = self.merge_syncgroups(&mut txn, &db, responder, frame, &mut report)?;
+        let requested: BTreeSet<&str> =
+            req.knowledge.iter().map(|k| k.syncgroup.as_str()).collect();
+        let specs: Vec<&Spec> = specs
+            .iter()
+            .filter(|s| requested.contains(s.name.as_str()))
+            .collect();
+        let (accepted, caps) =
+            self.verify_records(now_ms, &db, &specs, responder, frame, &mut report);
+        let mut before: BTreeMap<RowId, Vec<Version>> = BTreeMap::new();
+        for (record, wire) in &accepted {
+            if !before.contains_key(&record.row) {
+                before.insert(record.row.clone(), txn.heads(self, &record.row)?);
+            }
+            txn.max_time = txn.max_time.max(record.time);
+            match crate::dag::add_record(&mut txn, self, record, wire)? {
+                crate::dag::Added::New => report.new += 1,
+                crate::dag::Added::Duplicate => report.duplicates += 1,
+            }
+        }
+        let (found, resolved) = crate::resolve::after_sync(&mut txn, self, &before)?;
+        report.conflicts = found;
+        report.resolved = resolved;
+        self.merge_knowledge(&mut txn, &db, &requested, responder, frame, caps.as_ref())?;
+        txn.commit(self)?;
+        if frame.last && self.config.prune {
+            self.prune(&db)?;
+        }
+        Ok(report)
+    }
+
+    /// Merges the syncgroup states of the frame into ours (refusing bad changes), and
+    /// returns the specs of the syncgroups this node is in, as they stand after.
+    fn merge_syncgroups(
+        &self,
+        txn: &mut Txn,
+        db: &str,
+        responder: NodeId,
+        frame: &DeltaFrame,
+        report: &mut Applied,
+    ) -> Result<Vec<Spec>, ReplicaError> {
+        let mut specs = Vec::new();
+        for (name, mut stored, spec) in self.joined(db)? {
+            let mut spec = spec;
+            let theirs = frame
+                .syncgroups
+                .iter()
+                .find(|s| s.db == db && s.spec.as_ref().is_some_and(|sp| sp.name == name));
+            if let (Some(theirs), Some(ours)) = (theirs, stored.state.as_mut()) {
+                let mut merged = ours.clone();
+                match syncgroup::merge_remote(&mut merged, theirs) {
+                    Ok(true) => {
+                        *ours = merged;
+                        spec = syncgroup::spec_of(ours)?.0;
+                        self.save_sg(&mut txn.batch, db, &name, &stored);
+                    }
+                    Ok(false) => {}
+                    Err(reason) => report.refused.push((responder, 0, reason)),
+                }
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+
+    /// Checks every record of the frame; returns those accepted, whole batches only, and how
+    /// far the frame's knowledge may be believed per device: below a refused record that a
+    /// genuine one may stand for (a forgery, a batch cut short, a clock too far ahead), so
+    /// that the genuine record is asked for again; `None` if none of it may.
+    fn verify_records(
+        &self,
+        now_ms: u64,
+        db: &str,
+        specs: &[&Spec],
+        responder: NodeId,
+        frame: &DeltaFrame,
+        report: &mut Applied,
+    ) -> (Vec<(Record, LogRecord)>, Option<Knowledge>) {
+        let limit = self
+            .clock
+            .0
+            .max(now_ms << 16)
+            .saturating_add(MAX_CLOCK_AHEAD_MS << 16);
+        let mut checked = Vec::with_capacity(frame.records.len());
+        for wire in &frame.records {
+            let result = Record::verify(wire).and_then(|rec| {
+                self.check_record(&rec, db, specs, limit)?;
+                Ok(rec)
+            });
+            checked.push(result);
+        }
+        // Whole batches only: count each (author, batch, collection), and drop a batch with
+        // a refused or missing record.
+        let mut counts: BTreeMap<(NodeId, u64, String), (usize, u32)> = BTreeMap::new();
+        for rec in checked.iter().flatten() {
+            if let Some(b) = rec.batch {
+                let e = counts
+                    .entry((rec.author, b.id, rec.row.collection.clone()))
+                    .or_insert((0, b.count));
+                e.0 += 1;
+            }
+        }
+        let mut caps = Some(Knowledge::new());
+        let mut cap = |author: Option<NodeId>, generation: u64| match (author, caps.as_mut()) {
+            (Some(a), Some(c)) => {
+                let e = c.entry(a).or_insert(u64::MAX);
+                *e = (*e).min(generation.saturating_sub(1));
+            }
+            _ => caps = None,
+        };
+        let mut bad_batches: BTreeSet<(NodeId, u64)> = BTreeSet::new();
+        for rec in checked.iter().flatten() {
+            if let Some(b) = rec.batch
+                && counts
+                    .get(&(rec.author, b.id, rec.row.collection.clone()))
+                    .is_some_and(|(got, count)| *got != *count as usize)
+            {
+                cap(Some(rec.author), rec.generation);
+            }
+        }
+        for ((author, id, collection), (got, count)) in &counts {
+            if *got != *count as usize {
+                bad_batches.insert((*author, *id));
+                report.refused.push((
+                    responder,
+                    0,
+                    RefusalReason::IncompleteBatch {
+                        author: *author,
+                        id: *id,
+                        collection: collection.clone(),
+                        got: *got,
+                        count: *count,
+                    },
+                ));
+            }
+        }
+        for (wire, result) in frame.records.iter().zip(&checked) {
+            if let Err(reason) = result {
+                let author = NodeId::from_wire(&wire.author).ok();
+                bad_batches.insert((author.unwrap_or_default(), wire.batch_id));
+                report
+                    .refused
+                    .push((responder, wire.generation, reason.clone()));
+                // A record that can never be valid (its author may not write, or it is in no
+                // syncgroup asked for) may be skipped; any other may stand for a genuine one.
+                if !matches!(
+                    reason,
+                    RefusalReason::NotWriter { .. } | RefusalReason::OutsideRequest(_)
+                ) {
+                    cap(author, wire.generation);
+                }
+            }
+        }
+        let accepted = frame
+            .records
+            .iter()
+            .zip(checked)
+            .filter_map(|(wire, result)| {
+                let rec = result.ok()?;
+                let in_bad = rec
+                    .batch
+                    .is_some_and(|b| bad_batches.contains(&(rec.author, b.id)));
+                (!in_bad).then(|| (rec, wire.clone()))
+            })
+            .collect();
+        (accepted, caps)
+    }
+
+    fn check_record(
+        &self,
+        rec: &Record,
+        db: &str,
+        specs: &[&Spec],
+        limit: u64,
+    ) -> Result<(), RefusalReason> {
+        if rec.row.db != db {
+            return Err(RefusalReason::Malformed(
+                "a record of another database".into(),
+            ));
+        }
+        let sharing: Vec<&&Spec> = specs
+            .iter()
+            .filter(|s| s.collections.contains(&rec.row.collection))
+            .collect();
+        if sharing.is_empty() {
+            return Err(RefusalReason::OutsideRequest(rec.row.collection.clone()));
+        }
+        if !sharing.iter().any(|s| s.may_write(&rec.author)) {
+            return Err(RefusalReason::NotWriter {
+                author: rec.author,
+                collection: rec.row.collection.clone(),
+            });
+        }
+        if rec.time > limit {
+            return Err(RefusalReason::ClockAhead {
+                ahead_ms: (rec.time - limit) >> 16,
+            });
+        }
+        Ok(())
+    }
+
+    /// Raises our knowledge to what the frame completes, and remembers the responder's
+    /// (after the last frame) for pruning. A pending join whose checkpoint is now covered
+    /// may write.
+    fn merge_knowledge(
+        &self,
+        txn: &mut Txn,
+        db: &str,
+        requested: &BTreeSet<&str>,
+        responder: NodeId,
+        frame: &DeltaFrame,
+        caps: Option<&Knowledge>,
+    ) -> Result<(), ReplicaError> {
+        let Some(caps) = caps else { return Ok(()) };
+        for k in &frame.knowledge {
+            if !requested.contains(k.syncgroup.as_str()) {
+                continue;
+            }
+            let Some((_, mut stored, _)) = self
+                .joined(db)?
+                .into_iter()
+                .find(|(n, _, _)| *n == k.syncgroup)
+            else {
+                continue;
+            };
+            let mut theirs = from_wire(k)?;
+            for (d, g) in &mut theirs {
+                *g = (*g).min(caps.get(d).copied().unwrap_or(u64::MAX));
+            }
+            let mut ours = self.knowledge(db, &k.syncgroup)?;
+            for (d, &g) in &theirs {
+                if *d != self.id {
+                    let e = ours.entry(*d).or_insert(0);
+                    *e = (*e).max(g);
+                }
+            }
+            self.save_knowledge(&mut txn.batch, db, &k.syncgroup, &ours);
+            if frame.last && caps.is_empty() {
+                self.save_peer_knowledge(&mut txn.batch, db, &k.syncgroup, &responder, &theirs);
+            }
+            if let Some(cp) = &stored.checkpoint
+                && syncgroup::covers(&ours, &from_wire(cp)?, &self.id)
+            {
+                stored.checkpoint = None;
+                self.save_sg(&mut txn.batch, db, &k.syncgroup, &stored);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one in-process sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Frames applied.
+    pub frames: u64,
+    /// Bytes of the frames on the wire.
+    pub bytes: u64,
+    /// The counts of every frame.
+    pub applied: Applied,
+}
+
+/// One GetDeltas round of `initiator` with `responder` in one process, every message
+/// encoded and decoded as on the wire and every record verified as if from a stranger.
+///
+/// # Errors
+/// [`ReplicaError::NotAuthorized`], a malformed frame, a store failure.
+pub fn sync_once(
+    initiator: &mut Replica,
+    responder: &Replica,
+    now_ms: u64,
+    db: &str,
+) -> Result<SyncReport, ReplicaError> {
+    let req = initiator.delta_request(db)?;
+    let req = DeltaRequest::decode(req.encode_to_vec().as_slice())
+        .map_err(|_| ReplicaError::Malformed("request"))?;
+    let mut answer = responder.answer(&req, initiator.id())?;
+    let mut report = SyncReport::default();
+    while let Some(frame) = answer.next_frame(responder)? {
+        let bytes = frame.encode_to_vec();
+        let frame =
+            DeltaFrame::decode(bytes.as_slice()).map_err(|_| ReplicaError::Malformed("frame"))?;
+        report.frames += 1;
+        report.bytes += bytes.len() as u64;
+        report
+            .applied
+            .add(initiator.apply_frame(now_ms, &req, responder.id(), &frame)?);
+    }
+    Ok(report)
+}

@@ -1,0 +1,227 @@
+//! Log records: the content of one write, its version hash, and its author's signature.
+//!
+//! A record's version is the hash of what it says (row, parents, time, delete flag, batch,
+//! value), not of who sent it: two members that resolve the same conflict the same way make
+//! the same DAG node, so neither sees the other's resolution as a new conflict. The signature
+//! covers the whole record, author and generation included; a receiver recomputes the version,
+//! recovers the signer, and refuses the record unless the signer is the author it names.
+
+use prost::Message;
+use tributary_chunk::bmt::keccak256;
+use tributary_overlay::identity::{Identity, recover_address};
+use tributary_wire::replica::LogRecord;
+
+use crate::types::{NodeId, Version, check_name, check_row};
+use crate::{RefusalReason, ReplicaError};
+
+const VERSION_DOMAIN: &[u8] = b"tributary-replica-version";
+const RECORD_DOMAIN: &[u8] = b"tributary-replica-record";
+
+/// A row's address: database, collection, key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RowId {
+    /// The database.
+    pub db: String,
+    /// The collection.
+    pub collection: String,
+    /// The key.
+    pub key: String,
+}
+
+/// A batch a record belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BatchRef {
+    /// The batch's id (never 0).
+    pub id: u64,
+    /// Records of the batch in the record's collection.
+    pub count: u32,
+}
+
+/// A checked log record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The row.
+    pub row: RowId,
+    /// The version it creates.
+    pub version: Version,
+    /// The versions it follows.
+    pub parents: Vec<Version>,
+    /// Hybrid logical clock time.
+    pub time: u64,
+    /// Whether it deletes the row.
+    pub deleted: bool,
+    /// Its batch.
+    pub batch: Option<BatchRef>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its author.
+    pub author: NodeId,
+    /// The author's generation.
+    pub generation: u64,
+}
+
+/// What a new write says, before it has a version, an author and a signature.
+pub(crate) struct Draft<'a> {
+    pub row: &'a RowId,
+    pub parents: Vec<Version>,
+    pub time: u64,
+    pub deleted: bool,
+    pub batch: Option<BatchRef>,
+    pub value: &'a [u8],
+}
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    // Names are at most 1 KiB and values 1 MiB (checked first), so the length fits.
+    out.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+/// The version a write with this content has.
+pub(crate) fn version_of(d: &Draft<'_>) -> Version {
+    let mut data = Vec::with_capacity(128 + d.value.len());
+    data.extend_from_slice(VERSION_DOMAIN);
+    put_str(&mut data, d.row.db.as_bytes());
+    put_str(&mut data, d.row.collection.as_bytes());
+    put_str(&mut data, d.row.key.as_bytes());
+    data.push(u8::try_from(d.parents.len()).unwrap_or(u8::MAX));
+    for p in &d.parents {
+        data.extend_from_slice(&p.0);
+    }
+    data.extend_from_slice(&d.time.to_le_bytes());
+    data.push(u8::from(d.deleted));
+    let (id, count) = d.batch.map_or((0, 0), |b| (b.id, b.count));
+    data.extend_from_slice(&id.to_le_bytes());
+    data.extend_from_slice(&count.to_le_bytes());
+    put_str(&mut data, d.value);
+    Version(keccak256(&data))
+}
+
+fn signing_digest(wire: &LogRecord) -> [u8; 32] {
+    let mut unsigned = wire.clone();
+    unsigned.signature.clear();
+    let mut data = RECORD_DOMAIN.to_vec();
+    unsigned.encode(&mut data).unwrap_or_default();
+    keccak256(&data)
+}
+
+impl Record {
+    /// Signs a draft as `identity`'s generation `generation`.
+    pub(crate) fn sign(
+        d: &Draft<'_>,
+        identity: &Identity,
+        generation: u64,
+    ) -> Result<(Self, LogRecord), ReplicaError> {
+        let record = Self {
+            row: d.row.clone(),
+            version: version_of(d),
+            parents: d.parents.clone(),
+            time: d.time,
+            deleted: d.deleted,
+            batch: d.batch,
+            value: d.value.to_vec(),
+            author: NodeId(identity.eth_address()),
+            generation,
+        };
+        let mut wire = record.to_wire();
+        wire.signature = identity
+            .sign(&signing_digest(&wire))
+            .map_err(|_| ReplicaError::Signing)?;
+        Ok((record, wire))
+    }
+
+    /// The wire form, unsigned.
+    fn to_wire(&self) -> LogRecord {
+        let (batch_id, batch_count) = self.batch.map_or((0, 0), |b| (b.id, b.count));
+        LogRecord {
+            db: self.row.db.clone(),
+            collection: self.row.collection.clone(),
+            key: self.row.key.clone(),
+            version: self.version.0.to_vec(),
+            parents: self.parents.iter().map(|p| p.0.to_vec()).collect(),
+            time: self.time,
+            deleted: self.deleted,
+            batch_id,
+            batch_count,
+            value: self.value.clone(),
+            author: self.author.0.to_vec(),
+            generation: self.generation,
+            signature: Vec::new(),
+        }
+    }
+
+    /// Checks a record from the wire: its shape, its version against its content, and its
+    /// signature against its author.
+    ///
+    /// # Errors
+    /// Why it is refused.
+    pub fn verify(wire: &LogRecord) -> Result<Self, RefusalReason> {
+        let record = Self::parse(wire)?;
+        let draft = Draft {
+            row: &record.row,
+            parents: record.parents.clone(),
+            time: record.time,
+            deleted: record.deleted,
+            batch: record.batch,
+            value: &record.value,
+        };
+        if version_of(&draft) != record.version {
+            return Err(RefusalReason::WrongVersion);
+        }
+        let signer = recover_address(&signing_digest(wire), &wire.signature)
+            .map_err(|_| RefusalReason::BadSignature)?;
+        if signer != record.author.0 {
+            return Err(RefusalReason::BadSignature);
+        }
+        Ok(record)
+    }
+
+    fn parse(wire: &LogRecord) -> Result<Self, RefusalReason> {
+        let malformed = |e: ReplicaError| RefusalReason::Malformed(e.to_string());
+        check_name("database", &wire.db).map_err(malformed)?;
+        check_name("collection", &wire.collection).map_err(malformed)?;
+        check_row(&wire.key, &wire.value).map_err(malformed)?;
+        if wire.parents.len() > 2 {
+            return Err(RefusalReason::Malformed("more than two parents".into()));
+        }
+        if wire.deleted && !wire.value.is_empty() {
+            return Err(RefusalReason::Malformed("a delete with a value".into()));
+        }
+        let parents = wire
+            .parents
+            .iter()
+            .map(|p| Version::from_wire(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(malformed)?;
+        let batch = match (wire.batch_id, wire.batch_count) {
+            (0, 0) => None,
+            (0, _) | (_, 0) => return Err(RefusalReason::Malformed("half a batch id".into())),
+            (id, count) => Some(BatchRef { id, count }),
+        };
+        if wire.generation == 0 {
+            return Err(RefusalReason::Malformed("generation 0".into()));
+        }
+        Ok(Self {
+            row: RowId {
+                db: wire.db.clone(),
+                collection: wire.collection.clone(),
+                key: wire.key.clone(),
+            },
+            version: Version::from_wire(&wire.version).map_err(malformed)?,
+            parents,
+            time: wire.time,
+            deleted: wire.deleted,
+            batch,
+            value: wire.value.clone(),
+            author: NodeId::from_wire(&wire.author).map_err(malformed)?,
+            generation: wire.generation,
+        })
+    }
+}
+
+/// A digest for signing a syncgroup spec or member change: the message encoded with its
+/// signature cleared, under a domain of its own.
+pub(crate) fn message_digest<M: Message>(domain: &[u8], unsigned: &M) -> [u8; 32] {
+    let mut data = domain.to_vec();
+    unsigned.encode(&mut data).unwrap_or_default();
+    keccak256(&data)
+}

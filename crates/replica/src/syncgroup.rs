@@ -1,0 +1,853 @@
+//! Syncgroups: which collections of a database are shared, who may read, write and
+//! administer them (node ids), and who the members are.
+//!
+//! A spec version is signed by an admin of the version it replaces (version 1 by its
+//! creator); an update is a compare-and-swap on the version. Joins go through an admin, who
+//! checks the ACL, adds the member (a member entry it signs) and hands back the syncgroup
+//! with its knowledge as a checkpoint: the joiner writes nothing into the shared collections
+//! until it has synced that far. Members leave by signing their own entry; an admin ejects
+//! one by signing its entry and removing it from the ACL. The state travels in the first
+//! frame of every answer and merges as Syncbase's does: the higher spec version wins (ties:
+//! the larger digest), and per member the later change.
+//!
+//! A known limit: a spec is checked against the admins of the spec the receiver holds, so a
+//! member that missed a version which changed the admins refuses the later ones until it
+//! gets that version (from a member that syncs with it before the next change).
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use tributary_overlay::identity::recover_address;
+use tributary_wire::replica::{self as wire, Member, SyncgroupSpec, SyncgroupState};
+
+use crate::keys::{StoredSyncgroup, decode, meta_key};
+use crate::record::message_digest;
+use crate::replica::{Replica, own_id_gen};
+use crate::types::{NodeId, check_name};
+use crate::{RefusalReason, ReplicaError};
+
+/// A generation vector: device → highest generation held.
+pub type Knowledge = BTreeMap<NodeId, u64>;
+
+const SPEC_DOMAIN: &[u8] = b"tributary-replica-spec";
+const MEMBER_DOMAIN: &[u8] = b"tributary-replica-member";
+/// Most syncgroups per database.
+pub const MAX_SYNCGROUPS: usize = 64;
+/// Most collections per syncgroup, and most ids per ACL list.
+pub const MAX_LIST: usize = 1024;
+
+/// A member's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MemberState {
+    /// A member.
+    Joined = 1,
+    /// Left on its own.
+    Left = 2,
+    /// Ejected by an admin.
+    Ejected = 3,
+}
+
+impl MemberState {
+    fn from_code(code: u32) -> Option<Self> {
+        match code {
+            1 => Some(Self::Joined),
+            2 => Some(Self::Left),
+            3 => Some(Self::Ejected),
+            _ => None,
+        }
+    }
+
+    /// The state's name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Joined => "joined",
+            Self::Left => "left",
+            Self::Ejected => "ejected",
+        }
+    }
+}
+
+/// What a syncgroup shares and with whom.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Spec {
+    /// Unique in the database.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The shared collections.
+    pub collections: Vec<String>,
+    /// May read.
+    pub readers: Vec<NodeId>,
+    /// May read and write.
+    pub writers: Vec<NodeId>,
+    /// May read, write and administer.
+    pub admins: Vec<NodeId>,
+}
+
+/// A syncgroup as this node holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncgroupInfo {
+    /// The database.
+    pub db: String,
+    /// The spec.
+    pub spec: Spec,
+    /// Its version.
+    pub version: u64,
+    /// The members and their states.
+    pub members: Vec<(NodeId, MemberState)>,
+    /// This node's knowledge.
+    pub knowledge: Knowledge,
+    /// What each member was last known to hold.
+    pub member_knowledge: BTreeMap<NodeId, Knowledge>,
+    /// Whether this node joined and has not yet synced up to the admin's checkpoint.
+    pub pending: bool,
+}
+
+/// What an admin hands a joiner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinGrant {
+    /// The syncgroup, the joiner a member.
+    pub state: SyncgroupState,
+    /// The admin's knowledge at the join.
+    pub checkpoint: wire::Knowledge,
+}
+
+fn ids(list: &[Vec<u8>]) -> Result<Vec<NodeId>, RefusalReason> {
+    list.iter()
+        .map(|b| NodeId::from_wire(b).map_err(|e| RefusalReason::Malformed(e.to_string())))
+        .collect()
+}
+
+fn wire_ids(list: &[NodeId]) -> Vec<Vec<u8>> {
+    list.iter().map(|id| id.0.to_vec()).collect()
+}
+
+/// The spec of a wire state.
+pub(crate) fn spec_of(state: &SyncgroupState) -> Result<(Spec, u64), RefusalReason> {
+    let s = state
+        .spec
+        .as_ref()
+        .ok_or_else(|| RefusalReason::Malformed("a syncgroup without a spec".into()))?;
+    if s.collections.len() > MAX_LIST
+        || s.readers.len() + s.writers.len() + s.admins.len() > 3 * MAX_LIST
+    {
+        return Err(RefusalReason::Malformed(
+            "a syncgroup spec over its limits".into(),
+        ));
+    }
+    Ok((
+        Spec {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            collections: s.collections.clone(),
+            readers: ids(&s.readers)?,
+            writers: ids(&s.writers)?,
+            admins: ids(&s.admins)?,
+        },
+        s.version,
+    ))
+}
+
+impl Spec {
+    /// Whether `id` may read.
+    #[must_use]
+    pub fn may_read(&self, id: &NodeId) -> bool {
+        self.readers.contains(id) || self.may_write(id)
+    }
+
+    /// Whether `id` may write.
+    #[must_use]
+    pub fn may_write(&self, id: &NodeId) -> bool {
+        self.writers.contains(id) || self.is_admin(id)
+    }
+
+    /// Whether `id` is an admin.
+    #[must_use]
+    pub fn is_admin(&self, id: &NodeId) -> bool {
+        self.admins.contains(id)
+    }
+
+    fn check(&self) -> Result<(), ReplicaError> {
+        check_name("syncgroup", &self.name)?;
+        if self.collections.is_empty() || self.collections.len() > MAX_LIST {
+            return Err(ReplicaError::BadName {
+                kind: "collection list",
+                name: format!("{} collections (1 to {MAX_LIST})", self.collections.len()),
+            });
+        }
+        for c in &self.collections {
+            check_name("collection", c)?;
+        }
+        if self.admins.is_empty() {
+            return Err(ReplicaError::BadName {
+                kind: "admin list",
+                name: "empty (a syncgroup needs an admin)".into(),
+            });
+        }
+        if self.description.len() > 4096
+            || [&self.readers, &self.writers, &self.admins]
+                .iter()
+                .any(|l| l.len() > MAX_LIST)
+        {
+            return Err(ReplicaError::BadName {
+                kind: "syncgroup spec",
+                name: "a description over 4 KiB or an ACL list over 1,024 ids".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn spec_digest(db: &str, spec: &SyncgroupSpec) -> [u8; 32] {
+    let mut unsigned = spec.clone();
+    unsigned.signature.clear();
+    let context = wire::SyncgroupState {
+        db: db.into(),
+        spec: Some(unsigned),
+        members: Vec::new(),
+    };
+    message_digest(SPEC_DOMAIN, &context)
+}
+
+fn member_digest(db: &str, name: &str, member: &Member) -> [u8; 32] {
+    let mut unsigned = member.clone();
+    unsigned.signature.clear();
+    let context = wire::SyncgroupState {
+        db: db.into(),
+        spec: Some(SyncgroupSpec {
+            name: name.into(),
+            ..SyncgroupSpec::default()
+        }),
+        members: vec![unsigned],
+    };
+    message_digest(MEMBER_DOMAIN, &context)
+}
+
+fn sg_key(db: &str, name: &str) -> Vec<u8> {
+    meta_key(db, "sg", &[name.as_bytes()])
+}
+
+fn knowledge_key(db: &str, name: &str) -> Vec<u8> {
+    meta_key(db, "k", &[name.as_bytes()])
+}
+
+fn peer_knowledge_key(db: &str, name: &str, peer: &NodeId) -> Vec<u8> {
+    meta_key(db, "pk", &[name.as_bytes(), &peer.0])
+}
+
+/// A vector from the wire.
+pub(crate) fn from_wire(k: &wire::Knowledge) -> Result<Knowledge, RefusalReason> {
+    if k.gens.len() > 4 * MAX_LIST {
+        return Err(RefusalReason::Malformed(
+            "a generation vector of over 4,096 devices".into(),
+        ));
+    }
+    k.gens
+        .iter()
+        .map(|e| {
+            NodeId::from_wire(&e.device)
+                .map(|d| (d, e.generation))
+                .map_err(|e| RefusalReason::Malformed(e.to_string()))
+        })
+        .collect()
+}
+
+/// A vector for the wire.
+pub(crate) fn to_wire(name: &str, k: &Knowledge) -> wire::Knowledge {
+    wire::Knowledge {
+        syncgroup: name.into(),
+        gens: k
+            .iter()
+            .map(|(d, &generation)| wire::GenEntry {
+                device: d.0.to_vec(),
+                generation,
+            })
+            .collect(),
+    }
+}
+
+impl Replica {
+    fn load_sg(&self, db: &str, name: &str) -> Result<Option<StoredSyncgroup>, ReplicaError> {
+        self.store
+            .get(self.ks.meta, &sg_key(db, name))?
+            .map(|b| decode::<StoredSyncgroup>("syncgroup", &b))
+            .transpose()
+    }
+
+    fn need_sg(
+        &self,
+        db: &str,
+        name: &str,
+    ) -> Result<(StoredSyncgroup, SyncgroupState), ReplicaError> {
+        let stored = self
+            .load_sg(db, name)?
+            .ok_or_else(|| ReplicaError::NoSyncgroup {
+                db: db.into(),
+                name: name.into(),
+            })?;
+        let state = stored
+            .state
+            .clone()
+            .ok_or(ReplicaError::Corrupt("syncgroup"))?;
+        Ok((stored, state))
+    }
+
+    pub(crate) fn save_sg(
+        &self,
+        batch: &mut tributary_store::WriteBatch,
+        db: &str,
+        name: &str,
+        sg: &StoredSyncgroup,
+    ) {
+        batch.put(self.ks.meta, &sg_key(db, name), &sg.encode_to_vec());
+    }
+
+    /// The names of `db`'s syncgroups this node holds.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn syncgroup_names(&self, db: &str) -> Result<Vec<String>, ReplicaError> {
+        let prefix = meta_key(db, "sg", &[]);
+        let mut out = Vec::new();
+        for item in self.store.scan_from(self.ks.meta, &prefix) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let name = std::str::from_utf8(&k[prefix.len() + 1..])
+                .map_err(|_| ReplicaError::Corrupt("syncgroup key"))?;
+            out.push(name.to_string());
+        }
+        Ok(out)
+    }
+
+    /// Creates a syncgroup of `db` with this node as its first admin and member.
+    ///
+    /// # Errors
+    /// Bad names or lists, a syncgroup of that name, too many syncgroups, a store failure.
+    pub fn create_syncgroup(
+        &mut self,
+        now_ms: u64,
+        db: &str,
+        mut spec: Spec,
+    ) -> Result<(), ReplicaError> {
+        check_name("database", db)?;
+        if !spec.admins.contains(&self.id) {
+            spec.admins.push(self.id);
+        }
+        spec.check()?;
+        if self.load_sg(db, &spec.name)?.is_some() {
+            return Err(ReplicaError::SyncgroupExists(spec.name));
+        }
+        if self.syncgroup_names(db)?.len() >= MAX_SYNCGROUPS {
+            return Err(ReplicaError::BadName {
+                kind: "syncgroup",
+                name: format!(
+                    "{} (a database has at most {MAX_SYNCGROUPS} syncgroups)",
+                    spec.name
+                ),
+            });
+        }
+        let wire_spec = self.sign_spec(db, &spec, 1)?;
+        let mut state = SyncgroupState {
+            db: db.into(),
+            spec: Some(wire_spec),
+            members: Vec::new(),
+        };
+        let time = self.tick(now_ms);
+        state
+            .members
+            .push(self.sign_member(db, &spec.name, self.id, MemberState::Joined, time)?);
+        let mut batch = tributary_store::WriteBatch::default();
+        self.save_sg(
+            &mut batch,
+            db,
+            &spec.name,
+            &StoredSyncgroup {
+                state: Some(state),
+                checkpoint: None,
+            },
+        );
+        Ok(self.store.write(batch)?)
+    }
+
+    fn tick(&mut self, now_ms: u64) -> u64 {
+        self.clock = self.clock.tick(now_ms);
+        self.clock.0
+    }
+
+    fn sign_spec(
+        &self,
+        db: &str,
+        spec: &Spec,
+        version: u64,
+    ) -> Result<SyncgroupSpec, ReplicaError> {
+        let mut wire_spec = SyncgroupSpec {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            collections: spec.collections.clone(),
+            readers: wire_ids(&spec.readers),
+            writers: wire_ids(&spec.writers),
+            admins: wire_ids(&spec.admins),
+            version,
+            signer: self.id.0.to_vec(),
+            signature: Vec::new(),
+        };
+        wire_spec.signature = self
+            .identity
+            .sign(&spec_digest(db, &wire_spec))
+            .map_err(|_| ReplicaError::Signing)?;
+        Ok(wire_spec)
+    }
+
+    fn sign_member(
+        &self,
+        db: &str,
+        name: &str,
+        id: NodeId,
+        state: MemberState,
+        time: u64,
+    ) -> Result<Member, ReplicaError> {
+        let mut m = Member {
+            id: id.0.to_vec(),
+            state: state as u32,
+            time,
+            signer: self.id.0.to_vec(),
+            signature: Vec::new(),
+        };
+        m.signature = self
+            .identity
+            .sign(&member_digest(db, name, &m))
+            .map_err(|_| ReplicaError::Signing)?;
+        Ok(m)
+    }
+
+    /// A syncgroup as this node holds it.
+    ///
+    /// # Errors
+    /// [`ReplicaError::NoSyncgroup`], or a store failure.
+    pub fn syncgroup(&self, db: &str, name: &str) -> Result<SyncgroupInfo, ReplicaError> {
+        let (stored, state) = self.need_sg(db, name)?;
+        let (spec, version) = spec_of(&state)?;
+        let members = members_of(&state);
+        let mut member_knowledge = BTreeMap::new();
+        for (id, _) in &members {
+            if *id != self.id {
+                member_knowledge.insert(*id, self.peer_knowledge(db, name, id)?);
+            }
+        }
+        Ok(SyncgroupInfo {
+            db: db.into(),
+            spec,
+            version,
+            members,
+            knowledge: self.knowledge(db, name)?,
+            member_knowledge,
+            pending: stored.checkpoint.is_some(),
+        })
+    }
+
+    /// As an admin: lets `joiner` into the syncgroup and returns what it needs to join.
+    ///
+    /// # Errors
+    /// [`ReplicaError::NotAdmin`], [`ReplicaError::NotAllowed`], or a store failure.
+    pub fn admin_join(
+        &mut self,
+        now_ms: u64,
+        db: &str,
+        name: &str,
+        joiner: NodeId,
+    ) -> Result<JoinGrant, ReplicaError> {
+        let (mut stored, mut state) = self.need_sg(db, name)?;
+        let (spec, _) = spec_of(&state)?;
+        if !spec.is_admin(&self.id) || member_state(&state, &self.id) != Some(MemberState::Joined) {
+            return Err(ReplicaError::NotAdmin(self.id, name.into()));
+        }
+        if !spec.may_read(&joiner) {
+            return Err(ReplicaError::NotAllowed(joiner, name.into()));
+        }
+        let time = self.tick(now_ms);
+        let entry = self.sign_member(db, name, joiner, MemberState::Joined, time)?;
+        merge_member(&mut state, entry);
+        stored.state = Some(state.clone());
+        let mut batch = tributary_store::WriteBatch::default();
+        self.save_sg(&mut batch, db, name, &stored);
+        self.store.write(batch)?;
+        Ok(JoinGrant {
+            state,
+            checkpoint: to_wire(name, &self.knowledge(db, name)?),
+        })
+    }
+
+    /// As the joiner: takes the admin's grant. Writes to the shared collections wait until
+    /// this node's knowledge covers the checkpoint.
+    ///
+    /// # Errors
+    /// A grant whose spec or membership does not verify, or a store failure.
+    pub fn accept_join(&mut self, grant: &JoinGrant) -> Result<(), ReplicaError> {
+        let db = grant.state.db.clone();
+        check_name("database", &db)?;
+        let spec_wire = grant
+            .state
+            .spec
+            .as_ref()
+            .ok_or(ReplicaError::Malformed("a grant without a spec"))?;
+        let (spec, _) = spec_of(&grant.state)?;
+        check_name("syncgroup", &spec.name)?;
+        let signer = verify_spec_signature(&db, spec_wire)?;
+        if !spec.is_admin(&signer) {
+            return Err(RefusalReason::BadSyncgroupChange(spec.name).into());
+        }
+        let mut state = SyncgroupState {
+            db: db.clone(),
+            spec: Some(spec_wire.clone()),
+            members: Vec::new(),
+        };
+        for m in &grant.state.members {
+            verify_member(&db, &spec, m)?;
+            merge_member(&mut state, m.clone());
+        }
+        if member_state(&state, &self.id) != Some(MemberState::Joined) {
+            return Err(ReplicaError::NotAllowed(self.id, spec.name));
+        }
+        let checkpoint = from_wire(&grant.checkpoint)?;
+        let mut batch = tributary_store::WriteBatch::default();
+        let pending = !covers(&self.knowledge(&db, &spec.name)?, &checkpoint, &self.id);
+        self.save_sg(
+            &mut batch,
+            &db,
+            &spec.name,
+            &StoredSyncgroup {
+                state: Some(state),
+                checkpoint: pending.then(|| grant.checkpoint.clone()),
+            },
+        );
+        Ok(self.store.write(batch)?)
+    }
+
+    /// Leaves a syncgroup: this node stops syncing it and keeps its data.
+    ///
+    /// # Errors
+    /// [`ReplicaError::NoSyncgroup`], or a store failure.
+    pub fn leave_syncgroup(
+        &mut self,
+        now_ms: u64,
+        db: &str,
+        name: &str,
+    ) -> Result<(), ReplicaError> {
+        self.set_member(now_ms, db, name, self.id, MemberState::Left)
+    }
+
+    /// As an admin: ejects `member` (its entry, and its place in the ACL lists).
+    ///
+    /// # Errors
+    /// [`ReplicaError::NotAdmin`], [`ReplicaError::NoSyncgroup`], or a store failure.
+    pub fn eject(
+        &mut self,
+        now_ms: u64,
+        db: &str,
+        name: &str,
+        member: NodeId,
+    ) -> Result<(), ReplicaError> {
+        let info = self.syncgroup(db, name)?;
+        if !info.spec.is_admin(&self.id) {
+            return Err(ReplicaError::NotAdmin(self.id, name.into()));
+        }
+        let mut spec = info.spec;
+        spec.readers.retain(|id| *id != member);
+        spec.writers.retain(|id| *id != member);
+        spec.admins.retain(|id| *id != member);
+        if spec.admins.is_empty() {
+            return Err(ReplicaError::NotAllowed(
+                member,
+                format!("{name} (its last admin cannot be ejected)"),
+            ));
+        }
+        self.update_spec(db, spec, info.version)?;
+        self.set_member(now_ms, db, name, member, MemberState::Ejected)
+    }
+
+    fn set_member(
+        &mut self,
+        now_ms: u64,
+        db: &str,
+        name: &str,
+        id: NodeId,
+        to: MemberState,
+    ) -> Result<(), ReplicaError> {
+        let (mut stored, mut state) = self.need_sg(db, name)?;
+        let (spec, _) = spec_of(&state)?;
+        if id != self.id && !spec.is_admin(&self.id) {
+            return Err(ReplicaError::NotAdmin(self.id, name.into()));
+        }
+        let time = self.tick(now_ms);
+        let entry = self.sign_member(db, name, id, to, time)?;
+        merge_member(&mut state, entry);
+        stored.state = Some(state);
+        let mut batch = tributary_store::WriteBatch::default();
+        self.save_sg(&mut batch, db, name, &stored);
+        Ok(self.store.write(batch)?)
+    }
+
+    /// As an admin: replaces the spec if it is still at `expected_version`; returns the new
+    /// version. The name cannot change.
+    ///
+    /// # Errors
+    /// [`ReplicaError::SpecVersion`], [`ReplicaError::NotAdmin`], bad lists, a store failure.
+    pub fn update_spec(
+        &mut self,
+        db: &str,
+        spec: Spec,
+        expected_version: u64,
+    ) -> Result<u64, ReplicaError> {
+        spec.check()?;
+        let (mut stored, mut state) = self.need_sg(db, &spec.name)?;
+        let (current, version) = spec_of(&state)?;
+        if !current.is_admin(&self.id) {
+            return Err(ReplicaError::NotAdmin(self.id, spec.name));
+        }
+        if version != expected_version {
+            return Err(ReplicaError::SpecVersion {
+                name: spec.name,
+                expected: expected_version,
+                actual: version,
+            });
+        }
+        state.spec = Some(self.sign_spec(db, &spec, version + 1)?);
+        stored.state = Some(state);
+        let mut batch = tributary_store::WriteBatch::default();
+        self.save_sg(&mut batch, db, &spec.name, &stored);
+        self.store.write(batch)?;
+        Ok(version + 1)
+    }
+
+    /// This node's knowledge of a syncgroup, its own generation included.
+    pub(crate) fn knowledge(&self, db: &str, name: &str) -> Result<Knowledge, ReplicaError> {
+        let mut k = match self.store.get(self.ks.meta, &knowledge_key(db, name))? {
+            Some(b) => from_wire(&decode::<wire::Knowledge>("knowledge", &b)?)?,
+            None => Knowledge::new(),
+        };
+        let (id, generation) = own_id_gen(self, db)?;
+        if generation > 0 {
+            k.insert(id, generation);
+        }
+        Ok(k)
+    }
+
+    pub(crate) fn save_knowledge(
+        &self,
+        batch: &mut tributary_store::WriteBatch,
+        db: &str,
+        name: &str,
+        k: &Knowledge,
+    ) {
+        let mut k = k.clone();
+        k.remove(&self.id);
+        batch.put(
+            self.ks.meta,
+            &knowledge_key(db, name),
+            &to_wire(name, &k).encode_to_vec(),
+        );
+    }
+
+    pub(crate) fn peer_knowledge(
+        &self,
+        db: &str,
+        name: &str,
+        peer: &NodeId,
+    ) -> Result<Knowledge, ReplicaError> {
+        match self
+            .store
+            .get(self.ks.meta, &peer_knowledge_key(db, name, peer))?
+        {
+            Some(b) => Ok(from_wire(&decode::<wire::Knowledge>("knowledge", &b)?)?),
+            None => Ok(Knowledge::new()),
+        }
+    }
+
+    pub(crate) fn save_peer_knowledge(
+        &self,
+        batch: &mut tributary_store::WriteBatch,
+        db: &str,
+        name: &str,
+        peer: &NodeId,
+        k: &Knowledge,
+    ) {
+        batch.put(
+            self.ks.meta,
+            &peer_knowledge_key(db, name, peer),
+            &to_wire(name, k).encode_to_vec(),
+        );
+    }
+
+    /// The syncgroups of `db` this node is a member of, with their state and checkpoint.
+    pub(crate) fn joined(
+        &self,
+        db: &str,
+    ) -> Result<Vec<(String, StoredSyncgroup, Spec)>, ReplicaError> {
+        let mut out = Vec::new();
+        for name in self.syncgroup_names(db)? {
+            let (stored, state) = self.need_sg(db, &name)?;
+            if member_state(&state, &self.id) == Some(MemberState::Joined) {
+                let (spec, _) = spec_of(&state)?;
+                out.push((name, stored, spec));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The members of a state, in id order.
+pub(crate) fn members_of(state: &SyncgroupState) -> Vec<(NodeId, MemberState)> {
+    let mut out: Vec<_> = state
+        .members
+        .iter()
+        .filter_map(|m| {
+            Some((
+                NodeId::from_wire(&m.id).ok()?,
+                MemberState::from_code(m.state)?,
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub(crate) fn member_state(state: &SyncgroupState, id: &NodeId) -> Option<MemberState> {
+    state
+        .members
+        .iter()
+        .find(|m| m.id == id.0)
+        .and_then(|m| MemberState::from_code(m.state))
+}
+
+/// Keeps the later change of each member.
+fn merge_member(state: &mut SyncgroupState, entry: Member) {
+    match state.members.iter_mut().find(|m| m.id == entry.id) {
+        Some(m) if (entry.time, entry.state) > (m.time, m.state) => *m = entry,
+        Some(_) => {}
+        None => state.members.push(entry),
+    }
+}
+
+fn verify_spec_signature(db: &str, spec: &SyncgroupSpec) -> Result<NodeId, RefusalReason> {
+    let signer = recover_address(&spec_digest(db, spec), &spec.signature)
+        .map_err(|_| RefusalReason::BadSyncgroupChange(spec.name.clone()))?;
+    if signer != spec.signer.as_slice() {
+        return Err(RefusalReason::BadSyncgroupChange(spec.name.clone()));
+    }
+    Ok(NodeId(signer))
+}
+
+fn verify_member(db: &str, spec: &Spec, m: &Member) -> Result<(), RefusalReason> {
+    let bad = || RefusalReason::BadSyncgroupChange(spec.name.clone());
+    let signer = NodeId(
+        recover_address(&member_digest(db, &spec.name, m), &m.signature).map_err(|_| bad())?,
+    );
+    let id = NodeId::from_wire(&m.id).map_err(|_| bad())?;
+    let state = MemberState::from_code(m.state).ok_or_else(bad)?;
+    let allowed = spec.is_admin(&signer) || (state == MemberState::Left && signer == id);
+    if signer.0 != m.signer.as_slice() || !allowed {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Merges a syncgroup state received from a peer into ours. Returns whether ours changed.
+pub(crate) fn merge_remote(
+    ours: &mut SyncgroupState,
+    theirs: &SyncgroupState,
+) -> Result<bool, RefusalReason> {
+    let db = ours.db.clone();
+    let (current, version) = spec_of(ours)?;
+    let mut changed = false;
+    if let Some(their_spec) = &theirs.spec {
+        let signer = verify_spec_signature(&db, their_spec)?;
+        if their_spec.name != current.name {
+            return Err(RefusalReason::BadSyncgroupChange(current.name));
+        }
+        let newer = their_spec.version > version
+            || (their_spec.version == version
+                && ours
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| spec_digest(&db, their_spec) > spec_digest(&db, s)));
+        if newer {
+            if !current.is_admin(&signer) {
+                return Err(RefusalReason::BadSyncgroupChange(current.name));
+            }
+            ours.spec = Some(their_spec.clone());
+            changed = true;
+        }
+    }
+    let (spec, _) = spec_of(ours)?;
+    if theirs.members.len() > MAX_LIST {
+        return Err(RefusalReason::Malformed("over 1,024 members".into()));
+    }
+    for m in &theirs.members {
+        verify_member(&db, &spec, m)?;
+        let before = ours.members.clone();
+        merge_member(ours, m.clone());
+        changed |= before != ours.members;
+    }
+    Ok(changed)
+}
+
+/// Whether `k` holds everything of `checkpoint` (this node's own entry aside).
+pub(crate) fn covers(k: &Knowledge, checkpoint: &Knowledge, me: &NodeId) -> bool {
+    checkpoint
+        .iter()
+        .all(|(d, g)| d == me || k.get(d).is_some_and(|have| have >= g))
+}
+
+/// Refuses a local write into a collection this node may not write, or whose syncgroup join
+/// is still pending.
+pub(crate) fn check_local_write(
+    r: &Replica,
+    db: &str,
+    collection: &str,
+) -> Result<(), ReplicaError> {
+    for (name, stored, spec) in r.joined(db)? {
+        if !spec.collections.iter().any(|c| c == collection) {
+            continue;
+        }
+        if !spec.may_write(&r.id) {
+            return Err(ReplicaError::NotWriter {
+                collection: collection.into(),
+                syncgroup: name,
+            });
+        }
+        if stored.checkpoint.is_some() {
+            return Err(ReplicaError::JoinPending(name));
+        }
+    }
+    Ok(())
+}
+
+/// Per syncgroup this node is in: its collections, and what all its members hold.
+pub(crate) fn common_knowledge(
+    r: &Replica,
+    db: &str,
+) -> Result<BTreeMap<String, (Vec<String>, Knowledge)>, ReplicaError> {
+    let mut out = BTreeMap::new();
+    for (name, stored, spec) in r.joined(db)? {
+        let state = stored.state.ok_or(ReplicaError::Corrupt("syncgroup"))?;
+        let mut common = r.knowledge(db, &name)?;
+        for (id, st) in members_of(&state) {
+            if id == r.id || st != MemberState::Joined {
+                continue;
+            }
+            let theirs = r.peer_knowledge(db, &name, &id)?;
+            common.retain(|d, g| match theirs.get(d) {
+                Some(t) => {
+                    *g = (*g).min(*t);
+                    true
+                }
+                None => false,
+            });
+        }
+        out.insert(name, (spec.collections, common));
+    }
+    Ok(out)
+}

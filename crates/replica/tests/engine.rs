@@ -1,0 +1,497 @@
+//! The engine end to end on in-memory stores: local writes, GetDeltas between replicas,
+//! conflicts under each rule, signatures and ACLs, watch, pruning, cut syncs.
+
+mod common;
+
+use common::{join, replica, spec, text};
+use prost::Message;
+use tributary_replica::delta::sync_once;
+use tributary_replica::resolve::{Choice, Rule};
+use tributary_replica::{Op, RefusalReason, ReplicaError};
+use tributary_wire::replica::DeltaFrame;
+
+const DB: &str = "app";
+
+fn pair() -> (tributary_replica::Replica, tributary_replica::Replica) {
+    let (mut a, _) = replica(1);
+    let (mut b, _) = replica(2);
+    a.create_syncgroup(1000, DB, spec(&["notes", "tasks"], &[b.id()]))
+        .expect("create");
+    join(&mut a, &mut b, 1000, DB, "sg");
+    (a, b)
+}
+
+#[test]
+fn local_writes_reads_and_bad_input() {
+    let (mut a, _) = replica(1);
+    a.put(1000, DB, "notes", "k1", b"one").expect("put");
+    a.put(1001, DB, "notes", "k2", b"two").expect("put");
+    a.put(1002, DB, "other", "k1", b"elsewhere").expect("put");
+    assert_eq!(text(&a, DB, "notes", "k1").as_deref(), Some("one"));
+    a.delete(1003, DB, "notes", "k1").expect("delete");
+    assert_eq!(text(&a, DB, "notes", "k1"), None);
+    let keys: Vec<String> = a
+        .scan(DB, "notes", "")
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["k2"]);
+    assert!(matches!(
+        a.put(1, DB, "notes", "", b"v"),
+        Err(ReplicaError::BadKey { .. })
+    ));
+    assert!(matches!(
+        a.put(1, "bad/db", "notes", "k", b"v"),
+        Err(ReplicaError::BadName { .. })
+    ));
+    assert!(matches!(
+        a.batch(1, DB, &[]),
+        Err(ReplicaError::BadBatch { .. })
+    ));
+    let big = vec![0u8; tributary_replica::types::MAX_VALUE_LEN + 1];
+    assert!(matches!(
+        a.put(1, DB, "notes", "k", &big),
+        Err(ReplicaError::ValueTooLarge { .. })
+    ));
+    assert_eq!(
+        text(&a, DB, "notes", "k2").as_deref(),
+        Some("two"),
+        "refused writes change nothing"
+    );
+}
+
+#[test]
+fn writes_on_each_side_arrive_on_the_other() {
+    let (mut a, mut b) = pair();
+    a.put(2000, DB, "notes", "from-a", b"A").expect("put");
+    let report = sync_once(&mut b, &a, 2001, DB).expect("sync");
+    assert_eq!(report.applied.new, 1);
+    assert!(report.applied.refused.is_empty());
+    assert_eq!(text(&b, DB, "notes", "from-a").as_deref(), Some("A"));
+    b.put(2002, DB, "tasks", "from-b", b"B").expect("put");
+    sync_once(&mut a, &b, 2003, DB).expect("sync");
+    assert_eq!(text(&a, DB, "tasks", "from-b").as_deref(), Some("B"));
+    // Nothing more to send either way.
+    assert_eq!(
+        sync_once(&mut a, &b, 2004, DB)
+            .expect("sync")
+            .applied
+            .records,
+        0
+    );
+    assert_eq!(
+        sync_once(&mut b, &a, 2004, DB)
+            .expect("sync")
+            .applied
+            .records,
+        0
+    );
+}
+
+#[test]
+fn lww_resolves_the_same_everywhere_and_settles() {
+    let (mut a, mut b) = pair();
+    a.put(2000, DB, "notes", "k", b"base").expect("put");
+    sync_once(&mut b, &a, 2001, DB).expect("sync");
+    a.put(3000, DB, "notes", "k", b"from-a").expect("put");
+    b.put(3500, DB, "notes", "k", b"from-b (later)")
+        .expect("put");
+    let r1 = sync_once(&mut a, &b, 4000, DB).expect("sync");
+    let r2 = sync_once(&mut b, &a, 4000, DB).expect("sync");
+    assert_eq!((r1.applied.conflicts, r1.applied.resolved), (1, 1));
+    assert_eq!(
+        r2.applied.conflicts, 0,
+        "b takes a's resolution: no second conflict"
+    );
+    for r in [&a, &b] {
+        assert_eq!(text(r, DB, "notes", "k").as_deref(), Some("from-b (later)"));
+    }
+    assert_eq!(
+        a.get(DB, "notes", "k").expect("get"),
+        b.get(DB, "notes", "k").expect("get")
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            sync_once(&mut a, &b, 5000, DB).expect("sync").applied.new,
+            0
+        );
+        assert_eq!(
+            sync_once(&mut b, &a, 5000, DB).expect("sync").applied.new,
+            0
+        );
+    }
+}
+
+#[test]
+fn both_sides_resolving_at_once_make_one_version() {
+    let (mut a, mut b) = pair();
+    let (mut c, _) = replica(3);
+    let mut wider = spec(&["notes", "tasks"], &[b.id(), c.id()]);
+    wider.admins = vec![a.id()];
+    a.update_spec(DB, wider, 1).expect("spec");
+    join(&mut a, &mut c, 1000, DB, "sg");
+    sync_once(&mut b, &a, 2000, DB).expect("b learns the spec that adds c");
+    a.put(3000, DB, "notes", "k", b"a").expect("put");
+    b.put(3001, DB, "notes", "k", b"b").expect("put");
+    // c gets both writes and resolves; a gets b's write and resolves on its own.
+    sync_once(&mut c, &a, 4000, DB).expect("sync");
+    sync_once(&mut c, &b, 4000, DB).expect("sync");
+    sync_once(&mut a, &b, 4000, DB).expect("sync");
+    let from_c = sync_once(&mut a, &c, 4001, DB).expect("sync");
+    assert_eq!(
+        from_c.applied.conflicts, 0,
+        "c's resolution is the version a made"
+    );
+    assert_eq!(
+        a.get(DB, "notes", "k").expect("get"),
+        c.get(DB, "notes", "k").expect("get")
+    );
+}
+
+#[test]
+fn a_causally_later_write_with_an_older_clock_wins() {
+    let (mut a, mut b) = pair();
+    // a's wall clock is an hour ahead of b's.
+    a.put(3_600_000 + 10_000, DB, "notes", "k", b"a, fast clock")
+        .expect("put");
+    sync_once(&mut b, &a, 10_000, DB).expect("sync");
+    b.put(10_001, DB, "notes", "k", b"b, after seeing a")
+        .expect("put");
+    sync_once(&mut a, &b, 3_600_000 + 10_002, DB).expect("sync");
+    assert_eq!(
+        text(&a, DB, "notes", "k").as_deref(),
+        Some("b, after seeing a")
+    );
+    assert_eq!(
+        text(&b, DB, "notes", "k").as_deref(),
+        Some("b, after seeing a")
+    );
+}
+
+#[test]
+fn defer_keeps_both_heads_until_a_write_names_them() {
+    let (mut a, mut b) = pair();
+    for r in [&mut a, &mut b] {
+        r.set_rule(DB, "notes", "", Rule::Defer).expect("rule");
+    }
+    a.put(3000, DB, "notes", "k", b"a").expect("put");
+    b.put(3001, DB, "notes", "k", b"b").expect("put");
+    sync_once(&mut a, &b, 4000, DB).expect("sync");
+    let state = a.get(DB, "notes", "k").expect("get").expect("row");
+    assert_eq!(state.value.as_deref(), Some(&b"b"[..]));
+    assert_eq!(state.conflict, vec![Some(b"a".to_vec())]);
+    assert_eq!(a.conflicts(DB).expect("conflicts").len(), 1);
+    a.put(5000, DB, "notes", "k", b"merged").expect("put");
+    assert!(a.conflicts(DB).expect("conflicts").is_empty());
+    sync_once(&mut b, &a, 5001, DB).expect("sync");
+    let state = b.get(DB, "notes", "k").expect("get").expect("row");
+    assert_eq!(
+        (state.value.as_deref(), state.conflict.len()),
+        (Some(&b"merged"[..]), 0)
+    );
+}
+
+#[test]
+fn app_conflicts_come_in_batch_closures_and_resolve_once() {
+    let (mut a, mut b) = pair();
+    for r in [&mut a, &mut b] {
+        r.set_rule(DB, "notes", "", Rule::App).expect("rule");
+    }
+    let put = |k: &str, v: &str| Op::Put {
+        collection: "notes".into(),
+        key: k.into(),
+        value: v.into(),
+    };
+    // {B1: x, y} on a and {B2: y, z} on b: one closure {x, y, z}; w alone.
+    a.batch(3000, DB, &[put("x", "a"), put("y", "a")])
+        .expect("batch");
+    b.batch(3001, DB, &[put("y", "b"), put("z", "b")])
+        .expect("batch");
+    a.put(3002, DB, "notes", "z", b"a").expect("put");
+    a.put(3003, DB, "notes", "w", b"a").expect("put");
+    b.put(3004, DB, "notes", "w", b"b").expect("put");
+    b.put(3005, DB, "notes", "x", b"b").expect("put");
+    sync_once(&mut a, &b, 4000, DB).expect("sync");
+    let groups = a.conflicts(DB).expect("conflicts");
+    let mut sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+    sizes.sort();
+    assert_eq!(sizes, [1, 3], "{groups:?}");
+    let answers: Vec<_> = ["w", "x", "y", "z"]
+        .iter()
+        .map(|k| ("notes".to_string(), (*k).to_string(), Choice::Remote))
+        .collect();
+    a.resolve(5000, DB, &answers).expect("resolve");
+    assert!(a.conflicts(DB).expect("conflicts").is_empty());
+    assert!(matches!(
+        a.resolve(5001, DB, &answers[..1]),
+        Err(ReplicaError::NoConflict(..))
+    ));
+    let back = sync_once(&mut b, &a, 5002, DB).expect("sync");
+    assert_eq!(
+        back.applied.conflicts, 0,
+        "b takes the resolution without a conflict"
+    );
+    for k in ["w", "x", "y", "z"] {
+        assert_eq!(text(&b, DB, "notes", k).as_deref(), Some("b"), "{k}");
+        assert_eq!(text(&a, DB, "notes", k).as_deref(), Some("b"), "{k}");
+    }
+}
+
+#[test]
+fn forged_and_unauthorised_records_are_refused() {
+    let (mut a, mut b) = pair();
+    let (mut outsider, _) = replica(9);
+    a.put(2000, DB, "notes", "k", b"honest").expect("put");
+    // A record with its value changed after signing.
+    let req = b.delta_request(DB).expect("request");
+    let mut answer = a.answer(&req, b.id()).expect("answer");
+    let mut frame = answer.next_frame(&a).expect("frame").expect("some");
+    frame.records[0].value = b"forged".to_vec();
+    let applied = b.apply_frame(2001, &req, a.id(), &frame).expect("apply");
+    assert_eq!(applied.new, 0);
+    assert_eq!(applied.refused[0].2, RefusalReason::WrongVersion);
+    assert_eq!(text(&b, DB, "notes", "k"), None);
+    // A record signed by a node that is no writer.
+    outsider
+        .put(2002, DB, "notes", "k", b"intruder")
+        .expect("put");
+    let req = outsider.delta_request(DB).expect("request");
+    assert!(req.knowledge.is_empty(), "the outsider is in no syncgroup");
+    let mut answer = a
+        .answer(&b.delta_request(DB).expect("r"), b.id())
+        .expect("answer");
+    let mut frame = answer.next_frame(&a).expect("frame").expect("some");
+    frame.records = vec![outsider_record(&mut outsider)];
+    let applied = b
+        .apply_frame(2003, &req_of(&b), a.id(), &frame)
+        .expect("apply");
+    assert!(
+        matches!(applied.refused[0].2, RefusalReason::NotWriter { .. }),
+        "{:?}",
+        applied.refused
+    );
+    assert_eq!(text(&b, DB, "notes", "k"), None);
+    // A signature moved onto another author's record.
+    let mut from_scratch = req_of(&b);
+    from_scratch.knowledge[0].gens.clear();
+    let mut frame2 = a
+        .answer(&from_scratch, b.id())
+        .expect("answer")
+        .next_frame(&a)
+        .expect("f")
+        .expect("s");
+    frame2.records[0].author = outsider.id().0.to_vec();
+    let applied = b
+        .apply_frame(2004, &from_scratch, a.id(), &frame2)
+        .expect("apply");
+    assert_eq!(applied.refused[0].2, RefusalReason::BadSignature);
+}
+
+fn req_of(r: &tributary_replica::Replica) -> tributary_wire::replica::DeltaRequest {
+    r.delta_request(DB).expect("request")
+}
+
+/// The outsider's own signed record of notes/k, taken from its answer to itself.
+fn outsider_record(
+    outsider: &mut tributary_replica::Replica,
+) -> tributary_wire::replica::LogRecord {
+    outsider
+        .create_syncgroup(1, DB, spec(&["notes"], &[]))
+        .expect("own syncgroup");
+    let me = outsider.id();
+    let mut req = outsider.delta_request(DB).expect("request");
+    req.knowledge[0].gens.clear();
+    // Answer an imaginary peer with empty knowledge: the log as a stranger would get it.
+    let stranger = common::identity(200);
+    let stranger_id = tributary_replica::NodeId(stranger.eth_address());
+    outsider
+        .update_spec(
+            DB,
+            {
+                let mut s = spec(&["notes"], &[]);
+                s.readers = vec![stranger_id];
+                s.admins = vec![me];
+                s
+            },
+            1,
+        )
+        .expect("spec");
+    req.initiator = stranger_id.0.to_vec();
+    let mut answer = outsider.answer(&req, stranger_id).expect("answer");
+    answer
+        .next_frame(outsider)
+        .expect("frame")
+        .expect("some")
+        .records
+        .remove(0)
+}
+
+#[test]
+fn a_revoked_reader_receives_nothing_more() {
+    let (mut a, mut b) = pair();
+    a.put(2000, DB, "notes", "k1", b"v1").expect("put");
+    sync_once(&mut b, &a, 2001, DB).expect("sync");
+    a.eject(2002, DB, "sg", b.id()).expect("eject");
+    a.put(2003, DB, "notes", "k2", b"v2").expect("put");
+    assert!(matches!(
+        sync_once(&mut b, &a, 2004, DB),
+        Err(ReplicaError::NotAuthorized(_))
+    ));
+    assert_eq!(text(&b, DB, "notes", "k2"), None);
+    assert_eq!(
+        text(&b, DB, "notes", "k1").as_deref(),
+        Some("v1"),
+        "what it had stays"
+    );
+}
+
+#[test]
+fn a_batch_arrives_whole_or_not_at_all() {
+    let (mut a, mut b) = pair();
+    let ops: Vec<Op> = (0..100)
+        .map(|i| Op::Put {
+            collection: "notes".into(),
+            key: format!("row{i:03}"),
+            value: b"batch".to_vec(),
+        })
+        .collect();
+    a.batch(2000, DB, &ops).expect("batch");
+    let req = req_of(&b);
+    let mut frame = a
+        .answer(&req, b.id())
+        .expect("answer")
+        .next_frame(&a)
+        .expect("f")
+        .expect("s");
+    assert_eq!(frame.records.len(), 100);
+    frame.records.truncate(60);
+    let applied = b.apply_frame(2001, &req, a.id(), &frame).expect("apply");
+    assert!(matches!(
+        applied.refused[0].2,
+        RefusalReason::IncompleteBatch {
+            got: 60,
+            count: 100,
+            ..
+        }
+    ));
+    assert!(
+        b.scan(DB, "notes", "").expect("scan").is_empty(),
+        "no half batch is visible"
+    );
+    sync_once(&mut b, &a, 2002, DB).expect("sync");
+    assert_eq!(b.scan(DB, "notes", "").expect("scan").len(), 100);
+}
+
+#[test]
+fn a_cut_sync_keeps_whole_frames_and_knowledge_says_so() {
+    let (mut a, _) = replica(1);
+    let (mut b, _) = replica(2);
+    a.create_syncgroup(1000, DB, spec(&["notes"], &[b.id()]))
+        .expect("create");
+    join(&mut a, &mut b, 1000, DB, "sg");
+    let value = vec![b'x'; 10_000];
+    for i in 0..100 {
+        a.put(2000 + i, DB, "notes", &format!("k{i:03}"), &value)
+            .expect("put");
+    }
+    let req = req_of(&b);
+    let mut answer = a.answer(&req, b.id()).expect("answer");
+    let first = answer.next_frame(&a).expect("frame").expect("some");
+    assert!(
+        !first.last && first.records.len() < 100,
+        "several frames: {}",
+        first.records.len()
+    );
+    let got = first.records.len();
+    b.apply_frame(3000, &req, a.id(), &first).expect("apply");
+    // The connection drops here. The next round asks only for the rest.
+    let report = sync_once(&mut b, &a, 3001, DB).expect("sync");
+    assert_eq!(
+        report.applied.records as usize,
+        100 - got,
+        "nothing sent twice"
+    );
+    assert_eq!(b.scan(DB, "notes", "").expect("scan").len(), 100);
+    let bytes = first.encode_to_vec().len();
+    assert!(bytes <= tributary_wire::MAX_REPLICA_FRAME_BYTES, "{bytes}");
+    let _ = DeltaFrame::default();
+}
+
+#[test]
+fn watch_resumes_after_its_marker() {
+    let (mut a, mut b) = pair();
+    a.put(2000, DB, "notes", "k1", b"v1").expect("put");
+    a.put(2001, DB, "notes", "k2", b"v2").expect("put");
+    let first = a.watch(DB, 0, 1).expect("watch");
+    assert_eq!((first.len(), first[0].key.as_str()), (1, "k1"));
+    let rest = a.watch(DB, first[0].seq, 100).expect("watch");
+    assert_eq!(
+        rest.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        ["k2"]
+    );
+    sync_once(&mut b, &a, 2002, DB).expect("sync");
+    let on_b = b.watch(DB, 0, 100).expect("watch");
+    assert_eq!(on_b.len(), 2);
+    assert!(on_b.iter().all(|e| e.from_sync));
+}
+
+#[test]
+fn a_pending_joiner_writes_only_after_reaching_the_checkpoint() {
+    let (mut a, _) = replica(1);
+    let (mut b, _) = replica(2);
+    a.create_syncgroup(1000, DB, spec(&["notes"], &[b.id()]))
+        .expect("create");
+    a.put(1500, DB, "notes", "k", b"before the join")
+        .expect("put");
+    join(&mut a, &mut b, 2000, DB, "sg");
+    assert!(matches!(
+        b.put(2001, DB, "notes", "k2", b"v"),
+        Err(ReplicaError::JoinPending(_))
+    ));
+    sync_once(&mut b, &a, 2002, DB).expect("sync");
+    b.put(2003, DB, "notes", "k2", b"v")
+        .expect("put after sync");
+    let (mut c, _) = replica(3);
+    assert!(matches!(
+        a.admin_join(2004, DB, "sg", c.id()),
+        Err(ReplicaError::NotAllowed(..))
+    ));
+    assert!(matches!(
+        b.admin_join(2004, DB, "sg", c.id()),
+        Err(ReplicaError::NotAdmin(..))
+    ));
+    let _ = &mut c;
+}
+
+#[test]
+fn pruning_keeps_the_log_bounded_under_steady_writes() {
+    let (mut a, mut b) = pair();
+    let mut sizes = Vec::new();
+    for round in 0..200u64 {
+        let now = 10_000 + round * 10;
+        a.put(now, DB, "notes", &format!("k{}", round % 10), b"a")
+            .expect("put");
+        b.put(
+            now + 1,
+            DB,
+            "notes",
+            &format!("k{}", (round + 5) % 10),
+            b"b",
+        )
+        .expect("put");
+        sync_once(&mut a, &b, now + 2, DB).expect("sync");
+        sync_once(&mut b, &a, now + 3, DB).expect("sync");
+        sizes.push(a.log_len(DB).expect("len"));
+    }
+    let max_late = *sizes[100..].iter().max().expect("sizes");
+    assert!(
+        max_late <= 40,
+        "log of 10 rows stays near its heads: {:?}",
+        &sizes[190..]
+    );
+    assert_eq!(
+        a.scan(DB, "notes", "").expect("scan"),
+        b.scan(DB, "notes", "").expect("scan")
+    );
+}

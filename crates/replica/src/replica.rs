@@ -318,6 +318,14 @@ impl Replica {
         visible(self, None, row, heads)
     }
 
+    /// Whether this node holds `version` of a row (not counting pruned or placeholder nodes).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn has_version(&self, row: &RowId, version: &Version) -> Result<bool, ReplicaError> {
+        Ok(read_node(self, row, version)?.is_some_and(|n| !n.placeholder))
+    }
+
     /// This node's last generation in `db`.
     pub(crate) fn own_gen(&self, db: &str) -> Result<u64, ReplicaError> {
         read_u64(self, &meta_key(db, "generation", &[]))

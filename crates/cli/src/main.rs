@@ -4,6 +4,7 @@
 //! with status 2 (clap's convention).
 
 mod chunk;
+mod db;
 mod devnet;
 mod files;
 mod node;
@@ -40,6 +41,12 @@ enum Command {
     Devnet(devnet::DevnetArgs),
     /// Show a running node's Kademlia table.
     Status(status::StatusArgs),
+    /// Replicated databases (Syncbase-style) in a data directory.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Syncgroups: which collections are shared with whom.
+    #[command(subcommand)]
+    Syncgroup(db::SyncgroupCommand),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +59,8 @@ fn main() -> ExitCode {
         Command::Node(args) => node::node(&args),
         Command::Devnet(args) => devnet::devnet(&args),
         Command::Status(args) => status::status(&args),
+        Command::Db(cmd) => db::run(cmd),
+        Command::Syncgroup(cmd) => db::run_syncgroup(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

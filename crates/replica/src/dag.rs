@@ -153,7 +153,7 @@ mod tests {
     use super::*;
     use crate::record::Draft;
     use crate::resolve::Rule;
-    use crate::{ReplicaConfig, Replica};
+    use crate::{Replica, ReplicaConfig};
 
     struct Case {
         name: &'static str,
@@ -166,18 +166,114 @@ mod tests {
     }
 
     const CASES: &[Case] = &[
-        Case { name: "local chain", steps: &["l v1", "l v2 v1"], heads: &["v2"], conflict: false, ancestor: None, held: &["v1", "v2"], gone: &[] },
-        Case { name: "remote fast-forward", steps: &["l v1", "r v2 v1"], heads: &["v2"], conflict: false, ancestor: None, held: &[], gone: &[] },
-        Case { name: "remote conflict with an ancestor", steps: &["l v1", "l v2 v1", "r v3 v1"], heads: &["v2", "v3"], conflict: true, ancestor: Some("v1"), held: &[], gone: &[] },
-        Case { name: "remote chain conflicting", steps: &["l v1", "l v2 v1", "r v3 v1", "r v4 v3", "r v5 v4"], heads: &["v2", "v5"], conflict: true, ancestor: Some("v1"), held: &[], gone: &[] },
-        Case { name: "two grafts: the later ancestor", steps: &["l v1", "l v2 v1", "l v3 v2", "r v4 v1", "r v5 v4 v2"], heads: &["v3", "v5"], conflict: true, ancestor: Some("v2"), held: &[], gone: &[] },
-        Case { name: "no common ancestor", steps: &["l v1", "r v2"], heads: &["v1", "v2"], conflict: true, ancestor: None, held: &[], gone: &[] },
-        Case { name: "a remote merge resolves", steps: &["l v1", "l v2 v1", "r v3 v1", "l v9 v2", "r v4 v9 v3"], heads: &["v4"], conflict: false, ancestor: None, held: &[], gone: &[] },
-        Case { name: "a child before its parent", steps: &["l v1", "r v3 v2", "r v2 v1"], heads: &["v3"], conflict: false, ancestor: None, held: &["v2"], gone: &[] },
-        Case { name: "a duplicate of a local write", steps: &["l v1", "r v1"], heads: &["v1"], conflict: false, ancestor: None, held: &["v1"], gone: &[] },
-        Case { name: "three heads, then a local write names them all", steps: &["l v1", "r v2 v1", "r v3 v1", "l v4 v1", "l v5"], heads: &["v5"], conflict: false, ancestor: None, held: &[], gone: &[] },
-        Case { name: "pruning keeps the head only", steps: &["l v1", "l v2 v1", "l v3 v2", "prune", "r v4 v3"], heads: &["v4"], conflict: false, ancestor: None, held: &["v3"], gone: &["v1", "v2"] },
-        Case { name: "a deleted head conflicts like any other", steps: &["l v1", "l -v2 v1", "r v3 v1"], heads: &["v2", "v3"], conflict: true, ancestor: Some("v1"), held: &[], gone: &[] },
+        Case {
+            name: "local chain",
+            steps: &["l v1", "l v2 v1"],
+            heads: &["v2"],
+            conflict: false,
+            ancestor: None,
+            held: &["v1", "v2"],
+            gone: &[],
+        },
+        Case {
+            name: "remote fast-forward",
+            steps: &["l v1", "r v2 v1"],
+            heads: &["v2"],
+            conflict: false,
+            ancestor: None,
+            held: &[],
+            gone: &[],
+        },
+        Case {
+            name: "remote conflict with an ancestor",
+            steps: &["l v1", "l v2 v1", "r v3 v1"],
+            heads: &["v2", "v3"],
+            conflict: true,
+            ancestor: Some("v1"),
+            held: &[],
+            gone: &[],
+        },
+        Case {
+            name: "remote chain conflicting",
+            steps: &["l v1", "l v2 v1", "r v3 v1", "r v4 v3", "r v5 v4"],
+            heads: &["v2", "v5"],
+            conflict: true,
+            ancestor: Some("v1"),
+            held: &[],
+            gone: &[],
+        },
+        Case {
+            name: "two grafts: the later ancestor",
+            steps: &["l v1", "l v2 v1", "l v3 v2", "r v4 v1", "r v5 v4 v2"],
+            heads: &["v3", "v5"],
+            conflict: true,
+            ancestor: Some("v2"),
+            held: &[],
+            gone: &[],
+        },
+        Case {
+            name: "no common ancestor",
+            steps: &["l v1", "r v2"],
+            heads: &["v1", "v2"],
+            conflict: true,
+            ancestor: None,
+            held: &[],
+            gone: &[],
+        },
+        Case {
+            name: "a remote merge resolves",
+            steps: &["l v1", "l v2 v1", "r v3 v1", "l v9 v2", "r v4 v9 v3"],
+            heads: &["v4"],
+            conflict: false,
+            ancestor: None,
+            held: &[],
+            gone: &[],
+        },
+        Case {
+            name: "a child before its parent",
+            steps: &["l v1", "r v3 v2", "r v2 v1"],
+            heads: &["v3"],
+            conflict: false,
+            ancestor: None,
+            held: &["v2"],
+            gone: &[],
+        },
+        Case {
+            name: "a duplicate of a local write",
+            steps: &["l v1", "r v1"],
+            heads: &["v1"],
+            conflict: false,
+            ancestor: None,
+            held: &["v1"],
+            gone: &[],
+        },
+        Case {
+            name: "three heads, then a local write names them all",
+            steps: &["l v1", "r v2 v1", "r v3 v1", "l v4 v1", "l v5"],
+            heads: &["v5"],
+            conflict: false,
+            ancestor: None,
+            held: &[],
+            gone: &[],
+        },
+        Case {
+            name: "pruning keeps the head only",
+            steps: &["l v1", "l v2 v1", "l v3 v2", "prune", "r v4 v3"],
+            heads: &["v4"],
+            conflict: false,
+            ancestor: None,
+            held: &["v3"],
+            gone: &["v1", "v2"],
+        },
+        Case {
+            name: "a deleted head conflicts like any other",
+            steps: &["l v1", "l -v2 v1", "r v3 v1"],
+            heads: &["v2", "v3"],
+            conflict: true,
+            ancestor: Some("v1"),
+            held: &[],
+            gone: &[],
+        },
     ];
 
     struct Table {
@@ -192,7 +288,9 @@ mod tests {
     impl Table {
         fn new() -> Self {
             let key = |b: u8| Identity::from_secret(&[b; 32], [0; 32]).expect("key");
-            let mut local = Replica::open(Arc::new(MemStore::new()), key(1), ReplicaConfig::default()).expect("open");
+            let mut local =
+                Replica::open(Arc::new(MemStore::new()), key(1), ReplicaConfig::default())
+                    .expect("open");
             local.set_rule("db", "c", "", Rule::Defer).expect("rule");
             Self {
                 local,
@@ -200,7 +298,11 @@ mod tests {
                 versions: BTreeMap::new(),
                 remote_gen: 0,
                 clock: 1 << 20,
-                row: RowId { db: "db".into(), collection: "c".into(), key: "k".into() },
+                row: RowId {
+                    db: "db".into(),
+                    collection: "c".into(),
+                    key: "k".into(),
+                },
             }
         }
 
@@ -209,7 +311,10 @@ mod tests {
                 Some(l) => (l.to_string(), true),
                 None => (words[1].to_string(), false),
             };
-            let parents = words[2..].iter().map(|p| self.version_of_label(p)).collect();
+            let parents = words[2..]
+                .iter()
+                .map(|p| self.version_of_label(p))
+                .collect();
             (label, deleted, parents)
         }
 
@@ -246,11 +351,25 @@ mod tests {
             let Some(words) = lines.iter().find(|w| w[1].trim_start_matches('-') == label) else {
                 return self.version_of_label(label);
             };
-            let parents: Vec<Version> = words[2..].iter().map(|p| self.remote_version(lines, p)).collect();
+            let parents: Vec<Version> = words[2..]
+                .iter()
+                .map(|p| self.remote_version(lines, p))
+                .collect();
             self.clock += 1;
             let deleted = words[1].starts_with('-');
-            let value = if deleted { Vec::new() } else { label.as_bytes().to_vec() };
-            let draft = Draft { row: &self.row, parents, time: self.clock, deleted, batch: None, value: &value };
+            let value = if deleted {
+                Vec::new()
+            } else {
+                label.as_bytes().to_vec()
+            };
+            let draft = Draft {
+                row: &self.row,
+                parents,
+                time: self.clock,
+                deleted,
+                batch: None,
+                value: &value,
+            };
             let v = crate::record::version_of(&draft);
             self.versions.insert(label.to_string(), (v, self.clock));
             v
@@ -259,7 +378,10 @@ mod tests {
         fn remote(&mut self, lines: &[Vec<&str>]) {
             let mut txn = Txn::new(&self.local, "db", true).expect("txn");
             let mut before = BTreeMap::new();
-            before.insert(self.row.clone(), txn.heads(&self.local, &self.row).expect("heads"));
+            before.insert(
+                self.row.clone(),
+                txn.heads(&self.local, &self.row).expect("heads"),
+            );
             for words in lines {
                 let label = words[1].trim_start_matches('-');
                 self.remote_version(lines, label);
@@ -267,11 +389,26 @@ mod tests {
             for words in lines {
                 let (label, deleted, parents) = self.draft_parts(words);
                 let time = self.versions[&label].1;
-                let value = if deleted { Vec::new() } else { label.as_bytes().to_vec() };
-                let draft = Draft { row: &self.row, parents, time, deleted, batch: None, value: &value };
+                let value = if deleted {
+                    Vec::new()
+                } else {
+                    label.as_bytes().to_vec()
+                };
+                let draft = Draft {
+                    row: &self.row,
+                    parents,
+                    time,
+                    deleted,
+                    batch: None,
+                    value: &value,
+                };
                 self.remote_gen += 1;
-                let (record, wire) = Record::sign(&draft, &self.remote, self.remote_gen).expect("sign");
-                assert_eq!(record.version, self.versions[&label].0, "a label is one write");
+                let (record, wire) =
+                    Record::sign(&draft, &self.remote, self.remote_gen).expect("sign");
+                assert_eq!(
+                    record.version, self.versions[&label].0,
+                    "a label is one write"
+                );
                 assert_eq!(Record::verify(&wire).expect("verifies"), record);
                 add_record(&mut txn, &self.local, &record, &wire).expect("add");
             }
@@ -280,7 +417,10 @@ mod tests {
         }
 
         fn label(&self, v: &Version) -> String {
-            self.versions.iter().find(|(_, (x, _))| x == v).map_or_else(|| format!("?{v}"), |(l, _)| l.clone())
+            self.versions
+                .iter()
+                .find(|(_, (x, _))| x == v)
+                .map_or_else(|| format!("?{v}"), |(l, _)| l.clone())
         }
     }
 
@@ -301,27 +441,55 @@ mod tests {
                 _ => {}
             }
         }
-        let heads = t.local.visible(&t.row, &crate::replica::read_heads(&t.local, &t.row).expect("heads")).expect("visible");
-        let mut labels: Vec<String> = crate::replica::read_heads(&t.local, &t.row).expect("heads").iter().map(|v| t.label(v)).collect();
+        let heads = t
+            .local
+            .visible(
+                &t.row,
+                &crate::replica::read_heads(&t.local, &t.row).expect("heads"),
+            )
+            .expect("visible");
+        let mut labels: Vec<String> = crate::replica::read_heads(&t.local, &t.row)
+            .expect("heads")
+            .iter()
+            .map(|v| t.label(v))
+            .collect();
         labels.sort();
         assert_eq!(labels, case.heads, "{}: heads", case.name);
         let conflicts = t.local.conflicts("db").expect("conflicts");
-        assert_eq!(!conflicts.is_empty(), case.conflict, "{}: conflict", case.name);
+        assert_eq!(
+            !conflicts.is_empty(),
+            case.conflict,
+            "{}: conflict",
+            case.name
+        );
         if case.conflict {
             let state = heads.expect("visible row");
             assert_eq!(state.conflict.len() + 1, case.heads.len(), "{}", case.name);
             let txn = Txn::new(&t.local, "db", false).expect("txn");
             let heads = crate::replica::read_heads(&t.local, &t.row).expect("heads");
             let ancestor = common_ancestor(&txn, &t.local, &t.row, &heads).expect("ancestor");
-            assert_eq!(ancestor.map(|v| t.label(&v)).as_deref(), case.ancestor, "{}: ancestor", case.name);
+            assert_eq!(
+                ancestor.map(|v| t.label(&v)).as_deref(),
+                case.ancestor,
+                "{}: ancestor",
+                case.name
+            );
         }
         for label in case.held {
             let v = t.versions[*label].0;
-            assert!(t.local.has_version(&t.row, &v).expect("has"), "{}: {label} held", case.name);
+            assert!(
+                t.local.has_version(&t.row, &v).expect("has"),
+                "{}: {label} held",
+                case.name
+            );
         }
         for label in case.gone {
             let v = t.versions[*label].0;
-            assert!(!t.local.has_version(&t.row, &v).expect("has"), "{}: {label} pruned", case.name);
+            assert!(
+                !t.local.has_version(&t.row, &v).expect("has"),
+                "{}: {label} pruned",
+                case.name
+            );
         }
     }
 

@@ -37,18 +37,32 @@ fn step(k: usize) -> impl Strategy<Value = Step> {
 type Model = BTreeMap<String, (u64, Option<u8>)>;
 
 fn row(key: &str) -> RowId {
-    RowId { db: DB.into(), collection: "c".into(), key: key.into() }
+    RowId {
+        db: DB.into(),
+        collection: "c".into(),
+        key: key.into(),
+    }
 }
 
 fn setup(k: usize) -> Vec<Replica> {
     let mut replicas: Vec<Replica> = (0..k)
         .map(|i| {
             let (_, store) = replica(0);
-            common::reopen(u8::try_from(i + 1).expect("small"), &store, ReplicaConfig { prune: false, frame_bytes: 200, ..ReplicaConfig::default() })
+            common::reopen(
+                u8::try_from(i + 1).expect("small"),
+                &store,
+                ReplicaConfig {
+                    prune: false,
+                    frame_bytes: 200,
+                    ..ReplicaConfig::default()
+                },
+            )
         })
         .collect();
     let ids: Vec<_> = replicas.iter().map(Replica::id).collect();
-    replicas[0].create_syncgroup(1, DB, spec(&["c"], &ids)).expect("create");
+    replicas[0]
+        .create_syncgroup(1, DB, spec(&["c"], &ids))
+        .expect("create");
     for i in 1..k {
         let (admin, rest) = replicas.split_at_mut(1);
         join(&mut admin[0], &mut rest[i - 1], 1, DB, "sg");
@@ -78,15 +92,26 @@ fn sync_pair(replicas: &mut [Replica], to: usize, from: usize, now: u64, cut: bo
         }
     } else {
         let report = sync_once(a, b, now, DB).expect("sync");
-        assert!(report.applied.refused.is_empty(), "{:?}", report.applied.refused);
+        assert!(
+            report.applied.refused.is_empty(),
+            "{:?}",
+            report.applied.refused
+        );
     }
 }
 
 fn check_batches(replicas: &[Replica], batches: &[Vec<(String, Version)>]) {
     for (i, r) in replicas.iter().enumerate() {
         for batch in batches {
-            let held = batch.iter().filter(|(k, v)| r.has_version(&row(k), v).expect("has")).count();
-            assert!(held == 0 || held == batch.len(), "replica {i} holds {held} of {} rows of a batch", batch.len());
+            let held = batch
+                .iter()
+                .filter(|(k, v)| r.has_version(&row(k), v).expect("has"))
+                .count();
+            assert!(
+                held == 0 || held == batch.len(),
+                "replica {i} holds {held} of {} rows of a batch",
+                batch.len()
+            );
         }
     }
 }
@@ -100,7 +125,9 @@ fn run(k: usize, steps: &[Step]) {
         match s {
             Step::Put { at, key, value } => {
                 let key = format!("k{key}");
-                replicas[*at].put(now, DB, "c", &key, &[*value]).expect("put");
+                replicas[*at]
+                    .put(now, DB, "c", &key, &[*value])
+                    .expect("put");
                 model.insert(key, (now, Some(*value)));
             }
             Step::Delete { at, key } => {
@@ -109,7 +136,14 @@ fn run(k: usize, steps: &[Step]) {
                 model.insert(key, (now, None));
             }
             Step::Batch { at, keys, value } => {
-                let ops: Vec<Op> = keys.iter().map(|k| Op::Put { collection: "c".into(), key: format!("k{k}"), value: vec![*value] }).collect();
+                let ops: Vec<Op> = keys
+                    .iter()
+                    .map(|k| Op::Put {
+                        collection: "c".into(),
+                        key: format!("k{k}"),
+                        value: vec![*value],
+                    })
+                    .collect();
                 let versions = replicas[*at].batch(now, DB, &ops).expect("batch");
                 let mut rows: BTreeMap<String, Version> = BTreeMap::new();
                 for (op, v) in ops.iter().zip(versions) {
@@ -132,7 +166,10 @@ fn run(k: usize, steps: &[Step]) {
             }
         }
     }
-    let expected: Vec<(String, u8)> = model.iter().filter_map(|(k, (_, v))| v.map(|v| (k.clone(), v))).collect();
+    let expected: Vec<(String, u8)> = model
+        .iter()
+        .filter_map(|(k, (_, v))| v.map(|v| (k.clone(), v)))
+        .collect();
     for (i, r) in replicas.iter().enumerate() {
         let rows: Vec<(String, u8)> = r
             .scan(DB, "c", "")
@@ -158,9 +195,21 @@ proptest! {
 
 fn clamp(s: Step, k: usize) -> Step {
     match s {
-        Step::Put { at, key, value } => Step::Put { at: at % k, key, value },
+        Step::Put { at, key, value } => Step::Put {
+            at: at % k,
+            key,
+            value,
+        },
         Step::Delete { at, key } => Step::Delete { at: at % k, key },
-        Step::Batch { at, keys, value } => Step::Batch { at: at % k, keys, value },
-        Step::Sync { to, from, cut } => Step::Sync { to: to % k, from: from % k, cut },
+        Step::Batch { at, keys, value } => Step::Batch {
+            at: at % k,
+            keys,
+            value,
+        },
+        Step::Sync { to, from, cut } => Step::Sync {
+            to: to % k,
+            from: from % k,
+            cut,
+        },
     }
 }

@@ -70,3 +70,43 @@ impl Drop for NodeProcess {
         let _ = self.0.wait();
     }
 }
+
+/// Runs `tributary args…` with `stdin`, returning its output.
+pub fn run_cli(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tributary");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
+
+/// Runs a command that must succeed; its standard output.
+pub fn cli_ok(args: &[&str]) -> String {
+    let out = run_cli(args, None);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs a command that must fail with one `error:` line holding `needle`.
+pub fn cli_fails(args: &[&str], stdin: Option<&str>, needle: &str) {
+    let out = run_cli(args, stdin);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(
+        err.lines().count() == 1 && err.starts_with("error: ") && err.contains(needle),
+        "{args:?}: stderr {err:?} should be one error line with {needle:?}"
+    );
+}

@@ -78,7 +78,8 @@ pub struct RowState {
     pub value: Option<Vec<u8>>,
     /// The visible version.
     pub version: Version,
-    /// The values of the other heads while a conflict is unresolved (`None`: a delete).
+    /// The values of the other heads while an `app` or `defer` conflict is unresolved
+    /// (`None`: a delete). Under last-writer-wins the winner is all a reader sees.
     pub conflict: Vec<Option<Vec<u8>>>,
 }
 
@@ -226,9 +227,13 @@ impl Replica {
         } else {
             None
         };
+        // Records per collection: a row with more than two heads (concurrent writes not yet
+        // merged) takes a chain of records, two parents each.
         let mut per_collection: BTreeMap<&str, u32> = BTreeMap::new();
         for row in last.keys() {
-            *per_collection.entry(row.collection.as_str()).or_default() += 1;
+            let heads = txn.heads(self, row)?.len();
+            let records = u32::try_from(heads.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+            *per_collection.entry(row.collection.as_str()).or_default() += records;
         }
         let mut versions = Vec::with_capacity(ops.len());
         for (row, value) in &last {
@@ -353,7 +358,7 @@ pub(crate) fn visible(
     let Some((_, version, winner)) = nodes.first() else {
         return Ok(None);
     };
-    if winner.deleted && nodes.len() == 1 {
+    if winner.deleted && (nodes.len() == 1 || r.rule_for(row)? == crate::resolve::Rule::Lww) {
         return Ok(None);
     }
     let value_of =
@@ -362,8 +367,10 @@ pub(crate) fn visible(
             None => node_value(r, row, node),
         };
     let mut conflict = Vec::new();
-    for (_, v, node) in &nodes[1..] {
-        conflict.push(value_of(v, node)?);
+    if nodes.len() > 1 && r.rule_for(row)? != crate::resolve::Rule::Lww {
+        for (_, v, node) in &nodes[1..] {
+            conflict.push(value_of(v, node)?);
+        }
     }
     Ok(Some(RowState {
         value: value_of(version, winner)?,

@@ -2,10 +2,14 @@
 //! what each rule does with a row that has more than one head after a sync.
 //!
 //! - **Last writer wins** (the default): the head with the latest time wins, ties going to
-//!   the larger version. The resolution is a record with the two heads as parents, the
-//!   winner's value, and the time just after the later head — all of it determined by the
-//!   heads, so every member that resolves the same conflict makes the same version and no
-//!   member sees another's resolution as a new conflict.
+//!   the larger version. It is resolved where it is read, and nothing is written: the
+//!   winner is a function of the heads, members that hold the same versions read the same
+//!   value, and the next write of the row names every head as its parent, merging them in
+//!   the DAG. Two earlier designs wrote the resolution as a record, and both failed in the
+//!   50-node simulation: a merge version per resolver conflicted again with the other
+//!   resolvers' merges (17,000 conflicts and climbing after writes stopped), and a link
+//!   record per resolver (Syncbase's `LinkRec`) converged but cost every member's links
+//!   delivered to every member, 25 redundant records per new one.
 //! - **App resolves**: the conflict waits in [`Replica::conflicts`], grouped into closures of
 //!   rows whose heads share batches (Syncbase's `cr_closure`), until the app answers with
 //!   [`Replica::resolve`]; the answers are one batch whose writes name both heads.
@@ -353,43 +357,14 @@ pub(crate) fn after_sync(
         found += 1;
         match r.rule_for(&row)? {
             Rule::Lww => {
-                lww_merge(txn, r, &row, &heads)?;
+                // Nothing to write: every member holding these heads reads the same winner.
+                clear_conflict(txn, r, &row);
                 resolved += 1;
             }
             rule => record_conflict(txn, r, &row, &heads, before.get(&row), rule)?,
         }
     }
     Ok((found, resolved))
-}
-
-/// Merges `heads` two at a time, oldest first, each merge carrying the winner's value and
-/// the time just after its later parent.
-fn lww_merge(
-    txn: &mut Txn,
-    r: &Replica,
-    row: &RowId,
-    heads: &[Version],
-) -> Result<(), ReplicaError> {
-    let mut timed = Vec::with_capacity(heads.len());
-    for v in heads {
-        let node = txn
-            .node(r, row, v)?
-            .ok_or(ReplicaError::Corrupt("head node"))?;
-        timed.push((node.time, *v));
-    }
-    timed.sort();
-    let winner = visible(r, Some(txn), row, heads)?;
-    let value = winner.and_then(|s| s.value);
-    let mut acc = timed[0];
-    for &(time, v) in &timed[1..] {
-        let mut parents = vec![acc.1, v];
-        parents.sort();
-        let merged_time = acc.0.max(time) + 1;
-        let version = txn.write_own(r, row, parents, value.as_deref(), merged_time, None)?;
-        acc = (merged_time, version);
-    }
-    clear_conflict(txn, r, row);
-    Ok(())
 }
 
 fn record_conflict(

@@ -100,9 +100,11 @@ fn lww_resolves_the_same_everywhere_and_settles() {
     let r1 = sync_once(&mut a, &b, 4000, DB).expect("sync");
     let r2 = sync_once(&mut b, &a, 4000, DB).expect("sync");
     assert_eq!((r1.applied.conflicts, r1.applied.resolved), (1, 1));
+    assert_eq!((r2.applied.conflicts, r2.applied.resolved), (1, 1));
     assert_eq!(
-        r2.applied.conflicts, 0,
-        "b takes a's resolution: no second conflict"
+        r1.applied.records + r2.applied.records,
+        2,
+        "resolving writes nothing"
     );
     for r in [&a, &b] {
         assert_eq!(text(r, DB, "notes", "k").as_deref(), Some("from-b (later)"));
@@ -494,4 +496,52 @@ fn pruning_keeps_the_log_bounded_under_steady_writes() {
         a.scan(DB, "notes", "").expect("scan"),
         b.scan(DB, "notes", "").expect("scan")
     );
+}
+
+#[test]
+fn cut_syncs_from_many_authors_never_resend() {
+    let (mut a, _) = replica(1);
+    let (mut b, _) = replica(2);
+    let (mut c, _) = replica(3);
+    let (mut d, _) = replica(4);
+    let writers = vec![b.id(), c.id(), d.id()];
+    a.create_syncgroup(1000, DB, spec(&["notes"], &writers))
+        .expect("create");
+    for r in [&mut b, &mut c, &mut d] {
+        join(&mut a, r, 1000, DB, "sg");
+    }
+    sync_once(&mut b, &a, 1001, DB).expect("sync");
+    sync_once(&mut c, &a, 1001, DB).expect("sync");
+    let value = vec![b'x'; 300];
+    for i in 0..60u64 {
+        // b's clock runs five minutes ahead of c's.
+        b.put(300_000 + 2000 + i, DB, "notes", &format!("b{i}"), &value)
+            .expect("put");
+        c.put(2000 + i, DB, "notes", &format!("c{i}"), &value)
+            .expect("put");
+    }
+    sync_once(&mut a, &b, 400_000, DB).expect("sync");
+    sync_once(&mut a, &c, 400_000, DB).expect("sync");
+    let mut d = d;
+    let mut received = 0;
+    let mut rounds = 0;
+    loop {
+        let req = req_of(&d);
+        let mut answer = a.answer(&req, d.id()).expect("answer");
+        let Some(frame) = answer.next_frame(&a).expect("frame") else {
+            break;
+        };
+        let applied = d.apply_frame(400_002, &req, a.id(), &frame).expect("apply");
+        assert_eq!(
+            applied.duplicates, 0,
+            "round {rounds}: a cut sync sends nothing twice"
+        );
+        received += applied.new;
+        rounds += 1;
+        if frame.last {
+            break;
+        }
+    }
+    assert_eq!(received, 120, "after {rounds} cut rounds");
+    assert_eq!(d.scan(DB, "notes", "").expect("scan").len(), 120);
 }

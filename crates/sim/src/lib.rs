@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod pull;
 pub mod push;
 mod queue;
+pub mod replica;
 pub mod retrieval;
 pub mod statesync;
 

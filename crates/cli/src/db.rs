@@ -27,6 +27,17 @@ pub struct Dir {
     data_dir: PathBuf,
 }
 
+/// A row's address.
+#[derive(Args)]
+pub struct Row {
+    /// The database.
+    db: String,
+    /// The collection.
+    collection: String,
+    /// The row key.
+    key: String,
+}
+
 /// `tributary db …`.
 #[derive(Subcommand)]
 pub enum DbCommand {
@@ -34,12 +45,8 @@ pub enum DbCommand {
     Put {
         #[command(flatten)]
         dir: Dir,
-        /// The database.
-        db: String,
-        /// The collection.
-        collection: String,
-        /// The row key.
-        key: String,
+        #[command(flatten)]
+        row: Row,
         /// The value (UTF-8 text, or hex with --hex).
         value: String,
         /// The value is hex.
@@ -53,12 +60,8 @@ pub enum DbCommand {
     Get {
         #[command(flatten)]
         dir: Dir,
-        /// The database.
-        db: String,
-        /// The collection.
-        collection: String,
-        /// The row key.
-        key: String,
+        #[command(flatten)]
+        row: Row,
         /// Print values as hex.
         #[arg(long)]
         hex: bool,
@@ -70,12 +73,8 @@ pub enum DbCommand {
     Delete {
         #[command(flatten)]
         dir: Dir,
-        /// The database.
-        db: String,
-        /// The collection.
-        collection: String,
-        /// The row key.
-        key: String,
+        #[command(flatten)]
+        row: Row,
         /// Print a JSON object.
         #[arg(long)]
         json: bool,
@@ -145,12 +144,8 @@ pub enum DbCommand {
     Resolve {
         #[command(flatten)]
         dir: Dir,
-        /// The database.
-        db: String,
-        /// The collection.
-        collection: String,
-        /// The row key.
-        key: String,
+        #[command(flatten)]
+        row: Row,
         /// Keep this node's head (local) or the one that arrived (remote).
         #[arg(
             long,
@@ -342,9 +337,12 @@ pub fn run(cmd: DbCommand) -> Result<()> {
     match cmd {
         DbCommand::Put {
             dir,
-            db,
-            collection,
-            key,
+            row:
+                Row {
+                    db,
+                    collection,
+                    key,
+                },
             value,
             hex,
             json,
@@ -356,9 +354,12 @@ pub fn run(cmd: DbCommand) -> Result<()> {
         }
         DbCommand::Delete {
             dir,
-            db,
-            collection,
-            key,
+            row:
+                Row {
+                    db,
+                    collection,
+                    key,
+                },
             json,
         } => {
             let version = open(&dir.data_dir, false)?.delete(now_ms(), &db, &collection, &key)?;
@@ -366,9 +367,12 @@ pub fn run(cmd: DbCommand) -> Result<()> {
         }
         DbCommand::Get {
             dir,
-            db,
-            collection,
-            key,
+            row:
+                Row {
+                    db,
+                    collection,
+                    key,
+                },
             hex,
             json,
         } => {
@@ -412,9 +416,12 @@ pub fn run(cmd: DbCommand) -> Result<()> {
         DbCommand::Conflicts { dir, db, hex, json } => conflicts(&dir, &db, hex, json)?,
         DbCommand::Resolve {
             dir,
-            db,
-            collection,
-            key,
+            row:
+                Row {
+                    db,
+                    collection,
+                    key,
+                },
             pick,
             value,
             hex,
@@ -694,7 +701,7 @@ pub fn run_syncgroup(cmd: SyncgroupCommand) -> Result<()> {
             println!("joined {name}; sync with a member before writing into its collections");
         }
         SyncgroupCommand::Leave { dir, db, name } => {
-            open(&dir.data_dir, false)?.leave_syncgroup(now_ms(), &db, &name)?
+            open(&dir.data_dir, false)?.leave_syncgroup(now_ms(), &db, &name)?;
         }
         SyncgroupCommand::Eject {
             dir,

@@ -134,6 +134,7 @@ impl Replica {
                     continue;
                 }
                 let c = cursors.entry(*device).or_insert((theirs + 1, ours));
+                // theirs < ours, so theirs + 1 does not overflow.
                 c.0 = c.0.min(theirs + 1);
                 c.1 = c.1.max(ours);
             }
@@ -254,7 +255,8 @@ impl Answer {
             if author != device || generation > to {
                 break;
             }
-            self.cursors.insert(device, (generation + 1, to));
+            self.cursors
+                .insert(device, (generation.saturating_add(1), to));
             let record = decode::<LogRecord>("log record", &v)?;
             let wanted = self.parts.iter().any(|p| {
                 p.collections.contains(&record.collection)

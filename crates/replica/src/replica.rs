@@ -159,7 +159,7 @@ impl Replica {
             key: key.into(),
             value: value.to_vec(),
         };
-        Ok(self.batch(now_ms, db, &[op])?[0])
+        one_version(&self.batch(now_ms, db, &[op])?)
     }
 
     /// Deletes `collection/key` of `db` (a tombstone version, so the delete syncs).
@@ -177,7 +177,7 @@ impl Replica {
             collection: collection.into(),
             key: key.into(),
         };
-        Ok(self.batch(now_ms, db, &[op])?[0])
+        one_version(&self.batch(now_ms, db, &[op])?)
     }
 
     /// Applies `ops` atomically, locally and on every member: one commit time, one batch id.
@@ -248,13 +248,10 @@ impl Replica {
         let by_row: BTreeMap<&RowId, Version> = last.keys().zip(versions.iter().copied()).collect();
         Ok(ops
             .iter()
-            .map(|op| {
+            .filter_map(|op| {
                 let (collection, key, _) = op.parts();
-                by_row[&RowId {
-                    db: db.into(),
-                    collection: collection.into(),
-                    key: key.into(),
-                }]
+                // Every op's row is a key of `last`.
+                by_row.get(&row_of(db, collection, key)).copied()
             })
             .collect())
     }
@@ -354,7 +351,7 @@ pub(crate) fn visible(
         .ok_or(ReplicaError::Corrupt("head node"))?;
         nodes.push((node.time, *v, node));
     }
-    nodes.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    nodes.sort_by_key(|n| std::cmp::Reverse((n.0, n.1)));
     let Some((_, version, winner)) = nodes.first() else {
         return Ok(None);
     };
@@ -394,6 +391,13 @@ pub(crate) fn node_value(
         .get(r.ks.log, &log_key(&row.db, &author, node.generation))?
         .ok_or(ReplicaError::Corrupt("log record of a head"))?;
     Ok(Some(decode::<LogRecord>("log record", &bytes)?.value))
+}
+
+fn one_version(versions: &[Version]) -> Result<Version, ReplicaError> {
+    versions
+        .first()
+        .copied()
+        .ok_or(ReplicaError::Corrupt("batch result"))
 }
 
 /// The row `db/collection/key`.

@@ -191,7 +191,9 @@ impl Replica {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let rest = &k[prefix.len() + 1..];
+            let rest = k
+                .get(prefix.len() + 1..)
+                .ok_or(ReplicaError::Corrupt("conflict key"))?;
             let (collection, key) =
                 split_once(rest).ok_or(ReplicaError::Corrupt("conflict key"))?;
             let row = row_of(db, collection, key);

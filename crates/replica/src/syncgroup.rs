@@ -315,7 +315,7 @@ impl Replica {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let name = std::str::from_utf8(&k[prefix.len() + 1..])
+            let name = std::str::from_utf8(k.get(prefix.len() + 1..).unwrap_or_default())
                 .map_err(|_| ReplicaError::Corrupt("syncgroup key"))?;
             out.push(name.to_string());
         }

@@ -24,6 +24,9 @@ use tributary_wire::replica::{DeltaFrame, DeltaRequest};
 
 use crate::queue::{EventQueue, latency};
 
+/// A collection's rows as a node reads them: key and value (`None`: deleted).
+pub type Rows = Vec<(String, Option<Vec<u8>>)>;
+
 /// The database every simulated node uses.
 pub const DB: &str = "sim";
 
@@ -532,11 +535,7 @@ impl ReplicaSim {
     ///
     /// # Errors
     /// A store failure.
-    pub fn rows(
-        &self,
-        i: usize,
-        collection: &str,
-    ) -> Result<Vec<(String, Option<Vec<u8>>)>, ReplicaError> {
+    pub fn rows(&self, i: usize, collection: &str) -> Result<Rows, ReplicaError> {
         let Some(r) = self.nodes[i].replica.as_ref() else {
             return Ok(Vec::new());
         };

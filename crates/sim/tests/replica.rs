@@ -266,3 +266,38 @@ fn pruning_keeps_the_log_bounded_over_ten_thousand_rounds() {
     assert!(max_late < 200, "the log stays bounded: {samples:?}");
     settle(&mut sim, Duration::from_secs(60));
 }
+
+#[test]
+fn a_causally_later_write_with_an_older_clock_wins() {
+    let seed = seed(16);
+    let plans = vec![GroupPlan {
+        members: vec![0, 1, 2],
+        collection: "c".into(),
+    }];
+    let mut sim = ReplicaSim::new(ReplicaSimConfig {
+        seed,
+        nodes: 3,
+        groups: plans,
+        ..ReplicaSimConfig::default()
+    })
+    .expect("sim");
+    sim.set_skew(0, 10 * 60_000);
+    sim.write(0, "c", "k", b"fast clock, first").expect("write");
+    sim.run_for(Duration::from_secs(30)).expect("run");
+    assert_eq!(
+        sim.rows(1, "c").expect("rows").len(),
+        1,
+        "node 1 has seen node 0's write"
+    );
+    sim.write(1, "c", "k", b"slow clock, after it")
+        .expect("write");
+    // Node 1's write follows node 0's (its parent), though its wall clock is 10 minutes behind.
+    sim.run_for(Duration::from_secs(60)).expect("run");
+    for i in 0..3 {
+        assert_eq!(
+            sim.rows(i, "c").expect("rows"),
+            [("k".to_string(), Some(b"slow clock, after it".to_vec()))],
+            "node {i}"
+        );
+    }
+}

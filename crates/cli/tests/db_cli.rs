@@ -570,3 +570,38 @@ fn bad_input_fails_with_one_line_and_changes_nothing() {
         before
     );
 }
+
+#[test]
+fn a_batch_killed_mid_write_is_all_or_nothing() {
+    use std::io::Write;
+    let d = dirs();
+    let lines: String = (0..5000)
+        .map(|i| format!("{{\"op\":\"put\",\"collection\":\"notes\",\"key\":\"row{i:05}\",\"value\":\"{}\"}}\n", "v".repeat(300)))
+        .collect();
+    for delay_ms in [100u64, 400, 600, 800, 1000, 3000] {
+        let dir = format!("{}-{delay_ms}", d.a);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["db", "batch", "--data-dir", &dir, "app", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(lines.as_bytes()).expect("write");
+        drop(stdin);
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        if !std::path::Path::new(&dir).join("store").exists() {
+            continue;
+        }
+        let rows = json(&["db", "scan", "--data-dir", &dir, "app", "notes", "--json"]);
+        let n = rows.as_array().map_or(0, Vec::len);
+        assert!(
+            n == 0 || n == 5000,
+            "killed after {delay_ms} ms: {n} rows of a 5,000-row batch"
+        );
+        println!("killed after {delay_ms} ms: {n} rows");
+    }
+}

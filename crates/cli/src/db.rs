@@ -289,6 +289,12 @@ fn now_ms() -> u64 {
 fn open(dir: &Path, create: bool) -> Result<Replica> {
     if !create {
         ensure!(dir.is_dir(), "no data directory {}", dir.display());
+        ensure!(
+            dir.join(tributary_node::identity::IDENTITY_FILE).is_file(),
+            "{} is not a data directory (no {})",
+            dir.display(),
+            tributary_node::identity::IDENTITY_FILE
+        );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let identity = tributary_node::identity::load_or_create(dir)?;
@@ -332,6 +338,16 @@ fn row_json(state: &RowState, hex: bool) -> Result<Value> {
     }))
 }
 
+/// Checks names before a command that may create the data directory, so that bad input
+/// creates nothing.
+fn check_names(db: &str, collections: &[&str]) -> Result<()> {
+    tributary_replica::types::check_name("database", db)?;
+    for c in collections {
+        tributary_replica::types::check_name("collection", c)?;
+    }
+    Ok(())
+}
+
 /// Runs a `db` command.
 pub fn run(cmd: DbCommand) -> Result<()> {
     match cmd {
@@ -348,8 +364,11 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             json,
         } => {
             let value = value_arg(&value, hex)?;
-            let version =
-                open(&dir.data_dir, true)?.put(now_ms(), &db, &collection, &key, &value)?;
+            let version = {
+                check_names(&db, &[&collection])?;
+                tributary_replica::types::check_row(&key, &value)?;
+                open(&dir.data_dir, true)?.put(now_ms(), &db, &collection, &key, &value)?
+            };
             print_version(version, json);
         }
         DbCommand::Delete {
@@ -362,7 +381,11 @@ pub fn run(cmd: DbCommand) -> Result<()> {
                 },
             json,
         } => {
-            let version = open(&dir.data_dir, false)?.delete(now_ms(), &db, &collection, &key)?;
+            let mut r = open(&dir.data_dir, false)?;
+            if r.get(&db, &collection, &key)?.is_none() {
+                bail!("no row {collection}/{key} in database {db}");
+            }
+            let version = r.delete(now_ms(), &db, &collection, &key)?;
             print_version(version, json);
         }
         DbCommand::Get {
@@ -518,6 +541,7 @@ fn batch(dir: &Dir, db: &str, file: &str, hex: bool) -> Result<()> {
         ops.push(parse_op(&line, hex).with_context(|| format!("line {}", n + 1))?);
     }
     ensure!(!ops.is_empty(), "the batch is empty");
+    check_names(db, &[])?;
     let versions = open(&dir.data_dir, true)?.batch(now_ms(), db, &ops)?;
     println!("{} rows written atomically", versions.len());
     Ok(())
@@ -643,6 +667,7 @@ fn rules(dir: &Dir, db: &str, action: RulesAction) -> Result<()> {
                 format!("{target:?} is not COLLECTION/KEYPREFIX (e.g. notes/ or notes/draft-)")
             })?;
             let rule: Rule = rule.parse().map_err(anyhow::Error::msg)?;
+            check_names(db, &[collection])?;
             open(&dir.data_dir, true)?.set_rule(db, collection, prefix, rule)?;
         }
         RulesAction::List => {
@@ -682,6 +707,15 @@ pub fn run_syncgroup(cmd: SyncgroupCommand) -> Result<()> {
                 writers: ids(&writers)?,
                 admins: ids(&admins)?,
             };
+            check_names(
+                &db,
+                &spec
+                    .collections
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            )?;
+            tributary_replica::types::check_name("syncgroup", &spec.name)?;
             open(&dir.data_dir, true)?.create_syncgroup(now_ms(), &db, spec)?;
         }
         SyncgroupCommand::Join {
@@ -695,7 +729,14 @@ pub fn run_syncgroup(cmd: SyncgroupCommand) -> Result<()> {
                 "a directory cannot join through itself"
             );
             let mut admin = open(&admin_dir, false).context("the admin")?;
+            check_names(&db, &[])?;
             let mut joiner = open(&dir.data_dir, true)?;
+            // Refused before the admin writes the joiner in, so that no phantom member stays.
+            ensure!(
+                !joiner.syncgroup_names(&db)?.contains(&name),
+                "{} already holds syncgroup {name}",
+                dir.data_dir.display()
+            );
             let grant = admin.admin_join(now_ms(), &db, &name, joiner.id())?;
             joiner.accept_join(&grant)?;
             println!("joined {name}; sync with a member before writing into its collections");

@@ -317,17 +317,24 @@ impl Replica {
             ..Applied::default()
         };
         let mut txn = Txn::new(self, &db, true)?;
-        let specs = self.merge_syncgroups(&mut txn, &db, responder, frame, &mut report)?;
         let requested: BTreeSet<&str> =
             req.knowledge.iter().map(|k| k.syncgroup.as_str()).collect();
-        let specs: Vec<&Spec> = specs
-            .iter()
-            .filter(|s| requested.contains(s.name.as_str()))
-            .collect();
+        let mut joined = self.merge_syncgroups(&mut txn, &db, responder, frame, &mut report)?;
+        joined.retain(|(name, _, _)| requested.contains(name.as_str()));
+        let specs: Vec<&Spec> = joined.iter().map(|(_, _, spec)| spec).collect();
         let (accepted, caps) =
             self.verify_records(now_ms, &db, &specs, responder, frame, &mut report);
+        let mut known = BTreeMap::new();
+        for (name, _, _) in &joined {
+            known.insert(name.clone(), self.knowledge(&db, name)?);
+        }
         let mut before: BTreeMap<RowId, Vec<Version>> = BTreeMap::new();
         for (record, wire) in &accepted {
+            if already_known(&joined, &known, record) {
+                // Held, or held and pruned: a replay must not come back as a new head.
+                report.duplicates += 1;
+                continue;
+            }
             if !before.contains_key(&record.row) {
                 before.insert(record.row.clone(), txn.heads(self, &record.row)?);
             }
@@ -340,7 +347,7 @@ impl Replica {
         let (found, resolved) = crate::resolve::after_sync(&mut txn, self, &before)?;
         report.conflicts = found;
         report.resolved = resolved;
-        self.merge_knowledge(&mut txn, &db, &requested, responder, frame, caps.as_ref())?;
+        self.merge_knowledge(&mut txn, &db, joined, responder, frame, caps.as_ref())?;
         txn.commit(self)?;
         if frame.last && self.config.prune {
             self.prune(&db)?;
@@ -357,8 +364,8 @@ impl Replica {
         responder: NodeId,
         frame: &DeltaFrame,
         report: &mut Applied,
-    ) -> Result<Vec<Spec>, ReplicaError> {
-        let mut specs = Vec::new();
+    ) -> Result<Vec<(String, StoredSyncgroup, Spec)>, ReplicaError> {
+        let mut out = Vec::new();
         for (name, mut stored, spec) in self.joined(db)? {
             let mut spec = spec;
             let theirs = frame
@@ -368,18 +375,22 @@ impl Replica {
             if let (Some(theirs), Some(ours)) = (theirs, stored.state.as_mut()) {
                 let mut merged = ours.clone();
                 match syncgroup::merge_remote(&mut merged, theirs) {
-                    Ok(true) => {
-                        *ours = merged;
-                        spec = syncgroup::spec_of(ours)?.0;
-                        self.save_sg(&mut txn.batch, db, &name, &stored);
+                    Ok((changed, refused)) => {
+                        if changed {
+                            *ours = merged;
+                            spec = syncgroup::spec_of(ours)?.0;
+                            self.save_sg(&mut txn.batch, db, &name, &stored);
+                        }
+                        if let Some(reason) = refused {
+                            report.refused.push((responder, 0, reason));
+                        }
                     }
-                    Ok(false) => {}
                     Err(reason) => report.refused.push((responder, 0, reason)),
                 }
             }
-            specs.push(spec);
+            out.push((name, stored, spec));
         }
-        Ok(specs)
+        Ok(out)
     }
 
     /// Checks every record of the frame; returns those accepted, whole batches only, and how
@@ -395,29 +406,20 @@ impl Replica {
         frame: &DeltaFrame,
         report: &mut Applied,
     ) -> (Vec<(Record, LogRecord)>, Option<Knowledge>) {
-        let limit = self
-            .clock
-            .0
-            .max(now_ms << 16)
-            .saturating_add(MAX_CLOCK_AHEAD_MS << 16);
+        // From our wall clock alone: accepted times feed our clock, and a bound from the
+        // clock would let a peer push it an hour further each frame.
+        let limit = (now_ms << 16).saturating_add(MAX_CLOCK_AHEAD_MS << 16);
+        let mut seen: BTreeMap<(NodeId, u64), Version> = BTreeMap::new();
         let mut checked = Vec::with_capacity(frame.records.len());
         for wire in &frame.records {
             let result = Record::verify(wire).and_then(|rec| {
                 self.check_record(&rec, db, specs, limit)?;
-                Ok(rec)
+                match seen.insert((rec.author, rec.generation), rec.version) {
+                    Some(v) if v != rec.version => Err(RefusalReason::Equivocation(rec.author)),
+                    _ => Ok(rec),
+                }
             });
             checked.push(result);
-        }
-        // Whole batches only: count each (author, batch, collection), and drop a batch with
-        // a refused or missing record.
-        let mut counts: BTreeMap<(NodeId, u64, String), (usize, u32)> = BTreeMap::new();
-        for rec in checked.iter().flatten() {
-            if let Some(b) = rec.batch {
-                let e = counts
-                    .entry((rec.author, b.id, rec.row.collection.clone()))
-                    .or_insert((0, b.count));
-                e.0 += 1;
-            }
         }
         let mut caps = Some(Knowledge::new());
         let mut cap = |author: Option<NodeId>, generation: u64| match (author, caps.as_mut()) {
@@ -427,19 +429,23 @@ impl Replica {
             }
             _ => caps = None,
         };
-        let mut bad_batches: BTreeSet<(NodeId, u64)> = BTreeSet::new();
+        // Whole batches per collection: count the distinct generations of each
+        // (author, batch, collection); a group short of its count, or with a refused record,
+        // is dropped whole.
+        type Group = (NodeId, u64, String);
+        let mut counts: BTreeMap<Group, (BTreeSet<u64>, u32)> = BTreeMap::new();
         for rec in checked.iter().flatten() {
-            if let Some(b) = rec.batch
-                && counts
-                    .get(&(rec.author, b.id, rec.row.collection.clone()))
-                    .is_some_and(|(got, count)| *got != *count as usize)
-            {
-                cap(Some(rec.author), rec.generation);
+            if let Some(b) = rec.batch {
+                let e = counts
+                    .entry((rec.author, b.id, rec.row.collection.clone()))
+                    .or_insert((BTreeSet::new(), b.count));
+                e.0.insert(rec.generation);
             }
         }
+        let mut bad: BTreeSet<Group> = BTreeSet::new();
         for ((author, id, collection), (got, count)) in &counts {
-            if *got != *count as usize {
-                bad_batches.insert((*author, *id));
+            if got.len() != *count as usize {
+                bad.insert((*author, *id, collection.clone()));
                 report.refused.push((
                     responder,
                     0,
@@ -447,7 +453,7 @@ impl Replica {
                         author: *author,
                         id: *id,
                         collection: collection.clone(),
-                        got: *got,
+                        got: got.len(),
                         count: *count,
                     },
                 ));
@@ -456,7 +462,13 @@ impl Replica {
         for (wire, result) in frame.records.iter().zip(&checked) {
             if let Err(reason) = result {
                 let author = NodeId::from_wire(&wire.author).ok();
-                bad_batches.insert((author.unwrap_or_default(), wire.batch_id));
+                if wire.batch_id != 0 {
+                    bad.insert((
+                        author.unwrap_or_default(),
+                        wire.batch_id,
+                        wire.collection.clone(),
+                    ));
+                }
                 report
                     .refused
                     .push((responder, wire.generation, reason.clone()));
@@ -470,18 +482,19 @@ impl Replica {
                 }
             }
         }
-        let accepted = frame
-            .records
-            .iter()
-            .zip(checked)
-            .filter_map(|(wire, result)| {
-                let rec = result.ok()?;
-                let in_bad = rec
-                    .batch
-                    .is_some_and(|b| bad_batches.contains(&(rec.author, b.id)));
-                (!in_bad).then(|| (rec, wire.clone()))
-            })
-            .collect();
+        let mut accepted = Vec::with_capacity(frame.records.len());
+        for (wire, result) in frame.records.iter().zip(checked) {
+            let Ok(rec) = result else { continue };
+            let dropped = rec
+                .batch
+                .is_some_and(|b| bad.contains(&(rec.author, b.id, rec.row.collection.clone())));
+            if dropped {
+                // A valid record dropped with its batch must be asked for again.
+                cap(Some(rec.author), rec.generation);
+            } else {
+                accepted.push((rec, wire.clone()));
+            }
+        }
         (accepted, caps)
     }
 
@@ -510,6 +523,14 @@ impl Replica {
                 collection: rec.row.collection.clone(),
             });
         }
+        if let Ok(Some(held)) = self
+            .store
+            .get(self.ks.log, &log_key(db, &rec.author, rec.generation))
+            && let Ok(held) = LogRecord::decode(held.as_slice())
+            && held.version != rec.version.0
+        {
+            return Err(RefusalReason::Equivocation(rec.author));
+        }
         if rec.time > limit {
             return Err(RefusalReason::ClockAhead {
                 ahead_ms: (rec.time - limit) >> 16,
@@ -525,47 +546,70 @@ impl Replica {
         &self,
         txn: &mut Txn,
         db: &str,
-        requested: &BTreeSet<&str>,
+        joined: Vec<(String, StoredSyncgroup, Spec)>,
         responder: NodeId,
         frame: &DeltaFrame,
         caps: Option<&Knowledge>,
     ) -> Result<(), ReplicaError> {
         let Some(caps) = caps else { return Ok(()) };
-        for k in &frame.knowledge {
-            if !requested.contains(k.syncgroup.as_str()) {
-                continue;
-            }
-            let Some((_, mut stored, _)) = self
-                .joined(db)?
-                .into_iter()
-                .find(|(n, _, _)| *n == k.syncgroup)
-            else {
+        for (name, mut stored, spec) in joined {
+            let Some(k) = frame.knowledge.iter().find(|k| k.syncgroup == name) else {
                 continue;
             };
+            // Only a member that may read the syncgroup speaks for what it holds.
+            let state = stored
+                .state
+                .as_ref()
+                .ok_or(ReplicaError::Corrupt("syncgroup"))?;
+            if member_state(state, &responder) != Some(MemberState::Joined)
+                || !spec.may_read(&responder)
+            {
+                continue;
+            }
             let mut theirs = from_wire(k)?;
             for (d, g) in &mut theirs {
                 *g = (*g).min(caps.get(d).copied().unwrap_or(u64::MAX));
             }
-            let mut ours = self.knowledge(db, &k.syncgroup)?;
+            let mut ours = self.knowledge(db, &name)?;
             for (d, &g) in &theirs {
                 if *d != self.id {
                     let e = ours.entry(*d).or_insert(0);
                     *e = (*e).max(g);
                 }
             }
-            self.save_knowledge(&mut txn.batch, db, &k.syncgroup, &ours);
+            self.save_knowledge(&mut txn.batch, db, &name, &ours);
             if frame.last && caps.is_empty() {
-                self.save_peer_knowledge(&mut txn.batch, db, &k.syncgroup, &responder, &theirs);
+                self.save_peer_knowledge(&mut txn.batch, db, &name, &responder, &theirs);
             }
             if let Some(cp) = &stored.checkpoint
                 && syncgroup::covers(&ours, &from_wire(cp)?, &self.id)
             {
                 stored.checkpoint = None;
-                self.save_sg(&mut txn.batch, db, &k.syncgroup, &stored);
+                self.save_sg(&mut txn.batch, db, &name, &stored);
             }
         }
         Ok(())
     }
+}
+
+/// Whether every syncgroup sharing the record's collection already knows its generation
+/// (so this node holds it, or held it and pruned it).
+fn already_known(
+    joined: &[(String, StoredSyncgroup, Spec)],
+    known: &BTreeMap<String, Knowledge>,
+    record: &Record,
+) -> bool {
+    let mut sharing = joined
+        .iter()
+        .filter(|(_, _, spec)| spec.collections.contains(&record.row.collection))
+        .peekable();
+    sharing.peek().is_some()
+        && sharing.all(|(name, _, _)| {
+            known
+                .get(name)
+                .and_then(|k| k.get(&record.author))
+                .is_some_and(|&g| g >= record.generation)
+        })
 }
 
 /// What one in-process sync did.

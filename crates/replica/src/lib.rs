@@ -82,6 +82,10 @@ pub enum RefusalReason {
         /// By how much.
         ahead_ms: u64,
     },
+    /// Two different records under one (author, generation): a forger, or one key used by
+    /// two data directories.
+    #[error("{0} signed two different records under one generation")]
+    Equivocation(NodeId),
     /// A syncgroup change not signed by someone allowed to make it.
     #[error("syncgroup {0}: the change is not signed by an admin")]
     BadSyncgroupChange(String),
@@ -118,7 +122,7 @@ pub enum ReplicaError {
     },
     /// A batch is empty or too large.
     #[error(
-        "a batch must have 1 to {} rows and at most {} bytes: {rows} rows, {bytes} bytes",
+        "a batch must have 1 to {} rows and at most {} bytes as records: {rows} rows, {bytes} bytes",
         types::MAX_BATCH_ROWS,
         types::MAX_BATCH_BYTES
     )]
@@ -164,9 +168,6 @@ pub enum ReplicaError {
     /// A syncgroup of that name exists.
     #[error("syncgroup {0} exists")]
     SyncgroupExists(String),
-    /// A collection is already shared by another syncgroup of this node.
-    #[error("collection {0} is already in syncgroup {1}")]
-    CollectionShared(String, String),
     /// This node is not an admin.
     #[error("{0} is not an admin of syncgroup {1}")]
     NotAdmin(NodeId, String),
@@ -189,6 +190,9 @@ pub enum ReplicaError {
     /// No conflict on that row.
     #[error("row {0}/{1} is not in conflict")]
     NoConflict(String, String),
+    /// The conflict has no head on the side picked (its row was new here, say).
+    #[error("row {1}/{2} has no {0} head to pick; give a value")]
+    NoSide(String, String, String),
     /// A watch marker older than the feed keeps.
     #[error("watch marker {marker} is older than the feed's oldest entry {oldest}; rescan")]
     MarkerTooOld {

@@ -61,6 +61,7 @@ impl Replica {
         let prefix = db_prefix(db);
         let mut batch = tributary_store::WriteBatch::default();
         let mut out = Pruned::default();
+        let mut batches: BTreeMap<(NodeId, u64), bool> = BTreeMap::new();
         for item in self.store.scan_from(self.ks.prune, &prefix) {
             let (k, dag) = item?;
             if !k.starts_with(&prefix) {
@@ -73,7 +74,11 @@ impl Replica {
                 continue;
             };
             let record = decode::<LogRecord>("log record", &bytes)?;
-            if !covered(&common, &record.collection, &author, generation) {
+            let whole_batch = record.batch_id == 0
+                || *batches
+                    .entry((author, record.batch_id))
+                    .or_insert(self.batch_prunable(db, &common, &author, record.batch_id)?);
+            if !covered(&common, &record.collection, &author, generation) || !whole_batch {
                 out.waiting += 1;
                 continue;
             }
@@ -89,6 +94,39 @@ impl Replica {
             self.store.write(batch)?;
         }
         Ok(out)
+    }
+
+    /// Whether every record of a batch may go: a batch is pruned whole, or a member that joins
+    /// later would receive part of it and refuse it as incomplete. A batch's records are
+    /// consecutive generations from the one its id names.
+    fn batch_prunable(
+        &self,
+        db: &str,
+        common: &BTreeMap<String, (Vec<String>, Knowledge)>,
+        author: &NodeId,
+        batch_id: u64,
+    ) -> Result<bool, ReplicaError> {
+        let first = batch_id & !(1 << 63);
+        let limit = 2 * crate::types::MAX_BATCH_ROWS;
+        let start = log_key(db, author, first);
+        let mut seen = 0;
+        for item in self.store.scan_from(self.ks.log, &start).take(limit + 1) {
+            let (k, v) = item?;
+            let Some((a, generation)) = keys::parse_log_key(db, &k) else {
+                break;
+            };
+            let record = decode::<LogRecord>("log record", &v)?;
+            if a != *author || record.batch_id != batch_id {
+                break;
+            }
+            seen += 1;
+            let superseded = self.store.contains(self.ks.prune, &k)?;
+            if !superseded || !covered(common, &record.collection, author, generation) {
+                return Ok(false);
+            }
+        }
+        // Nothing found where the id points: an id not made by this scheme; keep it.
+        Ok(seen > 0 && seen <= limit)
     }
 
     /// Log records of `db` held (pruned ones gone).

@@ -17,6 +17,10 @@ use crate::{RefusalReason, ReplicaError};
 const VERSION_DOMAIN: &[u8] = b"tributary-replica-version";
 const RECORD_DOMAIN: &[u8] = b"tributary-replica-record";
 
+/// The largest generation accepted: far beyond any device's writes, and far from the ends
+/// of `u64`, so that no cursor or count overflows.
+pub const MAX_GENERATION: u64 = 1 << 62;
+
 /// A row's address: database, collection, key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RowId {
@@ -197,8 +201,11 @@ impl Record {
             (0, _) | (_, 0) => return Err(RefusalReason::Malformed("half a batch id".into())),
             (id, count) => Some(BatchRef { id, count }),
         };
-        if wire.generation == 0 {
-            return Err(RefusalReason::Malformed("generation 0".into()));
+        if wire.generation == 0 || wire.generation > MAX_GENERATION {
+            return Err(RefusalReason::Malformed(format!(
+                "generation {}",
+                wire.generation
+            )));
         }
         Ok(Self {
             row: RowId {

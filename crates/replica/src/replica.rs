@@ -16,6 +16,10 @@ use crate::record::{BatchRef, Draft, Record, RowId};
 use crate::types::{Hlc, MAX_BATCH_BYTES, MAX_BATCH_ROWS, NodeId, Version, check_name, check_row};
 use crate::{ReplicaError, syncgroup};
 
+/// Bytes a record takes on the wire beside its names and value: version, two parents,
+/// author, signature, numbers and field tags (about 290), rounded up.
+const RECORD_OVERHEAD: usize = 320;
+
 /// Settings of a replica.
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
@@ -192,13 +196,11 @@ impl Replica {
         ops: &[Op],
     ) -> Result<Vec<Version>, ReplicaError> {
         check_name("database", db)?;
-        let bytes: usize = ops
-            .iter()
-            .map(|op| {
-                let (c, k, v) = op.parts();
-                c.len() + k.len() + v.map_or(0, <[u8]>::len)
-            })
-            .sum();
+        let record_bytes = |op: &Op| {
+            let (c, k, v) = op.parts();
+            db.len() + c.len() + k.len() + v.map_or(0, <[u8]>::len) + RECORD_OVERHEAD
+        };
+        let bytes: usize = ops.iter().map(record_bytes).sum();
         if ops.is_empty() || ops.len() > MAX_BATCH_ROWS || bytes > MAX_BATCH_BYTES {
             return Err(ReplicaError::BadBatch {
                 rows: ops.len(),
@@ -230,10 +232,25 @@ impl Replica {
         // Records per collection: a row with more than two heads (concurrent writes not yet
         // merged) takes a chain of records, two parents each.
         let mut per_collection: BTreeMap<&str, u32> = BTreeMap::new();
-        for row in last.keys() {
+        let mut encoded = 0;
+        for (row, value) in &last {
             let heads = txn.heads(self, row)?.len();
-            let records = u32::try_from(heads.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+            let records = heads.saturating_sub(1).max(1);
+            encoded += records
+                * (db.len()
+                    + row.collection.len()
+                    + row.key.len()
+                    + value.map_or(0, <[u8]>::len)
+                    + RECORD_OVERHEAD);
+            let records = u32::try_from(records).unwrap_or(u32::MAX);
             *per_collection.entry(row.collection.as_str()).or_default() += records;
+        }
+        // The batch travels in one frame: its records, chains included, must fit.
+        if encoded > MAX_BATCH_BYTES {
+            return Err(ReplicaError::BadBatch {
+                rows: ops.len(),
+                bytes: encoded,
+            });
         }
         let mut versions = Vec::with_capacity(ops.len());
         for (row, value) in &last {

@@ -265,10 +265,20 @@ impl Replica {
                 Some(b) => decode::<StoredConflict>("conflict", &b)?,
                 None => return Err(ReplicaError::NoConflict(collection.clone(), key.clone())),
             };
-            let c = self.describe(&row, &stored)?;
+            let side = |heads: &[Vec<u8>], name: &str| {
+                if heads.is_empty() {
+                    Err(ReplicaError::NoSide(
+                        name.into(),
+                        collection.clone(),
+                        key.clone(),
+                    ))
+                } else {
+                    self.latest_of(&row, heads)
+                }
+            };
             let value = match choice {
-                Choice::Local => c.local.first().cloned().flatten(),
-                Choice::Remote => self.latest_of(&row, &stored.remote)?,
+                Choice::Local => side(&stored.local, "local")?,
+                Choice::Remote => side(&stored.remote, "remote")?,
                 Choice::Value(v) => v.clone(),
             };
             ops.push(match value {
@@ -377,9 +387,17 @@ fn record_conflict(
     before: Option<&Vec<Version>>,
     rule: Rule,
 ) -> Result<(), ReplicaError> {
-    let before: BTreeSet<Version> = before
-        .map(|b| b.iter().copied().collect())
-        .unwrap_or_default();
+    // A conflict already recorded keeps its sides (a later frame adds to the remote side).
+    let before: BTreeSet<Version> = match r.store.get(r.ks.meta, &conflict_key(row))? {
+        Some(b) => decode::<StoredConflict>("conflict", &b)?
+            .local
+            .iter()
+            .filter_map(|v| Version::from_wire(v).ok())
+            .collect(),
+        None => before
+            .map(|b| b.iter().copied().collect())
+            .unwrap_or_default(),
+    };
     let (local, remote): (Vec<Version>, Vec<Version>) =
         heads.iter().partition(|h| before.contains(h));
     let mut batches = Vec::new();

@@ -10,9 +10,11 @@
 //! frame of every answer and merges as Syncbase's does: the higher spec version wins (ties:
 //! the larger digest), and per member the later change.
 //!
-//! A known limit: a spec is checked against the admins of the spec the receiver holds, so a
+//! An update re-signs the member entries signed by admins it removes, so they still verify.
+//! Known limits: a spec is checked against the admins of the spec the receiver holds, so a
 //! member that missed a version which changed the admins refuses the later ones until it
-//! gets that version (from a member that syncs with it before the next change).
+//! gets that version; and two admins that publish the same version at once, each removing
+//! the other, split the members that saw one first from those that saw the other.
 
 use std::collections::BTreeMap;
 
@@ -505,11 +507,23 @@ impl Replica {
             members: Vec::new(),
         };
         for m in &grant.state.members {
-            verify_member(&db, &spec, m)?;
+            verify_member(&db, &spec, &spec_wire.signer, m)?;
             merge_member(&mut state, m.clone());
         }
         if member_state(&state, &self.id) != Some(MemberState::Joined) {
             return Err(ReplicaError::NotAllowed(self.id, spec.name));
+        }
+        if self.load_sg(&db, &spec.name)?.is_some() {
+            return Err(ReplicaError::SyncgroupExists(spec.name));
+        }
+        if self.syncgroup_names(&db)?.len() >= MAX_SYNCGROUPS {
+            return Err(ReplicaError::BadName {
+                kind: "syncgroup",
+                name: format!(
+                    "{} (a database has at most {MAX_SYNCGROUPS} syncgroups)",
+                    spec.name
+                ),
+            });
         }
         let checkpoint = from_wire(&grant.checkpoint)?;
         let mut batch = tributary_store::WriteBatch::default();
@@ -615,6 +629,17 @@ impl Replica {
             });
         }
         state.spec = Some(self.sign_spec(db, &spec, version + 1)?);
+        // Entries signed by admins the new spec drops would no longer verify: re-sign them
+        // (same member, state and time) so that the change reaches every member.
+        for m in &mut state.members {
+            let signer = NodeId::from_wire(&m.signer).unwrap_or_default();
+            let self_left = m.state == MemberState::Left as u32 && m.signer == m.id;
+            if !spec.is_admin(&signer) && signer != self.id && !self_left {
+                let id = NodeId::from_wire(&m.id).map_err(|_| ReplicaError::Corrupt("member"))?;
+                let st = MemberState::from_code(m.state).ok_or(ReplicaError::Corrupt("member"))?;
+                *m = self.sign_member(db, &spec.name, id, st, m.time)?;
+            }
+        }
         stored.state = Some(state);
         let mut batch = tributary_store::WriteBatch::default();
         self.save_sg(&mut batch, db, &spec.name, &stored);
@@ -740,25 +765,36 @@ fn verify_spec_signature(db: &str, spec: &SyncgroupSpec) -> Result<NodeId, Refus
     Ok(NodeId(signer))
 }
 
-fn verify_member(db: &str, spec: &Spec, m: &Member) -> Result<(), RefusalReason> {
+/// Checks a member entry: signed by an admin of `spec`, or by the admin who signed `spec`
+/// (who re-signs, when it publishes a spec, the entries of the admins it removes, itself
+/// included), or (leaving) by the member itself.
+fn verify_member(
+    db: &str,
+    spec: &Spec,
+    spec_signer: &[u8],
+    m: &Member,
+) -> Result<(), RefusalReason> {
     let bad = || RefusalReason::BadSyncgroupChange(spec.name.clone());
     let signer = NodeId(
         recover_address(&member_digest(db, &spec.name, m), &m.signature).map_err(|_| bad())?,
     );
     let id = NodeId::from_wire(&m.id).map_err(|_| bad())?;
     let state = MemberState::from_code(m.state).ok_or_else(bad)?;
-    let allowed = spec.is_admin(&signer) || (state == MemberState::Left && signer == id);
+    let allowed = spec.is_admin(&signer)
+        || signer.0 == spec_signer
+        || (state == MemberState::Left && signer == id);
     if signer.0 != m.signer.as_slice() || !allowed {
         return Err(bad());
     }
     Ok(())
 }
 
-/// Merges a syncgroup state received from a peer into ours. Returns whether ours changed.
+/// Merges a syncgroup state received from a peer into ours. Returns whether ours changed,
+/// and why a member entry was refused if one was.
 pub(crate) fn merge_remote(
     ours: &mut SyncgroupState,
     theirs: &SyncgroupState,
-) -> Result<bool, RefusalReason> {
+) -> Result<(bool, Option<RefusalReason>), RefusalReason> {
     let db = ours.db.clone();
     let (current, version) = spec_of(ours)?;
     let mut changed = false;
@@ -782,16 +818,27 @@ pub(crate) fn merge_remote(
         }
     }
     let (spec, _) = spec_of(ours)?;
+    let spec_signer = ours
+        .spec
+        .as_ref()
+        .map(|s| s.signer.clone())
+        .unwrap_or_default();
     if theirs.members.len() > MAX_LIST {
         return Err(RefusalReason::Malformed("over 1,024 members".into()));
     }
+    let mut refused = None;
     for m in &theirs.members {
-        verify_member(&db, &spec, m)?;
+        // An entry that does not verify is refused alone: the spec and the other entries
+        // still merge.
+        if let Err(e) = verify_member(&db, &spec, &spec_signer, m) {
+            refused = Some(e);
+            continue;
+        }
         let before = ours.members.clone();
         merge_member(ours, m.clone());
         changed |= before != ours.members;
     }
-    Ok(changed)
+    Ok((changed, refused))
 }
 
 /// Whether `k` holds everything of `checkpoint` (this node's own entry aside).

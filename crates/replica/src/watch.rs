@@ -63,9 +63,18 @@ impl Replica {
         limit: usize,
     ) -> Result<Vec<WatchEntry>, ReplicaError> {
         crate::types::check_name("database", db)?;
-        let last = read_u64(self, &meta_key(db, "watch", &[]))?;
-        let oldest = last.saturating_sub(self.config.watch_keep) + 1;
-        if from + 1 < oldest {
+        let prefix = db_prefix(db);
+        // The oldest entry still held, whatever `watch_keep` was when it was written.
+        let oldest = match self
+            .store
+            .scan_from(self.ks.watch, &prefix)
+            .next()
+            .transpose()?
+        {
+            Some((k, v)) if k.starts_with(&prefix) => decode::<WatchEntry>("watch entry", &v)?.seq,
+            _ => read_u64(self, &meta_key(db, "watch", &[]))?.saturating_add(1),
+        };
+        if from.saturating_add(1) < oldest {
             return Err(ReplicaError::MarkerTooOld {
                 marker: from,
                 oldest,

@@ -545,3 +545,176 @@ fn cut_syncs_from_many_authors_never_resend() {
     assert_eq!(received, 120, "after {rounds} cut rounds");
     assert_eq!(d.scan(DB, "notes", "").expect("scan").len(), 120);
 }
+
+#[test]
+fn an_admin_handing_over_keeps_the_members_it_signed() {
+    let (mut a, _) = replica(1);
+    let (mut b, _) = replica(2);
+    let (mut c, _) = replica(3);
+    let mut s = spec(&["notes"], &[c.id()]);
+    s.admins = vec![a.id(), b.id()];
+    a.create_syncgroup(1000, DB, s.clone()).expect("create");
+    join(&mut a, &mut b, 1001, DB, "sg");
+    join(&mut a, &mut c, 1002, DB, "sg");
+    s.admins = vec![b.id()];
+    a.update_spec(DB, s, 1).expect("a hands over to b");
+    let report = sync_once(&mut b, &a, 1003, DB).expect("sync");
+    assert!(
+        report.applied.refused.is_empty(),
+        "{:?}",
+        report.applied.refused
+    );
+    let info = b.syncgroup(DB, "sg").expect("sg");
+    assert_eq!((info.version, info.members.len()), (2, 3));
+    let report = sync_once(&mut c, &b, 1004, DB).expect("c syncs from the new admin");
+    assert!(
+        report.applied.refused.is_empty(),
+        "{:?}",
+        report.applied.refused
+    );
+}
+
+#[test]
+fn a_joiner_after_pruning_gets_whole_batches() {
+    let (mut a, mut b) = pair();
+    let put = |k: &str, v: &str| Op::Put {
+        collection: "notes".into(),
+        key: k.into(),
+        value: v.into(),
+    };
+    a.batch(2000, DB, &[put("x", "1"), put("y", "1")])
+        .expect("batch");
+    a.put(2001, DB, "notes", "y", b"2").expect("put");
+    for now in 2002..2006 {
+        sync_once(&mut b, &a, now, DB).expect("sync");
+        sync_once(&mut a, &b, now, DB).expect("sync");
+    }
+    let (mut c, _) = replica(3);
+    let mut wider = spec(&["notes", "tasks"], &[b.id(), c.id()]);
+    wider.admins = vec![a.id()];
+    a.update_spec(DB, wider, 1).expect("spec");
+    join(&mut a, &mut c, 2007, DB, "sg");
+    let report = sync_once(&mut c, &a, 2008, DB).expect("sync");
+    assert!(
+        report.applied.refused.is_empty(),
+        "{:?}",
+        report.applied.refused
+    );
+    assert_eq!(text(&c, DB, "notes", "x").as_deref(), Some("1"));
+    assert_eq!(text(&c, DB, "notes", "y").as_deref(), Some("2"));
+}
+
+#[test]
+fn one_key_in_two_directories_is_caught() {
+    let (mut a, _) = replica(1);
+    let (mut twin, _) = replica(2);
+    let (mut b, _) = replica(2);
+    let (mut c, _) = replica(3);
+    a.create_syncgroup(1000, DB, spec(&["notes"], &[b.id(), c.id()]))
+        .expect("create");
+    join(&mut a, &mut b, 1000, DB, "sg");
+    join(&mut a, &mut twin, 1000, DB, "sg");
+    join(&mut a, &mut c, 1000, DB, "sg");
+    for r in [&mut b, &mut twin, &mut c] {
+        sync_once(r, &a, 1001, DB).expect("sync");
+    }
+    b.put(2000, DB, "notes", "k", b"from b").expect("put");
+    twin.put(2000, DB, "notes", "k2", b"from b's copied key")
+        .expect("put");
+    sync_once(&mut c, &b, 2001, DB).expect("sync");
+    // The twin's answer to a request from scratch (as a third member relaying it would send).
+    let mut req = req_of(&c);
+    req.knowledge[0].gens.clear();
+    let frame = twin
+        .answer(&req, c.id())
+        .expect("answer")
+        .next_frame(&twin)
+        .expect("f")
+        .expect("s");
+    let applied = c.apply_frame(2002, &req, twin.id(), &frame).expect("apply");
+    let report = tributary_replica::delta::SyncReport {
+        applied,
+        ..Default::default()
+    };
+    assert!(
+        report
+            .applied
+            .refused
+            .iter()
+            .any(|(_, _, why)| matches!(why, RefusalReason::Equivocation(_))),
+        "{:?}",
+        report.applied.refused
+    );
+    assert_eq!(
+        text(&c, DB, "notes", "k").as_deref(),
+        Some("from b"),
+        "the first record stands"
+    );
+    assert_eq!(text(&c, DB, "notes", "k2"), None);
+}
+
+#[test]
+fn generations_near_the_end_of_u64_are_refused() {
+    let (mut a, mut b) = pair();
+    a.put(2000, DB, "notes", "k", b"v").expect("put");
+    let req = req_of(&b);
+    let mut frame = a
+        .answer(&req, b.id())
+        .expect("answer")
+        .next_frame(&a)
+        .expect("f")
+        .expect("s");
+    frame.records[0].generation = u64::MAX;
+    let applied = b.apply_frame(2001, &req, a.id(), &frame).expect("apply");
+    assert!(
+        matches!(applied.refused[0].2, RefusalReason::Malformed(_)),
+        "{:?}",
+        applied.refused
+    );
+    let mut far = req_of(&b);
+    far.knowledge[0]
+        .gens
+        .push(tributary_wire::replica::GenEntry {
+            device: a.id().0.to_vec(),
+            generation: u64::MAX,
+        });
+    let mut answer = a.answer(&far, b.id()).expect("answer");
+    let frame = answer.next_frame(&a).expect("frame").expect("one frame");
+    assert!(frame.last && frame.records.is_empty());
+}
+
+#[test]
+fn picking_a_side_that_does_not_exist_is_an_error() {
+    let (mut a, mut b) = pair();
+    let (mut c, _) = replica(3);
+    let mut wider = spec(&["notes", "tasks"], &[b.id(), c.id()]);
+    wider.admins = vec![a.id()];
+    a.update_spec(DB, wider, 1).expect("spec");
+    join(&mut a, &mut c, 1000, DB, "sg");
+    sync_once(&mut b, &a, 2000, DB).expect("b learns the spec");
+    sync_once(&mut c, &a, 2000, DB).expect("c joins");
+    for r in [&mut a, &mut b, &mut c] {
+        r.set_rule(DB, "notes", "", Rule::App).expect("rule");
+    }
+    b.put(3000, DB, "notes", "k", b"b").expect("put");
+    c.put(3001, DB, "notes", "k", b"c").expect("put");
+    sync_once(&mut b, &c, 3002, DB).expect("sync");
+    // Both heads reach a together: a held no version of the row, so it has no local side.
+    sync_once(&mut a, &b, 3003, DB).expect("sync");
+    let local = [("notes".to_string(), "k".to_string(), Choice::Local)];
+    assert!(matches!(
+        a.resolve(3004, DB, &local),
+        Err(ReplicaError::NoSide(..))
+    ));
+    assert!(
+        a.get(DB, "notes", "k").expect("get").is_some(),
+        "nothing deleted"
+    );
+    let remote = [("notes".to_string(), "k".to_string(), Choice::Remote)];
+    a.resolve(3005, DB, &remote).expect("remote exists");
+    assert_eq!(
+        text(&a, DB, "notes", "k").as_deref(),
+        Some("c"),
+        "the later remote head"
+    );
+}

@@ -58,6 +58,7 @@ pub const MAX_PUSH_MESSAGE_BYTES: usize = 512;
 /// Largest replica request: the knowledge of at most 64 syncgroups of at most 1,024 devices.
 pub const MAX_REPLICA_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
-/// Largest replica answer frame: a frame closes at the first batch boundary after 256 KiB, and
-/// one batch of one collection is at most 4 MiB of values and keys.
-pub const MAX_REPLICA_FRAME_BYTES: usize = 5 * 1024 * 1024;
+/// Largest replica answer frame: a frame closes at the first batch boundary after 256 KiB,
+/// and a batch is at most 4 MiB as records; the first frame also carries the syncgroups
+/// asked for (at most 64, each at most about 180 KB at its ACL and member limits).
+pub const MAX_REPLICA_FRAME_BYTES: usize = 16 * 1024 * 1024;

@@ -187,6 +187,9 @@ pub enum ReplicaError {
     /// The initiator may read none of the syncgroups it asked for.
     #[error("{0} may read none of the syncgroups asked for")]
     NotAuthorized(NodeId),
+    /// A database has as many rules as it may.
+    #[error("a database has at most {0} conflict rules")]
+    TooManyRules(usize),
     /// No conflict on that row.
     #[error("row {0}/{1} is not in conflict")]
     NoConflict(String, String),

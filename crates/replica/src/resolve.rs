@@ -104,6 +104,9 @@ pub struct Conflict {
     pub ancestor: Option<Option<Vec<u8>>>,
 }
 
+/// Most rules per database.
+pub const MAX_RULES: usize = 256;
+
 fn rules_key(db: &str) -> Vec<u8> {
     meta_key(db, "rules", &[])
 }
@@ -132,10 +135,16 @@ impl Replica {
     ) -> Result<(), ReplicaError> {
         check_name("database", db)?;
         check_name("collection", collection)?;
+        if prefix.len() > crate::types::MAX_KEY_LEN {
+            return Err(ReplicaError::BadKey { len: prefix.len() });
+        }
         let mut rules = self.stored_rules(db)?;
         rules
             .rules
             .retain(|r| !(r.collection == collection && r.prefix == prefix));
+        if rules.rules.len() >= MAX_RULES {
+            return Err(ReplicaError::TooManyRules(MAX_RULES));
+        }
         rules.rules.push(StoredRule {
             collection: collection.into(),
             prefix: prefix.into(),

@@ -172,6 +172,29 @@ fn a_causally_later_write_with_an_older_clock_wins() {
 }
 
 #[test]
+fn rules_are_bounded() {
+    let (mut a, _) = replica(1);
+    for i in 0..tributary_replica::resolve::MAX_RULES {
+        a.set_rule(DB, "notes", &format!("p{i}"), Rule::Defer)
+            .expect("rule");
+    }
+    assert!(matches!(
+        a.set_rule(DB, "notes", "one-more", Rule::App),
+        Err(ReplicaError::TooManyRules(_))
+    ));
+    a.set_rule(DB, "notes", "p0", Rule::App)
+        .expect("replacing one is fine");
+    assert!(matches!(
+        a.set_rule(DB, "notes", &"x".repeat(2000), Rule::App),
+        Err(ReplicaError::BadKey { .. })
+    ));
+    assert_eq!(
+        a.rules(DB).expect("rules").len(),
+        tributary_replica::resolve::MAX_RULES
+    );
+}
+
+#[test]
 fn defer_keeps_both_heads_until_a_write_names_them() {
     let (mut a, mut b) = pair();
     for r in [&mut a, &mut b] {

@@ -541,7 +541,13 @@ fn batch(dir: &Dir, db: &str, file: &str, hex: bool) -> Result<()> {
         ops.push(parse_op(&line, hex).with_context(|| format!("line {}", n + 1))?);
     }
     ensure!(!ops.is_empty(), "the batch is empty");
-    check_names(db, &[])?;
+    let collections: Vec<&str> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { collection, .. } | Op::Delete { collection, .. } => collection.as_str(),
+        })
+        .collect();
+    check_names(db, &collections)?;
     let versions = open(&dir.data_dir, true)?.batch(now_ms(), db, &ops)?;
     println!("{} rows written atomically", versions.len());
     Ok(())
@@ -732,9 +738,14 @@ pub fn run_syncgroup(cmd: SyncgroupCommand) -> Result<()> {
             check_names(&db, &[])?;
             let mut joiner = open(&dir.data_dir, true)?;
             // Refused before the admin writes the joiner in, so that no phantom member stays.
+            let member = joiner.syncgroup(&db, &name).ok().is_some_and(|info| {
+                info.members.iter().any(|(id, st)| {
+                    *id == joiner.id() && *st == tributary_replica::syncgroup::MemberState::Joined
+                })
+            });
             ensure!(
-                !joiner.syncgroup_names(&db)?.contains(&name),
-                "{} already holds syncgroup {name}",
+                !member,
+                "{} is already a member of syncgroup {name}",
                 dir.data_dir.display()
             );
             let grant = admin.admin_join(now_ms(), &db, &name, joiner.id())?;

@@ -34,12 +34,17 @@ pub(crate) fn add_record(
 ) -> Result<Added, ReplicaError> {
     let row = &record.row;
     let existing = txn.node(r, row, &record.version)?;
-    txn.put_log(r, record, wire);
-    if existing.as_ref().is_some_and(|n| !n.placeholder) {
-        // Its log record only completes the author's log; the node has another record.
+    if let Some(node) = existing.as_ref().filter(|n| !n.placeholder) {
+        if node.author == record.author.0 && node.generation == record.generation {
+            // The very record again: its log entry is the node's own, and must stay.
+            return Ok(Added::Duplicate);
+        }
+        // Another author's record of the same write: it only completes that author's log.
+        txn.put_log(r, record, wire);
         prune::mark(txn, r, &record.author, record.generation, None);
         return Ok(Added::Duplicate);
     }
+    txn.put_log(r, record, wire);
     let node = DagNode {
         parents: record.parents.iter().map(|p| p.0.to_vec()).collect(),
         time: record.time,

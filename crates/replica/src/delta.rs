@@ -324,6 +324,7 @@ impl Replica {
         let specs: Vec<&Spec> = joined.iter().map(|(_, _, spec)| spec).collect();
         let (accepted, caps) =
             self.verify_records(now_ms, &db, &specs, responder, frame, &mut report);
+        let caps = self.answer_caps(responder, frame, caps);
         let mut known = BTreeMap::new();
         for (name, _, _) in &joined {
             known.insert(name.clone(), self.knowledge(&db, name)?);
@@ -353,6 +354,34 @@ impl Replica {
             self.prune(&db)?;
         }
         Ok(report)
+    }
+
+    /// The caps of this frame joined with those of the earlier frames of the same answer (an
+    /// answer's first frame carries the syncgroups and starts afresh; its last one ends it).
+    fn answer_caps(
+        &mut self,
+        responder: NodeId,
+        frame: &DeltaFrame,
+        caps: Option<Knowledge>,
+    ) -> Option<Knowledge> {
+        if !frame.syncgroups.is_empty() {
+            self.answer_caps.remove(&responder);
+        }
+        let joined = match (self.answer_caps.remove(&responder), caps) {
+            (None, caps) => caps,
+            (Some(None), _) | (Some(Some(_)), None) => None,
+            (Some(Some(mut earlier)), Some(now)) => {
+                for (d, g) in now {
+                    let e = earlier.entry(d).or_insert(g);
+                    *e = (*e).min(g);
+                }
+                Some(earlier)
+            }
+        };
+        if !frame.last {
+            self.answer_caps.insert(responder, joined.clone());
+        }
+        joined
     }
 
     /// Merges the syncgroup states of the frame into ours (refusing bad changes), and

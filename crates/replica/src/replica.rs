@@ -95,6 +95,9 @@ pub struct Replica {
     pub(crate) id: NodeId,
     pub(crate) clock: Hlc,
     pub(crate) config: ReplicaConfig,
+    /// Per responder, how far the knowledge of the answer being applied may be believed
+    /// (refusals in one frame bind the answer's later frames too); `None`: not at all.
+    pub(crate) answer_caps: BTreeMap<NodeId, Option<crate::syncgroup::Knowledge>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -131,6 +134,7 @@ impl Replica {
             identity,
             clock,
             config,
+            answer_caps: BTreeMap::new(),
         })
     }
 

@@ -248,6 +248,12 @@ pub(crate) fn from_wire(k: &wire::Knowledge) -> Result<Knowledge, RefusalReason>
     k.gens
         .iter()
         .map(|e| {
+            if e.generation > crate::record::MAX_GENERATION {
+                return Err(RefusalReason::Malformed(format!(
+                    "generation {} in a vector",
+                    e.generation
+                )));
+            }
             NodeId::from_wire(&e.device)
                 .map(|d| (d, e.generation))
                 .map_err(|e| RefusalReason::Malformed(e.to_string()))
@@ -507,16 +513,23 @@ impl Replica {
             members: Vec::new(),
         };
         for m in &grant.state.members {
-            verify_member(&db, &spec, &spec_wire.signer, m)?;
-            merge_member(&mut state, m.clone());
+            // An entry that does not verify is left out; the joiner's own must verify.
+            if verify_member(&db, &spec, &spec_wire.signer, m).is_ok() {
+                merge_member(&mut state, m.clone());
+            }
         }
         if member_state(&state, &self.id) != Some(MemberState::Joined) {
             return Err(ReplicaError::NotAllowed(self.id, spec.name));
         }
-        if self.load_sg(&db, &spec.name)?.is_some() {
+        let held = self.load_sg(&db, &spec.name)?;
+        let rejoin = held
+            .as_ref()
+            .and_then(|h| h.state.as_ref())
+            .is_some_and(|st| member_state(st, &self.id) != Some(MemberState::Joined));
+        if held.is_some() && !rejoin {
             return Err(ReplicaError::SyncgroupExists(spec.name));
         }
-        if self.syncgroup_names(&db)?.len() >= MAX_SYNCGROUPS {
+        if !rejoin && self.syncgroup_names(&db)?.len() >= MAX_SYNCGROUPS {
             return Err(ReplicaError::BadName {
                 kind: "syncgroup",
                 name: format!(
@@ -835,7 +848,16 @@ pub(crate) fn merge_remote(
             continue;
         }
         let before = ours.members.clone();
-        merge_member(ours, m.clone());
+        // A held entry that no longer verifies (its signer left the admins) gives way to a
+        // verified one, such as the copy the new spec's signer re-signed.
+        if let Some(held) = ours.members.iter_mut().find(|h| h.id == m.id)
+            && verify_member(&db, &spec, &spec_signer, held).is_err()
+            && (m.time, m.state) >= (held.time, held.state)
+        {
+            *held = m.clone();
+        } else {
+            merge_member(ours, m.clone());
+        }
         changed |= before != ours.members;
     }
     Ok((changed, refused))

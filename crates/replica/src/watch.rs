@@ -80,17 +80,27 @@ impl Replica {
                 oldest,
             });
         }
-        let prefix = db_prefix(db);
         let mut out = Vec::new();
         for item in self
             .store
-            .scan_from(self.ks.watch, &entry_key(db, from + 1))
+            .scan_from(self.ks.watch, &entry_key(db, from.saturating_add(1)))
         {
             let (k, v) = item?;
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            out.push(decode::<WatchEntry>("watch entry", &v)?);
+            let entry = decode::<WatchEntry>("watch entry", &v)?;
+            // Entries are consecutive: a gap means some after the marker were dropped.
+            let expected = out
+                .last()
+                .map_or(from.saturating_add(1), |e: &WatchEntry| e.seq + 1);
+            if entry.seq != expected {
+                return Err(ReplicaError::MarkerTooOld {
+                    marker: from,
+                    oldest: entry.seq,
+                });
+            }
+            out.push(entry);
         }
         Ok(out)
     }

@@ -701,9 +701,10 @@ fn generations_near_the_end_of_u64_are_refused() {
             device: a.id().0.to_vec(),
             generation: u64::MAX,
         });
-    let mut answer = a.answer(&far, b.id()).expect("answer");
-    let frame = answer.next_frame(&a).expect("frame").expect("one frame");
-    assert!(frame.last && frame.records.is_empty());
+    assert!(matches!(
+        a.answer(&far, b.id()),
+        Err(ReplicaError::Refused(RefusalReason::Malformed(_)))
+    ));
 }
 
 #[test]
@@ -740,4 +741,86 @@ fn picking_a_side_that_does_not_exist_is_an_error() {
         Some("c"),
         "the later remote head"
     );
+}
+
+#[test]
+fn ordinary_members_sync_after_an_admin_handover() {
+    let (mut a, _) = replica(1);
+    let (mut b, _) = replica(2);
+    let (mut c, _) = replica(3);
+    let (mut d, _) = replica(4);
+    let mut s = spec(&["notes"], &[c.id()]);
+    s.admins = vec![a.id(), b.id()];
+    a.create_syncgroup(1000, DB, s.clone()).expect("create");
+    join(&mut a, &mut b, 1001, DB, "sg");
+    join(&mut a, &mut c, 1002, DB, "sg");
+    s.admins = vec![b.id()];
+    a.update_spec(DB, s, 1).expect("a hands over to b");
+    sync_once(&mut b, &a, 1003, DB).expect("sync");
+    sync_once(&mut c, &b, 1004, DB).expect("sync");
+    // A joiner let in by the new admin, and two ordinary members syncing with each other.
+    let mut s = b.syncgroup(DB, "sg").expect("sg").spec;
+    s.readers.push(d.id());
+    b.update_spec(DB, s, 2).expect("b adds a reader");
+    join(&mut b, &mut d, 1005, DB, "sg");
+    let report = sync_once(&mut c, &b, 1005, DB).expect("c learns of d");
+    assert!(
+        report.applied.refused.is_empty(),
+        "{:?}",
+        report.applied.refused
+    );
+    let report = sync_once(&mut d, &c, 1006, DB).expect("d syncs from c");
+    assert!(
+        report.applied.refused.is_empty(),
+        "{:?}",
+        report.applied.refused
+    );
+    let report = sync_once(&mut c, &d, 1007, DB).expect("c syncs from d");
+    assert!(
+        report.applied.refused.is_empty(),
+        "{:?}",
+        report.applied.refused
+    );
+}
+
+#[test]
+fn a_refusal_in_one_frame_holds_for_the_rest_of_the_answer() {
+    let (mut a, mut b) = pair();
+    let value = vec![b'x'; 10_000];
+    for i in 0..60 {
+        a.put(2000 + i, DB, "notes", &format!("k{i:03}"), &value)
+            .expect("put");
+    }
+    let req = req_of(&b);
+    let mut answer = a.answer(&req, b.id()).expect("answer");
+    let mut first = true;
+    while let Some(mut frame) = answer.next_frame(&a).expect("frame") {
+        if first {
+            frame.records[0].value = b"forged".to_vec();
+            first = false;
+        }
+        b.apply_frame(3000, &req, a.id(), &frame).expect("apply");
+    }
+    assert_eq!(
+        b.scan(DB, "notes", "").expect("scan").len(),
+        59,
+        "the forgery is refused"
+    );
+    sync_once(&mut b, &a, 3001, DB).expect("sync");
+    assert_eq!(
+        b.scan(DB, "notes", "").expect("scan").len(),
+        60,
+        "the genuine record is asked for again"
+    );
+}
+
+#[test]
+fn a_member_that_left_can_join_again() {
+    let (mut a, mut b) = pair();
+    b.leave_syncgroup(2000, DB, "sg").expect("leave");
+    assert!(b.delta_request(DB).expect("request").knowledge.is_empty());
+    join(&mut a, &mut b, 2001, DB, "sg");
+    a.put(2002, DB, "notes", "k", b"v").expect("put");
+    sync_once(&mut b, &a, 2003, DB).expect("sync");
+    assert_eq!(text(&b, DB, "notes", "k").as_deref(), Some("v"));
 }

@@ -211,12 +211,13 @@ impl Replica {
                 bytes,
             });
         }
+        let joined = self.joined(db)?;
         let mut last: BTreeMap<RowId, Option<&[u8]>> = BTreeMap::new();
         for op in ops {
             let (collection, key, value) = op.parts();
             check_name("collection", collection)?;
             check_row(key, value.unwrap_or_default())?;
-            syncgroup::check_local_write(self, db, collection)?;
+            syncgroup::check_local_write(self, &joined, collection)?;
             let row = RowId {
                 db: db.into(),
                 collection: collection.into(),

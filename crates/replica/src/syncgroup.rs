@@ -872,23 +872,24 @@ pub(crate) fn covers(k: &Knowledge, checkpoint: &Knowledge, me: &NodeId) -> bool
 
 /// Refuses a local write into a collection this node may not write, or whose syncgroup join
 /// is still pending.
+/// `joined` is [`Replica::joined`] of the database, read once per batch.
 pub(crate) fn check_local_write(
     r: &Replica,
-    db: &str,
+    joined: &[(String, StoredSyncgroup, Spec)],
     collection: &str,
 ) -> Result<(), ReplicaError> {
-    for (name, stored, spec) in r.joined(db)? {
+    for (name, stored, spec) in joined {
         if !spec.collections.iter().any(|c| c == collection) {
             continue;
         }
         if !spec.may_write(&r.id) {
             return Err(ReplicaError::NotWriter {
                 collection: collection.into(),
-                syncgroup: name,
+                syncgroup: name.clone(),
             });
         }
         if stored.checkpoint.is_some() {
-            return Err(ReplicaError::JoinPending(name));
+            return Err(ReplicaError::JoinPending(name.clone()));
         }
     }
     Ok(())

@@ -8,12 +8,14 @@
 
 pub mod api;
 pub mod codec;
+pub mod db_api;
 pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod peer_map;
 pub mod pullsync;
 pub mod pushsync;
+pub mod replica;
 pub mod retrieval;
 pub mod runtime;
 pub mod slots;
@@ -61,6 +63,9 @@ pub enum NodeError {
     /// The state database could not be opened or flushed.
     #[error("state database")]
     State(#[from] DbError),
+    /// The replica engine could not be opened.
+    #[error("replicated databases")]
+    Replica(#[from] tributary_replica::ReplicaError),
     /// The node key.
     #[error("node key")]
     Identity(#[from] IdentityError),
@@ -213,6 +218,11 @@ pub async fn run(
         overlay_addr,
     )?);
     let db = Arc::new(open_state(Arc::clone(&store) as Arc<dyn KvStore>)?);
+    let replicas = replica::Replicas::new(tributary_replica::Replica::open(
+        Arc::clone(&store) as Arc<dyn KvStore>,
+        id.identity.clone(),
+        tributary_replica::ReplicaConfig::default(),
+    )?);
 
     let mut swarm = runtime::build_swarm(id.keypair.clone(), true)?;
     let bound = runtime::listen(&mut swarm, &config.listen).await?;
@@ -270,11 +280,13 @@ pub async fn run(
             Arc::clone(&chunks),
             (id.identity.clone(), config.network_id),
             (config.bootnodes.clone(), config.light),
+            (replicas.clone(), random_seed()),
         )
         .run(queries_rx, stopped(stop_rx.clone())),
     );
     let network = network::Network::new(queries_tx.clone());
     let router = api::router(chunks, Some(network))
+        .merge(db_api::router(replicas, Some(queries_tx.clone())))
         .merge(status::router(status::NodeHandle::new(info, queries_tx)))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed);

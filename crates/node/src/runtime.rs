@@ -13,6 +13,8 @@
 //!   [`crate::retrieval::RetrievalDriver`] (fetches for the API and forwarded requests).
 //! - `/tributary/pushsync/1`: push-sync of uploads with signed receipts, driven by
 //!   [`crate::pushsync::PushDriver`].
+//! - `/tributary/replica/1`: replicated databases (GetDeltas, joins, news), driven by
+//!   [`crate::replica::ReplicaDriver`].
 //!
 //! The loop moves transport events into the overlay core, carries out its outputs, wakes it at
 //! its deadlines, re-dials the bootnodes every [`BOOTSTRAP_RETRY`] while no peer is connected,
@@ -37,8 +39,9 @@ use tributary_statesync::server::{self, Reply};
 use tributary_store::{KvStore, StoreError, WriteBatch};
 use tributary_wire::{
     MAX_OVERLAY_MESSAGE_BYTES, MAX_PULL_MESSAGE_BYTES, MAX_PULL_REQUEST_BYTES,
-    MAX_PUSH_MESSAGE_BYTES, MAX_PUSH_REQUEST_BYTES, MAX_RETRIEVAL_MESSAGE_BYTES,
-    MAX_RETRIEVAL_REQUEST_BYTES, MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_REQUEST_BYTES,
+    MAX_PUSH_MESSAGE_BYTES, MAX_PUSH_REQUEST_BYTES, MAX_REPLICA_REPLY_BYTES,
+    MAX_REPLICA_REQUEST_BYTES, MAX_RETRIEVAL_MESSAGE_BYTES, MAX_RETRIEVAL_REQUEST_BYTES,
+    MAX_SYNC_MESSAGE_BYTES, MAX_SYNC_REQUEST_BYTES,
 };
 
 use crate::NodeError;
@@ -47,6 +50,7 @@ use crate::identity::{node_key, peer_id};
 use crate::metrics::Metric;
 use crate::pullsync::PullDriver;
 use crate::pushsync::PushDriver;
+use crate::replica::{Admin, Joined, LastSync, ReplicaDriver, Replicas};
 use crate::retrieval::RetrievalDriver;
 use crate::slots::HandshakeSlots;
 
@@ -60,6 +64,8 @@ pub const PULLSYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/pu
 pub const PUSHSYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/pushsync/1");
 /// The retrieval protocol.
 pub const RETRIEVAL_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/retrieval/1");
+/// The replica protocol.
+pub const REPLICA_PROTOCOL: StreamProtocol = StreamProtocol::new("/tributary/replica/1");
 /// Pull-sync streams per connection, both ways: each side's core has at most
 /// [`tributary_stream::pull::MAX_REQUESTS_PER_PEER`] requests open to the other.
 const MAX_PULL_STREAMS: usize = 2 * tributary_stream::pull::MAX_REQUESTS_PER_PEER + 8;
@@ -102,6 +108,7 @@ mod behaviour {
         pub(crate) pullsync: request_response::Behaviour<BytesCodec>,
         pub(crate) retrieval: request_response::Behaviour<BytesCodec>,
         pub(crate) pushsync: request_response::Behaviour<BytesCodec>,
+        pub(crate) replica: request_response::Behaviour<BytesCodec>,
     }
 }
 
@@ -131,6 +138,11 @@ impl Behaviour {
     /// The push-sync protocol (for tests that speak it by hand).
     pub fn pushsync_mut(&mut self) -> &mut request_response::Behaviour<BytesCodec> {
         &mut self.pushsync
+    }
+
+    /// The replica protocol (for tests that speak it by hand).
+    pub fn replica_mut(&mut self) -> &mut request_response::Behaviour<BytesCodec> {
+        &mut self.replica
     }
 }
 
@@ -207,6 +219,12 @@ pub fn build_swarm(
                     PushDriver::transport_timeout(),
                     crate::pushsync::MAX_STREAMS,
                 ),
+                ProtocolSupport::Full,
+            ),
+            replica: protocol(
+                REPLICA_PROTOCOL,
+                BytesCodec::new(MAX_REPLICA_REQUEST_BYTES, MAX_REPLICA_REPLY_BYTES),
+                (crate::replica::REQUEST_TIMEOUT, crate::replica::MAX_STREAMS),
                 ProtocolSupport::Full,
             ),
         })
@@ -289,6 +307,15 @@ pub enum Query {
         tributary_chunk::Chunk,
         oneshot::Sender<crate::pushsync::Pushed>,
     ),
+    /// The API wrote to a database (or created or joined one of its syncgroups).
+    ReplicaNews(String),
+    /// Join a syncgroup (database, name) through an admin.
+    ReplicaJoin(String, String, Admin, oneshot::Sender<Joined>),
+    /// The last sync with each member of a database.
+    ReplicaSyncs(
+        String,
+        oneshot::Sender<Vec<(tributary_replica::NodeId, LastSync)>>,
+    ),
 }
 
 #[derive(Debug, Default)]
@@ -336,6 +363,7 @@ pub struct Runtime {
     pull: PullDriver,
     retrieval: RetrievalDriver,
     push: PushDriver,
+    replica: ReplicaDriver,
     /// The depth the pull-sync core last heard of.
     pull_depth: Option<u8>,
 }
@@ -351,9 +379,11 @@ impl Runtime {
         chunks: Arc<tributary_chunk::store::ChunkStore>,
         (identity, network_id): (tributary_overlay::Identity, u64),
         (bootnodes, light): (Vec<Multiaddr>, bool),
+        (replicas, seed): (Replicas, u64),
     ) -> Self {
         let (served_tx, served_rx) = mpsc::channel(MAX_SERVING);
         Self {
+            replica: ReplicaDriver::new(replicas, seed),
             push: PushDriver::new(Arc::clone(&chunks), identity, network_id, light),
             retrieval: RetrievalDriver::new(Arc::clone(&chunks), light),
             pull: PullDriver::new(chunks, light),
@@ -413,6 +443,10 @@ impl Runtime {
                     self.pull.timeout(&mut self.swarm, now);
                     self.retrieval.timeout(now);
                     self.push.timeout(now);
+                    self.replica.timeout(&mut self.swarm, now);
+                }
+                Some(event) = self.replica.next_event() => {
+                    self.replica.on_event(&mut self.swarm, Instant::now(), event);
                 }
                 event = self.pull.next_event() => {
                     self.pull.on_event(&mut self.swarm, Instant::now(), event)?;
@@ -491,6 +525,7 @@ impl Runtime {
             self.pull.poll_timeout(),
             self.retrieval.poll_timeout(),
             self.push.poll_timeout(),
+            self.replica.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -577,6 +612,9 @@ impl Runtime {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Pushsync(event)) => {
                 self.push.on_swarm_event(&mut self.swarm, now, event);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Replica(event)) => {
+                self.replica.on_swarm_event(&mut self.swarm, now, event);
             }
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
             _ => {}
@@ -724,6 +762,10 @@ impl Runtime {
                     if let Some(peer) = &peer {
                         self.slots.release(peer);
                     }
+                    if let (Some(peer), Ok(eth)) = (peer, key.eth_address()) {
+                        let node = tributary_replica::NodeId(eth);
+                        self.replica.connected(&mut self.swarm, peer, node);
+                    }
                     if let Some(peer) = peer {
                         self.pull.connected(now, overlay, peer, light);
                         self.retrieval.connected(overlay, peer, light);
@@ -736,6 +778,9 @@ impl Runtime {
                     self.pull.disconnected(now, overlay);
                     self.retrieval.disconnected(now, overlay);
                     self.push.disconnected(now, overlay);
+                    if let Some(peer) = peer_id(&key) {
+                        self.replica.disconnected(&peer);
+                    }
                     let peer = peer_id(&key).map(|p| p.to_string()).unwrap_or_default();
                     info!(%peer, %overlay, "peer disconnected");
                 }
@@ -801,6 +846,7 @@ impl Runtime {
                 metrics.extend(self.pull.metrics());
                 metrics.extend(self.retrieval.metrics());
                 metrics.extend(self.push.metrics());
+                metrics.extend(self.replica.metrics());
                 let _ = tx.send(metrics);
             }
             Query::PullProgress(tx) => {
@@ -810,6 +856,14 @@ impl Runtime {
                 self.retrieval.fetch(Instant::now(), address, tx);
             }
             Query::Push(chunk, tx) => self.push.push(Instant::now(), chunk, tx),
+            Query::ReplicaNews(db) => self.replica.local_write(Instant::now(), &db),
+            Query::ReplicaJoin(db, name, admin, tx) => {
+                self.replica
+                    .join(&mut self.swarm, Instant::now(), (db, name, admin), tx);
+            }
+            Query::ReplicaSyncs(db, tx) => {
+                let _ = tx.send(self.replica.last_syncs(&db));
+            }
         }
     }
 

@@ -35,6 +35,17 @@ impl std::fmt::Debug for NodeKey {
     }
 }
 
+impl NodeKey {
+    /// The Ethereum address of this key: how replica ACLs name a connected peer.
+    ///
+    /// # Errors
+    /// [`RecordError::BadKey`] when the bytes are not a secp256k1 point.
+    pub fn eth_address(&self) -> Result<[u8; 20], RecordError> {
+        let key = VerifyingKey::from_sec1_bytes(&self.0).map_err(|_| RecordError::BadKey)?;
+        Ok(eth_address(&key))
+    }
+}
+
 /// Why an identity or a peer record was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
@@ -60,6 +71,9 @@ pub enum RecordError {
     /// The signature does not recover to a public key.
     #[error("signature does not verify")]
     BadSignature,
+    /// A public key is not a secp256k1 point.
+    #[error("not a secp256k1 public key")]
+    BadKey,
     /// The signer does not own the overlay address.
     #[error("overlay {claimed} is not the signer's ({derived})")]
     OverlayMismatch {

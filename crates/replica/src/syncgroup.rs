@@ -311,6 +311,42 @@ impl Replica {
         batch.put(self.ks.meta, &sg_key(db, name), &sg.encode_to_vec());
     }
 
+    /// The databases that hold at least one syncgroup: a skip-scan of the meta keyspace, one
+    /// seek per database (`db ‖ 1` is past every key of `db`, names hold no 0 or 1 byte);
+    /// node-wide keys (no 0 byte) are stepped over.
+    ///
+    /// # Errors
+    /// A store failure, a corrupt key.
+    pub fn synced_databases(&self) -> Result<Vec<String>, ReplicaError> {
+        let mut out = Vec::new();
+        let mut from = Vec::new();
+        loop {
+            let Some((key, _)) = self
+                .store
+                .scan_from(self.ks.meta, &from)
+                .next()
+                .transpose()?
+            else {
+                break;
+            };
+            let Some(end) = key.iter().position(|&b| b == 0) else {
+                // A node-wide key (the clock): no database; go on right after it.
+                from = key.clone();
+                from.push(0);
+                continue;
+            };
+            let db = std::str::from_utf8(&key[..end])
+                .map_err(|_| ReplicaError::Corrupt("meta key"))?
+                .to_string();
+            from = key[..end].to_vec();
+            from.push(1);
+            if !self.syncgroup_names(&db)?.is_empty() {
+                out.push(db);
+            }
+        }
+        Ok(out)
+    }
+
     /// The names of `db`'s syncgroups this node holds.
     ///
     /// # Errors

@@ -824,3 +824,20 @@ fn a_member_that_left_can_join_again() {
     sync_once(&mut b, &a, 2003, DB).expect("sync");
     assert_eq!(text(&b, DB, "notes", "k").as_deref(), Some("v"));
 }
+
+#[test]
+fn synced_databases_lists_those_with_syncgroups_only() {
+    let (mut a, _store) = common::replica(1);
+    assert!(a.synced_databases().expect("list").is_empty());
+    // A database with rows but no syncgroup, and a node-wide key (the clock) in the space.
+    a.put(1_000, "plain", "c", "k", b"v").expect("put");
+    let id = a.id();
+    for db in ["zeta", "alpha", "alpha-2"] {
+        a.create_syncgroup(1_000, db, common::spec(&["c"], &[id]))
+            .expect("create");
+    }
+    assert_eq!(
+        a.synced_databases().expect("list"),
+        ["alpha", "alpha-2", "zeta"]
+    );
+}

@@ -166,3 +166,109 @@ pub struct DeltaFrame {
     #[prost(bool, tag = "4")]
     pub last: bool,
 }
+
+/// A request on `/tributary/replica/1`.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct ReplicaRequest {
+    /// The request.
+    #[prost(oneof = "replica_request::Message", tags = "1, 2, 3")]
+    pub message: Option<replica_request::Message>,
+}
+
+/// The oneof of [`ReplicaRequest`].
+pub mod replica_request {
+    /// Which request a [`super::ReplicaRequest`] carries.
+    #[derive(Clone, PartialEq, Eq, prost::Oneof)]
+    pub enum Message {
+        /// GetDeltas.
+        #[prost(message, tag = "1")]
+        Delta(super::DeltaRequest),
+        /// Join a syncgroup at its admin.
+        #[prost(message, tag = "2")]
+        Join(super::JoinRequest),
+        /// The sender has new writes in a database.
+        #[prost(message, tag = "3")]
+        News(super::News),
+    }
+}
+
+/// A join at an admin.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct JoinRequest {
+    /// The database.
+    #[prost(string, tag = "1")]
+    pub db: String,
+    /// The syncgroup.
+    #[prost(string, tag = "2")]
+    pub syncgroup: String,
+}
+
+/// "I have news": the sender wrote to `db`.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct News {
+    /// The database.
+    #[prost(string, tag = "1")]
+    pub db: String,
+}
+
+/// Frames of a GetDeltas answer, up to a byte budget.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct DeltaFrames {
+    /// The frames, in order.
+    #[prost(message, repeated, tag = "1")]
+    pub frames: Vec<DeltaFrame>,
+    /// Whether the answer was cut at a frame boundary: ask again.
+    #[prost(bool, tag = "2")]
+    pub more: bool,
+}
+
+/// An admin's grant to a joiner.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct Grant {
+    /// The syncgroup, the joiner signed in.
+    #[prost(message, optional, tag = "1")]
+    pub state: Option<SyncgroupState>,
+    /// The admin's knowledge at the join.
+    #[prost(message, optional, tag = "2")]
+    pub checkpoint: Option<Knowledge>,
+}
+
+/// A request refused, and why.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct Refusal {
+    /// Why.
+    #[prost(string, tag = "1")]
+    pub message: String,
+}
+
+/// An acknowledgement.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct Ack {}
+
+/// The answer to a [`ReplicaRequest`].
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct ReplicaReply {
+    /// The answer.
+    #[prost(oneof = "replica_reply::Message", tags = "1, 2, 3, 4")]
+    pub message: Option<replica_reply::Message>,
+}
+
+/// The oneof of [`ReplicaReply`].
+pub mod replica_reply {
+    /// Which answer a [`super::ReplicaReply`] carries.
+    #[derive(Clone, PartialEq, Eq, prost::Oneof)]
+    pub enum Message {
+        /// GetDeltas frames.
+        #[prost(message, tag = "1")]
+        Frames(super::DeltaFrames),
+        /// A join granted.
+        #[prost(message, tag = "2")]
+        Grant(Box<super::Grant>),
+        /// News taken.
+        #[prost(message, tag = "3")]
+        Ack(super::Ack),
+        /// Refused.
+        #[prost(message, tag = "4")]
+        Refused(super::Refusal),
+    }
+}

@@ -1,0 +1,1188 @@
+//! Replicated databases in the runtime: `/tributary/replica/1` carries GetDeltas, joins at an
+//! admin and "I have news" notifications between members; [`Replicas`] is the engine the
+//! HTTP API and the driver share.
+//!
+//! - **The engine** ([`tributary_replica::Replica`]) reads and writes the node's store, so
+//!   every call runs on the blocking pool under one mutex ([`Replicas::call`]), never on the
+//!   event loop.
+//! - **Rounds.** Per database with a joined syncgroup, the driver runs one round at a time: it
+//!   reads its knowledge (blocking), asks one connected member picked at random (a member that
+//!   sent news, or that answered with `more`, first), applies the frames (blocking), and waits
+//!   [`SYNC_INTERVAL`] (with jitter) before the next. One request covers every syncgroup of
+//!   the database the two share, so a round per database, not per syncgroup.
+//! - **News.** After a local write the API tells the loop; the loop sends `News` to the
+//!   connected members of that database (at most every [`NEWS_GAP`]), and a member that gets
+//!   it starts a round with the sender at once (or right after the round it is in). A round
+//!   that applied new records sends news too, so a change crosses members that are not
+//!   connected to its writer in one hop per member, not one interval per hop; a wave ends
+//!   where a round brings nothing new.
+//! - **Serving.** At most [`MAX_SERVING`] answers are computed at once (more are refused as
+//!   busy); one reply carries frames up to [`tributary_wire::REPLICA_REPLY_BUDGET`] and says
+//!   `more` if the answer goes on, so the initiator asks again from the knowledge it got.
+//! - **Penalties.** A reply whose records or syncgroup changes are refused, or that does not
+//!   decode, disconnects the peer and backs the member off; a malformed request disconnects
+//!   the requester. A member that fails (timeout, refusal) is backed off, doubling from
+//!   [`BACKOFF_BASE`] to [`BACKOFF_MAX`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, Swarm};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, warn};
+use tributary_replica::delta::Applied;
+use tributary_replica::syncgroup::{JoinGrant, MemberState};
+use tributary_replica::types::check_name;
+use tributary_replica::{NodeId, Replica, ReplicaError};
+use tributary_wire::REPLICA_REPLY_BUDGET;
+use tributary_wire::replica::{
+    Ack, DeltaFrames, DeltaRequest, Grant, JoinRequest, News, Refusal, ReplicaReply,
+    ReplicaRequest, replica_reply, replica_request,
+};
+
+use crate::metrics::Metric;
+use crate::runtime::Behaviour;
+
+/// How often each database syncs with a member when nothing happens.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(3);
+/// Least time between two news of one database (writes in between are in the same news).
+pub const NEWS_GAP: Duration = Duration::from_millis(20);
+/// Answers and joins computed at once; more are refused as busy.
+pub const MAX_SERVING: usize = 4;
+/// Replica streams per connection, both ways.
+pub const MAX_STREAMS: usize = 32;
+/// How long one request may take (an answer of the full reply budget over a slow link).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a join waits for its admin to be connected.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Joins waiting at once.
+pub const MAX_JOINS: usize = 16;
+/// First back-off of a failing member.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// Longest back-off.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Databases the driver tracks at once (each has at most one round running).
+pub const MAX_DATABASES: usize = 1024;
+/// Blocking jobs' results waiting for the loop.
+const JOB_QUEUE: usize = 64;
+
+/// Milliseconds since the Unix epoch: the engine's `now`.
+#[must_use]
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The replica engine shared by the HTTP API and the driver, and a counter of its commits
+/// that watchers wait on.
+#[derive(Clone)]
+pub struct Replicas {
+    engine: Arc<Mutex<Replica>>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl std::fmt::Debug for Replicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicas").finish_non_exhaustive()
+    }
+}
+
+impl Replicas {
+    /// Shares `engine`.
+    #[must_use]
+    pub fn new(engine: Replica) -> Self {
+        Self {
+            engine: Arc::new(Mutex::new(engine)),
+            changes: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Runs `f` on the engine, on the blocking pool.
+    ///
+    /// # Errors
+    /// When the task panicked or was cancelled.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Replica) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.call_blocking(f)).await
+    }
+
+    /// Runs `f` on the engine on this thread (a blocking one). A panic in an earlier call
+    /// leaves the mutex poisoned; the engine's state is its store, written atomically, so it
+    /// is taken as it is.
+    pub fn call_blocking<T>(&self, f: impl FnOnce(&mut Replica) -> T) -> T {
+        let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut engine)
+    }
+
+    /// Says the engine committed something (watchers wake up).
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every [`Replicas::changed`].
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// Where to find an admin to join through.
+#[derive(Clone, Debug)]
+pub enum Admin {
+    /// A connected peer, by node id.
+    Node(NodeId),
+    /// A peer to dial, at these addresses.
+    Peer(PeerId, Vec<Multiaddr>),
+}
+
+/// A join's outcome, for the API.
+pub type Joined = Result<(), String>;
+
+/// What one sync with a member did, for `GET /syncgroups/...`.
+#[derive(Clone, Copy, Debug)]
+pub struct LastSync {
+    /// When it ended (ms since the epoch).
+    pub at_ms: u64,
+    /// Records applied.
+    pub records: u64,
+}
+
+/// Results of blocking jobs.
+enum Job {
+    Prepared {
+        db: String,
+        request: Option<DeltaRequest>,
+        members: HashSet<NodeId>,
+    },
+    Served {
+        channel: ResponseChannel<Vec<u8>>,
+        peer: PeerId,
+        reply: ReplicaReply,
+        fault: bool,
+        /// The database the requester was answered about (so it is a member to tell news).
+        member_of: Option<String>,
+    },
+    Applied {
+        db: String,
+        peer: PeerId,
+        node: NodeId,
+        result: Result<(Applied, bool), String>,
+    },
+    Accepted {
+        db: String,
+        peer: PeerId,
+        result: Joined,
+        tx: oneshot::Sender<Joined>,
+    },
+    Databases(Vec<String>),
+}
+
+/// One database's rounds.
+#[derive(Debug)]
+struct DbState {
+    busy: bool,
+    next_round: Instant,
+    prefer: Option<PeerId>,
+    again: bool,
+    members: HashSet<NodeId>,
+    news_due: Option<Instant>,
+    last_news: Option<Instant>,
+}
+
+impl DbState {
+    fn new(now: Instant) -> Self {
+        Self {
+            busy: false,
+            next_round: now,
+            prefer: None,
+            again: false,
+            members: HashSet::new(),
+            news_due: None,
+            last_news: None,
+        }
+    }
+}
+
+enum Outbound {
+    Delta {
+        db: String,
+        node: NodeId,
+        request: DeltaRequest,
+    },
+    Join {
+        db: String,
+        name: String,
+        tx: oneshot::Sender<Joined>,
+    },
+    News,
+}
+
+struct WaitingJoin {
+    peer: PeerId,
+    request: JoinRequest,
+    tx: oneshot::Sender<Joined>,
+    deadline: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    rounds: u64,
+    rounds_failed: u64,
+    records_applied: u64,
+    records_received: u64,
+    records_sent: u64,
+    refused: u64,
+    conflicts: u64,
+    resolved: u64,
+    served: u64,
+    busy: u64,
+    news_sent: u64,
+    news_received: u64,
+    penalized: u64,
+}
+
+/// The replica half of the runtime; see the module documentation.
+pub struct ReplicaDriver {
+    replicas: Replicas,
+    dbs: HashMap<String, DbState>,
+    peers: HashMap<PeerId, NodeId>,
+    nodes: HashMap<NodeId, PeerId>,
+    backoff: HashMap<NodeId, (u32, Instant)>,
+    outbound: HashMap<OutboundRequestId, (PeerId, Outbound)>,
+    waiting: Vec<WaitingJoin>,
+    serving: usize,
+    jobs_tx: mpsc::Sender<Job>,
+    jobs_rx: mpsc::Receiver<Job>,
+    last_sync: HashMap<(String, NodeId), LastSync>,
+    rng: u64,
+    counters: Counters,
+}
+
+impl ReplicaDriver {
+    /// A driver over the shared engine; `seed` spreads member picks and round jitter.
+    #[must_use]
+    pub fn new(replicas: Replicas, seed: u64) -> Self {
+        let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
+        let driver = Self {
+            replicas,
+            dbs: HashMap::new(),
+            peers: HashMap::new(),
+            nodes: HashMap::new(),
+            backoff: HashMap::new(),
+            outbound: HashMap::new(),
+            waiting: Vec::new(),
+            serving: 0,
+            jobs_tx,
+            jobs_rx,
+            last_sync: HashMap::new(),
+            rng: seed | 1,
+            counters: Counters::default(),
+        };
+        driver.load_databases();
+        driver
+    }
+
+    /// Reads the databases that have syncgroups (blocking), so rounds start at once.
+    fn load_databases(&self) {
+        let replicas = self.replicas.clone();
+        let tx = self.jobs_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            match replicas.call_blocking(|r| r.synced_databases()) {
+                Ok(dbs) => {
+                    let _ = tx.blocking_send(Job::Databases(dbs));
+                }
+                Err(e) => warn!("replica databases not read: {e}"),
+            }
+        });
+    }
+
+    fn random(&mut self) -> u64 {
+        // splitmix64: enough to spread picks; the seed comes from the node.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn interval(&mut self) -> Duration {
+        // 75 % to 125 % of the interval, so members do not sync in lockstep.
+        let ms = u64::try_from(SYNC_INTERVAL.as_millis()).unwrap_or(3000);
+        Duration::from_millis(ms * 3 / 4 + self.random() % (ms / 2 + 1))
+    }
+
+    /// The shared engine.
+    #[must_use]
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
+    }
+
+    /// Waits for the next blocking job's result.
+    async fn next_job(&mut self) -> Option<Job> {
+        self.jobs_rx.recv().await
+    }
+
+    /// A peer completed its handshake.
+    pub fn connected(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId, node: NodeId) {
+        self.peers.insert(peer, node);
+        self.nodes.insert(node, peer);
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| w.peer == peer);
+        self.waiting = waiting;
+        for w in ready {
+            self.send_join(swarm, peer, w.request, w.tx);
+        }
+    }
+
+    /// A peer went away.
+    pub fn disconnected(&mut self, peer: &PeerId) {
+        if let Some(node) = self.peers.remove(peer) {
+            self.nodes.remove(&node);
+        }
+    }
+
+    /// The earliest deadline: a round, a news, a join giving up.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let rounds = self
+            .dbs
+            .values()
+            .flat_map(|d| [(!d.busy).then_some(d.next_round), d.news_due])
+            .flatten();
+        rounds.chain(self.waiting.iter().map(|w| w.deadline)).min()
+    }
+
+    /// Starts the rounds and news that are due, and gives up joins past their deadline.
+    pub fn timeout(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant) {
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| w.deadline <= now);
+        self.waiting = waiting;
+        for w in expired {
+            let _ = w.tx.send(Err(format!(
+                "the admin {} was not reached within {} s",
+                w.peer,
+                JOIN_TIMEOUT.as_secs()
+            )));
+        }
+        let due: Vec<String> = self
+            .dbs
+            .iter()
+            .filter(|(_, d)| !d.busy && d.next_round <= now)
+            .map(|(db, _)| db.clone())
+            .collect();
+        for db in due {
+            self.prepare(&db);
+        }
+        let news: Vec<String> = self
+            .dbs
+            .iter()
+            .filter(|(_, d)| d.news_due.is_some_and(|t| t <= now))
+            .map(|(db, _)| db.clone())
+            .collect();
+        for db in news {
+            self.send_news(swarm, now, &db);
+        }
+    }
+
+    /// Reads `db`'s request off the loop; the round goes on in [`Job::Prepared`].
+    fn prepare(&mut self, db: &str) {
+        let Some(state) = self.dbs.get_mut(db) else {
+            return;
+        };
+        state.busy = true;
+        state.again = false;
+        let replicas = self.replicas.clone();
+        let tx = self.jobs_tx.clone();
+        let db = db.to_string();
+        tokio::task::spawn_blocking(move || {
+            let (request, members) = replicas.call_blocking(|r| round_inputs(r, &db));
+            let _ = tx.blocking_send(Job::Prepared {
+                db,
+                request,
+                members,
+            });
+        });
+    }
+
+    /// The API wrote to `db` (or created or joined one of its syncgroups): tell its members
+    /// soon, and make sure its rounds run.
+    pub fn local_write(&mut self, now: Instant, db: &str) {
+        let Some(state) = self.db_state(now, db) else {
+            return;
+        };
+        let due = state.last_news.map_or(now, |t| (t + NEWS_GAP).max(now));
+        state.news_due = Some(state.news_due.map_or(due, |d| d.min(due)));
+    }
+
+    fn db_state(&mut self, now: Instant, db: &str) -> Option<&mut DbState> {
+        if !self.dbs.contains_key(db) && self.dbs.len() >= MAX_DATABASES {
+            warn!(db, "not synced: {MAX_DATABASES} databases are already");
+            return None;
+        }
+        Some(
+            self.dbs
+                .entry(db.to_string())
+                .or_insert_with(|| DbState::new(now)),
+        )
+    }
+
+    fn send_news(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant, db: &str) {
+        let Some(state) = self.dbs.get_mut(db) else {
+            return;
+        };
+        state.news_due = None;
+        state.last_news = Some(now);
+        let targets: Vec<PeerId> = state
+            .members
+            .iter()
+            .filter_map(|n| self.nodes.get(n).copied())
+            .collect();
+        let bytes = ReplicaRequest {
+            message: Some(replica_request::Message::News(News { db: db.into() })),
+        }
+        .encode_to_vec();
+        for peer in targets {
+            self.counters.news_sent += 1;
+            let id = swarm
+                .behaviour_mut()
+                .replica
+                .send_request(&peer, bytes.clone());
+            self.outbound.insert(id, (peer, Outbound::News));
+        }
+    }
+
+    /// Joins `db`/`name` through `admin`; the answer goes to `tx`.
+    pub fn join(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        (db, name, admin): (String, String, Admin),
+        tx: oneshot::Sender<Joined>,
+    ) {
+        let request = JoinRequest {
+            db,
+            syncgroup: name,
+        };
+        match admin {
+            Admin::Node(node) => match self.nodes.get(&node) {
+                Some(&peer) => self.send_join(swarm, peer, request, tx),
+                None => {
+                    let _ = tx.send(Err(format!(
+                        "admin {node} is not connected; give its multiaddr (/ip4/…/p2p/…)"
+                    )));
+                }
+            },
+            Admin::Peer(peer, addrs) => {
+                if self.peers.contains_key(&peer) {
+                    self.send_join(swarm, peer, request, tx);
+                    return;
+                }
+                if self.waiting.len() >= MAX_JOINS {
+                    let _ = tx.send(Err(format!("{MAX_JOINS} joins are waiting; try later")));
+                    return;
+                }
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = swarm.dial(opts) {
+                    debug!(%peer, "join dial: {e}");
+                }
+                self.waiting.push(WaitingJoin {
+                    peer,
+                    request,
+                    tx,
+                    deadline: now + JOIN_TIMEOUT,
+                });
+            }
+        }
+    }
+
+    fn send_join(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        peer: PeerId,
+        request: JoinRequest,
+        tx: oneshot::Sender<Joined>,
+    ) {
+        let (db, name) = (request.db.clone(), request.syncgroup.clone());
+        let bytes = ReplicaRequest {
+            message: Some(replica_request::Message::Join(request)),
+        }
+        .encode_to_vec();
+        let id = swarm.behaviour_mut().replica.send_request(&peer, bytes);
+        self.outbound
+            .insert(id, (peer, Outbound::Join { db, name, tx }));
+    }
+
+    /// Handles what the swarm reports on the replica protocol.
+    pub fn on_swarm_event(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.on_request(swarm, now, peer, &request, channel),
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => self.on_response(swarm, now, peer, request_id, &response),
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, "replica request failed: {error}");
+                self.failed(now, peer, request_id, &error.to_string());
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "replica request not answered: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        peer: PeerId,
+        bytes: &[u8],
+        channel: ResponseChannel<Vec<u8>>,
+    ) {
+        let Some(&node) = self.peers.get(&peer) else {
+            // Not handshaken: the overlay has not authenticated it yet.
+            return;
+        };
+        let Ok(ReplicaRequest {
+            message: Some(message),
+        }) = ReplicaRequest::decode(bytes)
+        else {
+            self.penalize(swarm, now, peer, "a malformed replica request");
+            return;
+        };
+        if let replica_request::Message::News(news) = message {
+            self.counters.news_received += 1;
+            let _ = swarm
+                .behaviour_mut()
+                .replica
+                .send_response(channel, reply(replica_reply::Message::Ack(Ack {})));
+            self.on_news(now, peer, &news.db);
+            return;
+        }
+        if self.serving >= MAX_SERVING {
+            self.counters.busy += 1;
+            let _ = swarm
+                .behaviour_mut()
+                .replica
+                .send_response(channel, refusal("busy: try later"));
+            return;
+        }
+        self.serving += 1;
+        let replicas = self.replicas.clone();
+        let tx = self.jobs_tx.clone();
+        let db = match &message {
+            replica_request::Message::Delta(d) => d.db.clone(),
+            replica_request::Message::Join(j) => j.db.clone(),
+            replica_request::Message::News(n) => n.db.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            let (reply, fault) = replicas.call_blocking(|r| serve(r, node, message));
+            let answered = !matches!(reply.message, Some(replica_reply::Message::Refused(_)));
+            let _ = tx.blocking_send(Job::Served {
+                channel,
+                peer,
+                reply,
+                fault,
+                member_of: answered.then_some(db),
+            });
+        });
+    }
+
+    fn on_news(&mut self, now: Instant, peer: PeerId, db: &str) {
+        if check_name("database", db).is_err() {
+            return;
+        }
+        // Only databases this node syncs: news of others would make a state per name.
+        let Some(state) = self.dbs.get_mut(db) else {
+            return;
+        };
+        state.prefer = Some(peer);
+        if state.busy {
+            state.again = true;
+        } else {
+            state.next_round = now;
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        peer: PeerId,
+        id: OutboundRequestId,
+        bytes: &[u8],
+    ) {
+        let Some((_, outbound)) = self.outbound.remove(&id) else {
+            return;
+        };
+        let Ok(ReplicaReply {
+            message: Some(message),
+        }) = ReplicaReply::decode(bytes)
+        else {
+            self.outbound_failed(now, peer, outbound, "a malformed reply");
+            self.penalize(swarm, now, peer, "a malformed replica reply");
+            return;
+        };
+        match (outbound, message) {
+            (Outbound::News, _) => {}
+            (Outbound::Delta { db, node, request }, replica_reply::Message::Frames(frames)) => {
+                self.apply(db, peer, node, request, frames);
+            }
+            (Outbound::Join { db, name, tx }, replica_reply::Message::Grant(grant)) => {
+                self.accept(db, name, peer, *grant, tx);
+            }
+            (outbound, replica_reply::Message::Refused(r)) => {
+                self.outbound_failed(now, peer, outbound, &format!("refused: {}", r.message));
+            }
+            (outbound, _) => {
+                self.outbound_failed(now, peer, outbound, "a reply of the wrong kind");
+                self.penalize(swarm, now, peer, "a replica reply of the wrong kind");
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        db: String,
+        peer: PeerId,
+        node: NodeId,
+        request: DeltaRequest,
+        frames: DeltaFrames,
+    ) {
+        self.counters.records_received += frames
+            .frames
+            .iter()
+            .map(|f| f.records.len() as u64)
+            .sum::<u64>();
+        let replicas = self.replicas.clone();
+        let tx = self.jobs_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = replicas.call_blocking(|r| {
+                let mut total = Applied::default();
+                for frame in &frames.frames {
+                    total.add(r.apply_frame(now_ms(), &request, node, frame)?);
+                }
+                Ok::<_, ReplicaError>((total, frames.more))
+            });
+            let _ = tx.blocking_send(Job::Applied {
+                db,
+                peer,
+                node,
+                result: result.map_err(|e| e.to_string()),
+            });
+        });
+    }
+
+    fn accept(
+        &mut self,
+        db: String,
+        name: String,
+        peer: PeerId,
+        grant: Grant,
+        tx: oneshot::Sender<Joined>,
+    ) {
+        let replicas = self.replicas.clone();
+        let jobs = self.jobs_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = replicas.call_blocking(|r| accept_grant(r, &db, &name, grant));
+            let _ = jobs.blocking_send(Job::Accepted {
+                db,
+                peer,
+                result,
+                tx,
+            });
+        });
+    }
+
+    fn failed(&mut self, now: Instant, peer: PeerId, id: OutboundRequestId, why: &str) {
+        if let Some((_, outbound)) = self.outbound.remove(&id) {
+            self.outbound_failed(now, peer, outbound, why);
+        }
+    }
+
+    fn outbound_failed(&mut self, now: Instant, peer: PeerId, outbound: Outbound, why: &str) {
+        match outbound {
+            Outbound::News => {}
+            Outbound::Join { tx, .. } => {
+                let _ = tx.send(Err(format!("the admin {peer}: {why}")));
+            }
+            Outbound::Delta { db, node, .. } => {
+                debug!(%peer, db, "sync failed: {why}");
+                self.counters.rounds_failed += 1;
+                self.back_off(now, node);
+                self.round_done(now, &db, None);
+            }
+        }
+    }
+
+    fn back_off(&mut self, now: Instant, node: NodeId) {
+        let entry = self.backoff.entry(node).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let wait = BACKOFF_BASE
+            .saturating_mul(1 << entry.0.min(6).saturating_sub(1))
+            .min(BACKOFF_MAX);
+        entry.1 = now + wait;
+    }
+
+    fn penalize(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant, peer: PeerId, why: &str) {
+        warn!(%peer, "refused peer: {why}");
+        self.counters.penalized += 1;
+        if let Some(&node) = self.peers.get(&peer) {
+            self.back_off(now, node);
+        }
+        let _ = swarm.disconnect_peer_id(peer);
+    }
+
+    /// A round of `db` ended; the next one is due at once if news came or the answer went
+    /// on (`next` is then the peer to ask), else after the interval.
+    fn round_done(&mut self, now: Instant, db: &str, next: Option<PeerId>) {
+        let interval = self.interval();
+        let Some(state) = self.dbs.get_mut(db) else {
+            return;
+        };
+        state.busy = false;
+        if next.is_some() {
+            state.prefer = next;
+        }
+        state.next_round = if next.is_some() || state.again {
+            now
+        } else {
+            now + interval
+        };
+        state.again = false;
+    }
+
+    /// Carries out a blocking job's result.
+    fn on_job(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant, job: Job) {
+        match job {
+            Job::Databases(dbs) => {
+                for db in dbs {
+                    self.db_state(now, &db);
+                }
+            }
+            Job::Prepared {
+                db,
+                request,
+                members,
+            } => self.on_prepared(swarm, now, &db, request, members),
+            Job::Served {
+                channel,
+                peer,
+                reply,
+                fault,
+                member_of,
+            } => {
+                self.serving = self.serving.saturating_sub(1);
+                if let (Some(db), Some(&node)) = (member_of, self.peers.get(&peer))
+                    && let Some(state) = self.db_state(now, &db)
+                {
+                    state.members.insert(node);
+                }
+                if let Some(replica_reply::Message::Frames(f)) = &reply.message {
+                    self.counters.served += 1;
+                    self.counters.records_sent +=
+                        f.frames.iter().map(|f| f.records.len() as u64).sum::<u64>();
+                }
+                let _ = swarm
+                    .behaviour_mut()
+                    .replica
+                    .send_response(channel, reply.encode_to_vec());
+                if fault {
+                    self.penalize(swarm, now, peer, "a malformed replica request");
+                }
+            }
+            Job::Applied {
+                db,
+                peer,
+                node,
+                result,
+            } => self.on_applied(swarm, now, (&db, peer, node), result),
+            Job::Accepted {
+                db,
+                peer,
+                result,
+                tx,
+            } => {
+                if result.is_ok() {
+                    self.replicas.changed();
+                    let admin = self.peers.get(&peer).copied();
+                    if let Some(state) = self.db_state(now, &db) {
+                        state.members.extend(admin);
+                        state.prefer = Some(peer);
+                        if state.busy {
+                            state.again = true;
+                        } else {
+                            state.next_round = now;
+                        }
+                    }
+                }
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    fn on_prepared(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        db: &str,
+        request: Option<DeltaRequest>,
+        members: HashSet<NodeId>,
+    ) {
+        let Some(state) = self.dbs.get_mut(db) else {
+            return;
+        };
+        state.members = members;
+        let prefer = state.prefer.take();
+        let Some(request) = request else {
+            // No syncgroup joined (left, or none yet): nothing to ask.
+            self.round_done(now, db, None);
+            return;
+        };
+        let Some((peer, node)) = self.pick(now, db, prefer) else {
+            self.round_done(now, db, None);
+            return;
+        };
+        self.counters.rounds += 1;
+        let bytes = ReplicaRequest {
+            message: Some(replica_request::Message::Delta(request.clone())),
+        }
+        .encode_to_vec();
+        let id = swarm.behaviour_mut().replica.send_request(&peer, bytes);
+        self.outbound.insert(
+            id,
+            (
+                peer,
+                Outbound::Delta {
+                    db: db.into(),
+                    node,
+                    request,
+                },
+            ),
+        );
+    }
+
+    /// The member to ask: `prefer` if it is a connected member not backed off, else one at
+    /// random among those.
+    fn pick(&mut self, now: Instant, db: &str, prefer: Option<PeerId>) -> Option<(PeerId, NodeId)> {
+        let members = &self.dbs.get(db)?.members;
+        let ready = |node: &NodeId| {
+            self.backoff
+                .get(node)
+                .is_none_or(|(_, until)| *until <= now)
+        };
+        if let Some(peer) = prefer
+            && let Some(&node) = self.peers.get(&peer)
+            && members.contains(&node)
+            && ready(&node)
+        {
+            return Some((peer, node));
+        }
+        let mut candidates: Vec<(PeerId, NodeId)> = members
+            .iter()
+            .filter(|n| ready(n))
+            .filter_map(|n| Some((*self.nodes.get(n)?, *n)))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        candidates.sort_unstable_by_key(|(_, n)| *n);
+        let i = usize::try_from(self.random() % candidates.len() as u64).unwrap_or(0);
+        Some(candidates[i])
+    }
+
+    fn on_applied(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        (db, peer, node): (&str, PeerId, NodeId),
+        result: Result<(Applied, bool), String>,
+    ) {
+        match result {
+            Ok((applied, more)) => {
+                let c = &mut self.counters;
+                c.records_applied += applied.new;
+                c.conflicts += applied.conflicts;
+                c.resolved += applied.resolved;
+                c.refused += applied.refused.len() as u64;
+                if applied.new > 0 || applied.conflicts > 0 {
+                    self.replicas.changed();
+                    // Relayed news: members this one's source is not connected to hear soon.
+                    self.local_write(now, db);
+                }
+                let entry = self
+                    .last_sync
+                    .entry((db.to_string(), node))
+                    .or_insert(LastSync {
+                        at_ms: 0,
+                        records: 0,
+                    });
+                entry.at_ms = now_ms();
+                entry.records = applied.new;
+                if let Some((_, why)) = applied.refused.first().map(|(a, g, why)| ((a, g), why)) {
+                    let why = format!(
+                        "{} refused records, the first: {why}",
+                        applied.refused.len()
+                    );
+                    self.penalize(swarm, now, peer, &why);
+                    self.round_done(now, db, None);
+                    return;
+                }
+                self.backoff.remove(&node);
+                self.round_done(now, db, more.then_some(peer));
+            }
+            Err(e) => {
+                warn!(%peer, db, "sync not applied: {e}");
+                self.counters.rounds_failed += 1;
+                self.back_off(now, node);
+                self.round_done(now, db, None);
+            }
+        }
+    }
+
+    /// The last sync with each member, for the API.
+    #[must_use]
+    pub fn last_syncs(&self, db: &str) -> Vec<(NodeId, LastSync)> {
+        self.last_sync
+            .iter()
+            .filter(|((d, _), _)| d == db)
+            .map(|((_, n), s)| (*n, *s))
+            .collect()
+    }
+
+    /// Waits for a blocking job and carries it out.
+    pub async fn next_event(&mut self) -> Option<JobEvent> {
+        self.next_job().await.map(JobEvent)
+    }
+
+    /// Carries out what [`ReplicaDriver::next_event`] returned.
+    pub fn on_event(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant, event: JobEvent) {
+        self.on_job(swarm, now, event.0);
+    }
+
+    /// The driver's metrics.
+    #[must_use]
+    pub fn metrics(&self) -> Vec<Metric> {
+        let c = &self.counters;
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "metric values are approximate by nature"
+        )]
+        let v = |n: u64| n as f64;
+        let m = |name, help, n| Metric::single(name, help, "counter", v(n));
+        vec![
+            m(
+                "tributary_replica_rounds_total",
+                "Sync rounds started.",
+                c.rounds,
+            ),
+            m(
+                "tributary_replica_rounds_failed_total",
+                "Sync rounds that failed (timeout, refusal, apply error).",
+                c.rounds_failed,
+            ),
+            m(
+                "tributary_replica_records_received_total",
+                "Log records received in answers.",
+                c.records_received,
+            ),
+            m(
+                "tributary_replica_records_applied_total",
+                "New log records applied.",
+                c.records_applied,
+            ),
+            m(
+                "tributary_replica_records_sent_total",
+                "Log records sent in answers.",
+                c.records_sent,
+            ),
+            m(
+                "tributary_replica_records_refused_total",
+                "Records and syncgroup changes refused.",
+                c.refused,
+            ),
+            m(
+                "tributary_replica_conflicts_total",
+                "Rows found in conflict after a sync.",
+                c.conflicts,
+            ),
+            m(
+                "tributary_replica_conflicts_resolved_total",
+                "Conflicts resolved at once by last-writer-wins.",
+                c.resolved,
+            ),
+            m(
+                "tributary_replica_answers_total",
+                "GetDeltas answers served.",
+                c.served,
+            ),
+            m(
+                "tributary_replica_busy_total",
+                "Requests refused for load.",
+                c.busy,
+            ),
+            m(
+                "tributary_replica_news_sent_total",
+                "News sent.",
+                c.news_sent,
+            ),
+            m(
+                "tributary_replica_news_received_total",
+                "News received.",
+                c.news_received,
+            ),
+            m(
+                "tributary_replica_penalized_total",
+                "Peers disconnected for bad replica messages or records.",
+                c.penalized,
+            ),
+        ]
+    }
+}
+
+/// A blocking job's result, for the runtime's loop.
+pub struct JobEvent(Job);
+
+/// What a round needs: the request (`None` if no syncgroup is joined) and the members of the
+/// database's joined syncgroups (this node left out).
+fn round_inputs(r: &Replica, db: &str) -> (Option<DeltaRequest>, HashSet<NodeId>) {
+    let request = match r.delta_request(db) {
+        Ok(req) if !req.knowledge.is_empty() => Some(req),
+        Ok(_) => None,
+        Err(e) => {
+            warn!(db, "replica knowledge not read: {e}");
+            None
+        }
+    };
+    let mut members = HashSet::new();
+    for name in r.syncgroup_names(db).unwrap_or_default() {
+        if let Ok(info) = r.syncgroup(db, &name) {
+            members.extend(
+                info.members
+                    .iter()
+                    .filter(|(_, s)| *s == MemberState::Joined)
+                    .map(|(id, _)| *id),
+            );
+        }
+    }
+    members.remove(&r.id());
+    (request, members)
+}
+
+fn reply(message: replica_reply::Message) -> Vec<u8> {
+    ReplicaReply {
+        message: Some(message),
+    }
+    .encode_to_vec()
+}
+
+fn refusal(message: &str) -> Vec<u8> {
+    reply(replica_reply::Message::Refused(Refusal {
+        message: message.into(),
+    }))
+}
+
+/// Answers one request (blocking); whether it was malformed (the requester is penalized).
+fn serve(r: &mut Replica, node: NodeId, message: replica_request::Message) -> (ReplicaReply, bool) {
+    let result = match message {
+        replica_request::Message::Delta(req) => answer(r, node, &req),
+        replica_request::Message::Join(join) => r
+            .admin_join(now_ms(), &join.db, &join.syncgroup, node)
+            .map(|g| {
+                replica_reply::Message::Grant(Box::new(Grant {
+                    state: Some(g.state),
+                    checkpoint: Some(g.checkpoint),
+                }))
+            }),
+        replica_request::Message::News(_) => Ok(replica_reply::Message::Ack(Ack {})),
+    };
+    match result {
+        Ok(message) => (
+            ReplicaReply {
+                message: Some(message),
+            },
+            false,
+        ),
+        Err(e) => {
+            let fault = matches!(e, ReplicaError::Malformed(_) | ReplicaError::BadName { .. });
+            (
+                ReplicaReply {
+                    message: Some(replica_reply::Message::Refused(Refusal {
+                        message: e.to_string(),
+                    })),
+                },
+                fault,
+            )
+        }
+    }
+}
+
+/// GetDeltas frames for `req`, up to the reply budget.
+fn answer(
+    r: &Replica,
+    node: NodeId,
+    req: &DeltaRequest,
+) -> Result<replica_reply::Message, ReplicaError> {
+    let mut answer = r.answer(req, node)?;
+    let mut frames = Vec::new();
+    let mut bytes = 0;
+    let mut more = false;
+    while let Some(frame) = answer.next_frame(r)? {
+        bytes += frame.encoded_len();
+        let last = frame.last;
+        frames.push(frame);
+        if bytes >= REPLICA_REPLY_BUDGET && !last {
+            more = true;
+            break;
+        }
+    }
+    Ok(replica_reply::Message::Frames(DeltaFrames { frames, more }))
+}
+
+/// Takes an admin's grant for `db`/`name` (blocking).
+fn accept_grant(r: &mut Replica, db: &str, name: &str, grant: Grant) -> Joined {
+    let (Some(state), Some(checkpoint)) = (grant.state, grant.checkpoint) else {
+        return Err("the admin's grant is incomplete".into());
+    };
+    let named = state.spec.as_ref().map(|s| s.name.as_str());
+    if state.db != db || named != Some(name) || checkpoint.syncgroup != name {
+        return Err("the admin granted another syncgroup".into());
+    }
+    r.accept_join(&JoinGrant { state, checkpoint })
+        .map_err(|e| e.to_string())
+}

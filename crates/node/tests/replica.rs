@@ -1,0 +1,290 @@
+//! Replicated databases between real nodes on 127.0.0.1, over `/tributary/replica/1` and the
+//! HTTP API (as Syncbase's featuretests): writes on each member arrive on the others, a batch
+//! arrives whole, an ejected reader stops receiving, concurrent offline writes resolve the
+//! same way everywhere, and an app resolver over HTTP resolves a conflict once for the group.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Node, agent, eventually};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn id(node: &Node) -> String {
+    node.info["ethereum"]
+        .as_str()
+        .expect("ethereum")
+        .to_string()
+}
+
+fn send(node: &Node, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let url = format!("{}{path}", node.base);
+    let mut response = match method {
+        "PUT" => agent().put(&url).send(body),
+        "POST" => agent().post(&url).send(body),
+        "DELETE" => agent().delete(&url).call(),
+        _ => agent().get(&url).call(),
+    }
+    .expect("request");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+fn ok(node: &Node, method: &str, path: &str, body: &[u8]) -> String {
+    let (status, text) = send(node, method, path, body);
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {text}"
+    );
+    text
+}
+
+fn value(node: &Node, path: &str) -> Option<String> {
+    let (status, text) = send(node, "GET", path, b"");
+    (status == 200).then_some(text)
+}
+
+fn connected(node: &Node, n: u64) {
+    eventually(LIMIT, "peers connected", || {
+        node.metric("tributary_overlay_connected_peers") >= n as f64
+    });
+}
+
+/// A, then B and C bootstrapping from A; A creates `demo/sg` sharing `notes` with writers
+/// `writers` and readers `readers` (node indices), and every other node given joins.
+fn group(dirs: &[tempfile::TempDir], writers: &[usize], readers: &[usize]) -> Vec<Node> {
+    let a = Node::start(dirs[0].path());
+    let mut nodes = vec![a];
+    for dir in &dirs[1..] {
+        let boot = nodes[0].addr();
+        nodes.push(Node::start_with(dir.path(), &[boot], 1));
+    }
+    connected(&nodes[0], (nodes.len() - 1) as u64);
+    let ids = |list: &[usize]| list.iter().map(|&i| id(&nodes[i])).collect::<Vec<_>>();
+    let spec = json!({
+        "db": "demo", "name": "sg", "collections": ["notes"],
+        "writers": ids(writers), "readers": ids(readers),
+    });
+    ok(
+        &nodes[0],
+        "POST",
+        "/syncgroups",
+        spec.to_string().as_bytes(),
+    );
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        // One joins by multiaddr, the others by node id (they are connected to the admin).
+        let admin = if i == 1 {
+            nodes[0].addr()
+        } else {
+            id(&nodes[0])
+        };
+        let body = json!({ "admin": admin }).to_string();
+        ok(node, "POST", "/syncgroups/demo/sg/join", body.as_bytes());
+    }
+    nodes
+}
+
+fn dirs(n: usize) -> Vec<tempfile::TempDir> {
+    (0..n)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect()
+}
+
+#[test]
+fn writes_on_each_member_arrive_on_the_others_and_a_batch_arrives_whole() {
+    let dirs = dirs(3);
+    let nodes = group(&dirs, &[1, 2], &[]);
+    for (i, node) in nodes.iter().enumerate() {
+        let path = format!("/db/demo/notes/from-{i}");
+        ok(node, "PUT", &path, format!("hello from {i}").as_bytes());
+    }
+    let start = Instant::now();
+    for node in &nodes {
+        for i in 0..nodes.len() {
+            let path = format!("/db/demo/notes/from-{i}");
+            eventually(LIMIT, "a write arrives", || {
+                value(node, &path).as_deref() == Some(&format!("hello from {i}"))
+            });
+        }
+    }
+    println!("3 writes on 3 members everywhere in {:?}", start.elapsed());
+
+    let lines: String = (0..100)
+        .map(|k| format!("{}\n", json!({"op": "put", "collection": "notes", "key": format!("batch-{k:03}"), "value": "v"})))
+        .collect();
+    ok(&nodes[1], "POST", "/db/demo/batch", lines.as_bytes());
+    let c = &nodes[2];
+    eventually(LIMIT, "the batch arrives", || {
+        let rows: Value =
+            serde_json::from_str(&ok(c, "GET", "/db/demo/notes?prefix=batch-", b"")).expect("json");
+        let n = rows.as_array().expect("rows").len();
+        assert!(
+            n == 0 || n == 100,
+            "a reader saw {n} rows of a 100-row batch"
+        );
+        n == 100
+    });
+    let applied = c.metric("tributary_replica_records_applied_total");
+    assert!(applied >= 102.0, "records applied on C: {applied}");
+}
+
+#[test]
+fn an_ejected_reader_stops_receiving() {
+    let dirs = dirs(3);
+    // B reads, C writes.
+    let nodes = group(&dirs, &[2], &[1]);
+    ok(&nodes[0], "PUT", "/db/demo/notes/one", b"1");
+    for node in &nodes[1..] {
+        eventually(LIMIT, "row one arrives", || {
+            value(node, "/db/demo/notes/one").is_some()
+        });
+    }
+    let (status, text) = send(&nodes[1], "PUT", "/db/demo/notes/mine", b"x");
+    assert_eq!(status, 403, "a reader's write is refused: {text}");
+
+    let body = json!({ "member": id(&nodes[1]) }).to_string();
+    ok(
+        &nodes[0],
+        "POST",
+        "/syncgroups/demo/sg/eject",
+        body.as_bytes(),
+    );
+    ok(&nodes[0], "PUT", "/db/demo/notes/two", b"2");
+    eventually(LIMIT, "row two reaches the writer", || {
+        value(&nodes[2], "/db/demo/notes/two").is_some()
+    });
+    // Several rounds (3 s each) pass; the ejected reader gets nothing more.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(value(&nodes[1], "/db/demo/notes/two"), None);
+    let info: Value =
+        serde_json::from_str(&ok(&nodes[0], "GET", "/syncgroups/demo/sg", b"")).expect("json");
+    let states: Vec<&str> = info["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["id"] == id(&nodes[1]))
+        .map(|m| m["state"].as_str().expect("state"))
+        .collect();
+    assert_eq!(states, ["ejected"], "{info}");
+}
+
+/// Writes `value` to `notes/row` in a stopped node's data directory, as an offline write.
+fn offline_write(dir: &std::path::Path, value: &[u8]) {
+    let identity = tributary_node::identity::load_or_create(dir).expect("identity");
+    let store = tributary_node::open_store(dir).expect("store");
+    let mut r = tributary_replica::Replica::open(
+        store as Arc<dyn tributary_store::KvStore>,
+        identity.identity,
+        tributary_replica::ReplicaConfig::default(),
+    )
+    .expect("replica");
+    r.put(
+        tributary_node::replica::now_ms(),
+        "demo",
+        "notes",
+        "row",
+        value,
+    )
+    .expect("offline put");
+}
+
+#[test]
+fn concurrent_writes_resolve_alike_and_an_app_resolver_answers_once_for_the_group() {
+    let dirs = dirs(3);
+    let mut nodes = group(&dirs, &[1, 2], &[]);
+    ok(&nodes[0], "PUT", "/db/demo/notes/row", b"base");
+    for node in &nodes {
+        eventually(LIMIT, "the base arrives", || {
+            value(node, "/db/demo/notes/row").as_deref() == Some("base")
+        });
+    }
+    // C stops; A and C write the row concurrently; C comes back.
+    let c = nodes.pop().expect("C");
+    c.stop();
+    ok(&nodes[0], "PUT", "/db/demo/notes/row", b"from A");
+    offline_write(dirs[2].path(), b"from C");
+    nodes.push(Node::start_with(dirs[2].path(), &[nodes[0].addr()], 1));
+    let mut seen = Vec::new();
+    eventually(LIMIT, "the conflict resolves alike everywhere", || {
+        seen = nodes
+            .iter()
+            .map(|n| value(n, "/db/demo/notes/row"))
+            .collect();
+        seen.iter().all(|v| v.is_some() && *v == seen[0]) && seen[0].as_deref() != Some("base")
+    });
+    println!("last-writer-wins everywhere: {:?}", seen[0]);
+
+    // Now under the app rule, with a resolver on A only.
+    for node in &nodes {
+        let rule = json!({ "collection": "notes", "prefix": "", "rule": "app" }).to_string();
+        ok(node, "PUT", "/db/demo/rules", rule.as_bytes());
+    }
+    let c = nodes.pop().expect("C");
+    c.stop();
+    ok(&nodes[0], "PUT", "/db/demo/notes/row", b"A again");
+    offline_write(dirs[2].path(), b"C again");
+    let base = nodes[0].base.clone();
+    let resolver = std::thread::spawn(move || {
+        let url = format!("{base}/db/demo/conflicts?wait=true");
+        loop {
+            let text = agent()
+                .get(&url)
+                .call()
+                .expect("wait")
+                .body_mut()
+                .read_to_string()
+                .expect("body");
+            let groups: Value = serde_json::from_str(&text).expect("json");
+            if let Some(group) = groups.as_array().and_then(|g| g.first()) {
+                let answers: Vec<Value> = group
+                    .as_array()
+                    .expect("group")
+                    .iter()
+                    .map(|c| json!({"collection": c["collection"], "key": c["key"], "choice": "value", "value": "merged"}))
+                    .collect();
+                let body = Value::Array(answers).to_string();
+                let mut r = agent()
+                    .post(&format!("{base}/db/demo/conflicts/resolve"))
+                    .send(body.as_bytes())
+                    .expect("resolve");
+                assert_eq!(
+                    r.status().as_u16(),
+                    200,
+                    "{}",
+                    r.body_mut().read_to_string().unwrap_or_default()
+                );
+                return 1;
+            }
+        }
+    });
+    nodes.push(Node::start_with(dirs[2].path(), &[nodes[0].addr()], 1));
+    let resolved = resolver.join().expect("resolver");
+    assert_eq!(resolved, 1);
+    for (i, node) in nodes.iter().enumerate() {
+        let arrived = (0..300).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            value(node, "/db/demo/notes/row").as_deref() == Some("merged")
+        });
+        assert!(
+            arrived,
+            "node {i}: {:?}, conflicts {}, {}",
+            ok(node, "GET", "/db/demo/notes/row?meta=true", b""),
+            ok(node, "GET", "/db/demo/conflicts", b""),
+            node.get_text("/metrics")
+                .lines()
+                .filter(|l| l.starts_with("tributary_replica")
+                    || l.starts_with("tributary_overlay_connected"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        eventually(LIMIT, "no conflict is left", || {
+            ok(node, "GET", "/db/demo/conflicts", b"") == "[]"
+        });
+    }
+}

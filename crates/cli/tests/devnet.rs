@@ -1,7 +1,7 @@
 //! `tributary devnet --nodes 16` as a user runs it: within 30 s of `nodes.json` appearing,
 //! every node knows all the others and is connected to every node of its neighbourhood (by
-//! the god's-eye depth over all sixteen), `tributary status` prints the table, and Ctrl-C
-//! stops it cleanly.
+//! the god's-eye depth over all sixteen), the replica demo's rows reach every node,
+//! `tributary status` prints the table, and Ctrl-C stops it cleanly.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,6 +118,20 @@ fn sixteen_nodes_know_each_other_and_connect_their_neighbourhoods_within_30_s() 
         std::thread::sleep(Duration::from_millis(200));
     };
     let took = listening.elapsed();
+    // The replicated-database demo: every node's clock row reaches every other node.
+    let replicated = (0..300).any(|_| {
+        let everywhere = apis.iter().all(|api| {
+            (0..NODES).all(|j| {
+                ureq::get(&format!("http://{api}/db/demo/clock/node-{j}"))
+                    .call()
+                    .is_ok_and(|r| r.status() == 200)
+            })
+        });
+        if !everywhere {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        everywhere
+    });
     let status = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(["status", "--api", &apis[3]])
         .output()
@@ -155,8 +169,13 @@ fn sixteen_nodes_know_each_other_and_connect_their_neighbourhoods_within_30_s() 
     std::io::Read::read_to_string(&mut devnet.stdout.take().expect("piped"), &mut printed)
         .expect("reads");
     assert!(
-        printed.contains(&format!("node 15: http://{}", apis[15])),
+        printed.contains(&format!("node 15: http://{}", apis[15]))
+            && printed.contains("syncgroup demo/devnet shared by the 16 full nodes"),
         "devnet printed:\n{printed}"
+    );
+    assert!(
+        replicated,
+        "the demo's clock rows did not reach every node within 30 s"
     );
 }
 

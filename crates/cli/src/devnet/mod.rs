@@ -7,6 +7,10 @@
 //! least and most), how many pull-sync streams are still historical, how many uploads are
 //! still pushing and how many chunks retrieval has served.
 //!
+//! The full nodes share a replicated database ([`replica`]): node 0 creates syncgroup
+//! `demo/devnet`, the others join it, each writes its clock row every 500 ms, and the
+//! periodic line shows the replica lag.
+//!
 //! Beside the full nodes run `--light-nodes` light nodes (`DIR/light-<i>`, not in
 //! `nodes.json`): they store no one's chunks and read through retrieval.
 //!
@@ -27,6 +31,8 @@ use tokio::sync::watch;
 use tributary_node::{NodeConfig, run};
 
 use crate::node::{ctrl_c, init_logging};
+
+mod replica;
 
 /// Most nodes one devnet runs (each has its own store and sockets).
 const MAX_NODES: usize = 64;
@@ -187,6 +193,32 @@ async fn run_devnet(base: &Path, (n, lights): (usize, usize), demo_bytes: u64) -
             tokio::spawn(read_back(light, reference, data));
         }
     }
+    let full = apis.clone();
+    let infos_for_demo = infos.clone();
+    match tokio::task::spawn_blocking(move || replica::setup(&full, &infos_for_demo)).await {
+        Ok(Ok(())) => {
+            println!(
+                "demo: syncgroup {}/devnet shared by the {n} full nodes; each writes clock/node-<i> every {} ms (\"replica lag\" below)",
+                replica::DB,
+                replica::WRITE_EVERY.as_millis()
+            );
+            let writers = apis.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(replica::WRITE_EVERY).await;
+                    let w = writers.clone();
+                    if tokio::task::spawn_blocking(move || replica::write_clocks(&w))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(Err(e)) => println!("demo: the replicated database could not be set up: {e:#}"),
+        Err(e) => println!("demo: the replica setup task failed: {e}"),
+    }
     let monitor = tokio::spawn(monitor(apis));
     ctrl_c().await;
     monitor.abort();
@@ -313,10 +345,13 @@ async fn monitor(apis: Vec<String>) {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let apis = apis.clone();
         let figures = tokio::task::spawn_blocking(move || {
-            apis.iter().map(|a| figures(a)).collect::<Vec<_>>()
+            let f = apis.iter().map(|a| figures(a)).collect::<Vec<_>>();
+            (f, replica::lag(&apis))
         })
         .await;
-        let Ok(figures) = figures else { return };
+        let Ok((figures, (lag, missing))) = figures else {
+            return;
+        };
         let ok: Vec<Figures> = figures.into_iter().flatten().collect();
         let range = |f: fn(&Figures) -> u64| {
             let min = ok.iter().map(f).min().unwrap_or(0);
@@ -325,7 +360,8 @@ async fn monitor(apis: Vec<String>) {
         };
         println!(
             "[{:>4}s] {} nodes answering; known peers {}, connected {}; chunks {}; \
-             historical streams {}; uploads pushing {}; chunks served by retrieval {}",
+             historical streams {}; uploads pushing {}; chunks served by retrieval {}; \
+             replica lag {lag} ms ({missing} copies not arrived)",
             started.elapsed().as_secs(),
             ok.len(),
             range(|f| f.known),

@@ -288,3 +288,192 @@ fn concurrent_writes_resolve_alike_and_an_app_resolver_answers_once_for_the_grou
         });
     }
 }
+
+/// The first `n` changes of B's watch stream after `from` (blank heartbeat lines skipped).
+fn watch(node: &Node, from: u64, n: usize) -> Vec<Value> {
+    use std::io::BufRead;
+    let url = format!("{}/db/demo/watch?from={from}", node.base);
+    let response = agent().get(&url).call().expect("watch");
+    assert_eq!(response.status().as_u16(), 200);
+    let reader = std::io::BufReader::new(response.into_body().into_reader());
+    reader
+        .lines()
+        .map(|l| l.expect("line"))
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .map(|l| serde_json::from_str(&l).expect("json"))
+        .collect()
+}
+
+#[test]
+fn watch_resumes_across_a_restart_missing_nothing_and_repeating_nothing() {
+    let dirs = dirs(2);
+    let mut nodes = group(&dirs, &[1], &[]);
+    for k in 0..10 {
+        ok(
+            &nodes[0],
+            "PUT",
+            &format!("/db/demo/notes/k{k:02}"),
+            b"first",
+        );
+    }
+    let first = watch(&nodes[1], 0, 10);
+    let keys = |entries: &[Value]| -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| e["key"].as_str().expect("key").to_string())
+            .collect()
+    };
+    assert_eq!(
+        keys(&first),
+        (0..10).map(|k| format!("k{k:02}")).collect::<Vec<_>>()
+    );
+    assert!(
+        first
+            .iter()
+            .all(|e| e["from_sync"] == true && e["value"] == "first")
+    );
+    let marker = first.last().expect("entries")["marker"]
+        .as_u64()
+        .expect("marker");
+
+    // B stops; A writes; B comes back, syncs, and writes one of its own.
+    let b = nodes.pop().expect("B");
+    b.stop();
+    for k in 10..20 {
+        ok(
+            &nodes[0],
+            "PUT",
+            &format!("/db/demo/notes/k{k:02}"),
+            b"second",
+        );
+    }
+    nodes.push(Node::start_with(dirs[1].path(), &[nodes[0].addr()], 1));
+    eventually(LIMIT, "the writes made while B was down arrive", || {
+        value(&nodes[1], "/db/demo/notes/k19").is_some()
+    });
+    ok(&nodes[1], "PUT", "/db/demo/notes/local", b"mine");
+    let rest = watch(&nodes[1], marker, 11);
+    let mut want: Vec<String> = (10..20).map(|k| format!("k{k:02}")).collect();
+    want.push("local".into());
+    assert_eq!(keys(&rest), want, "{rest:?}");
+    let markers: Vec<u64> = rest
+        .iter()
+        .map(|e| e["marker"].as_u64().expect("m"))
+        .collect();
+    assert!(markers.windows(2).all(|w| w[0] < w[1]) && markers[0] > marker);
+    assert_eq!(rest[10]["from_sync"], false);
+
+    // A marker from the future or not a number is a clear error.
+    let (status, text) = send(&nodes[1], "GET", "/db/demo/watch?from=abc", b"");
+    assert_eq!(status, 400, "{text}");
+}
+
+mod hostile {
+    use libp2p::request_response::{Event, Message as RrMessage};
+    use libp2p::swarm::SwarmEvent;
+    use prost::Message;
+    use serde_json::json;
+    use tributary_node::runtime::BehaviourEvent;
+    use tributary_wire::replica::{
+        DeltaFrame, DeltaFrames, JoinRequest, LogRecord, ReplicaReply, ReplicaRequest,
+        replica_reply, replica_request,
+    };
+
+    use super::common::{Node, rogue};
+    use super::{ok, value};
+
+    #[test]
+    fn a_malformed_replica_request_disconnects_the_sender() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Node::start(dir.path());
+        let mut sent = false;
+        let closed = rogue::run(&node.addr(), 61, |swarm, peer, seen| {
+            if matches!(seen, rogue::Seen::Ready) && !sent {
+                sent = true;
+                swarm
+                    .behaviour_mut()
+                    .replica_mut()
+                    .send_request(&peer, vec![0xff; 64]);
+            }
+            None
+        });
+        assert!(closed, "the node kept a peer that sent garbage");
+        assert!(node.metric("tributary_replica_penalized_total") >= 1.0);
+    }
+
+    /// The rogue joins a syncgroup as a writer, then answers the node's GetDeltas with a
+    /// record whose signature is not its own.
+    #[test]
+    fn a_member_that_sends_a_forged_record_is_disconnected_and_nothing_is_applied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Node::start(dir.path());
+        let rogue_id = hex::encode(
+            tributary_node::NodeIdentity::from_secret(&[62; 32], [7; 32])
+                .expect("key")
+                .identity
+                .eth_address(),
+        );
+        let spec = json!({
+            "db": "demo", "name": "sg", "collections": ["notes"], "writers": [rogue_id],
+        });
+        ok(&node, "POST", "/syncgroups", spec.to_string().as_bytes());
+        let mut joined = false;
+        let closed = rogue::run(&node.addr(), 62, |swarm, peer, seen| {
+            match seen {
+                rogue::Seen::Ready if !joined => {
+                    joined = true;
+                    let join = ReplicaRequest {
+                        message: Some(replica_request::Message::Join(JoinRequest {
+                            db: "demo".into(),
+                            syncgroup: "sg".into(),
+                        })),
+                    };
+                    swarm
+                        .behaviour_mut()
+                        .replica_mut()
+                        .send_request(&peer, join.encode_to_vec());
+                }
+                rogue::Seen::Event(event) => {
+                    if let SwarmEvent::Behaviour(BehaviourEvent::Replica(Event::Message {
+                        message: RrMessage::Request { channel, .. },
+                        ..
+                    })) = *event
+                    {
+                        let forged = LogRecord {
+                            db: "demo".into(),
+                            collection: "notes".into(),
+                            key: "forged".into(),
+                            version: vec![1; 32],
+                            time: 1,
+                            value: b"lies".to_vec(),
+                            author: hex::decode(&rogue_id).expect("hex"),
+                            generation: 1,
+                            signature: vec![3; 65],
+                            ..LogRecord::default()
+                        };
+                        let reply = ReplicaReply {
+                            message: Some(replica_reply::Message::Frames(DeltaFrames {
+                                frames: vec![DeltaFrame {
+                                    records: vec![forged],
+                                    last: true,
+                                    ..DeltaFrame::default()
+                                }],
+                                more: false,
+                            })),
+                        };
+                        let _ = swarm
+                            .behaviour_mut()
+                            .replica_mut()
+                            .send_response(channel, reply.encode_to_vec());
+                    }
+                }
+                rogue::Seen::Ready => {}
+            }
+            None
+        });
+        assert!(closed, "the node kept a member that sent a forged record");
+        assert!(node.metric("tributary_replica_records_refused_total") >= 1.0);
+        assert_eq!(value(&node, "/db/demo/notes/forged"), None);
+    }
+}

@@ -6,6 +6,9 @@
 //! another directory as the responder, in this process, verifying every record as if it came
 //! from an untrusted peer. Every command exits non-zero with one line for bad input, and
 //! leaves the data unchanged then.
+//!
+//! With `--api HOST:PORT` instead of `--data-dir`, each command acts on a running node
+//! through its HTTP API ([`remote`]); `db watch --api` follows the stream until Ctrl-C.
 
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -19,12 +22,27 @@ use tributary_replica::resolve::{Choice, Rule};
 use tributary_replica::syncgroup::Spec;
 use tributary_replica::{NodeId, Op, Replica, ReplicaConfig, RowState};
 
-/// Where the data is.
+mod remote;
+
+/// Where the data is: a data directory, or a running node's HTTP API.
 #[derive(Args)]
+#[group(required = true, multiple = false)]
 pub struct Dir {
     /// The data directory.
     #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    /// A running node's API (instead of --data-dir).
+    #[arg(long, value_name = "HOST:PORT")]
+    api: Option<String>,
+}
+
+impl Dir {
+    /// The data directory (clap's group makes sure one of the two is given).
+    fn path(&self) -> Result<&Path> {
+        self.data_dir
+            .as_deref()
+            .context("this command needs --data-dir (or --api for a running node)")
+    }
 }
 
 /// A row's address.
@@ -191,6 +209,24 @@ pub enum DbCommand {
     },
 }
 
+impl DbCommand {
+    /// The API address, if the command is for a running node.
+    fn api(&self) -> Option<String> {
+        let (Self::Put { dir, .. }
+        | Self::Get { dir, .. }
+        | Self::Delete { dir, .. }
+        | Self::Scan { dir, .. }
+        | Self::Batch { dir, .. }
+        | Self::Id { dir }
+        | Self::Sync { dir, .. }
+        | Self::Conflicts { dir, .. }
+        | Self::Resolve { dir, .. }
+        | Self::Rules { dir, .. }
+        | Self::Watch { dir, .. }) = self;
+        dir.api.clone()
+    }
+}
+
 /// `tributary db rules …`.
 #[derive(Subcommand)]
 pub enum RulesAction {
@@ -240,9 +276,17 @@ pub enum SyncgroupCommand {
         db: String,
         /// The syncgroup's name.
         name: String,
-        /// The admin's data directory.
-        #[arg(long, value_name = "ADMINDIR")]
-        admin_dir: PathBuf,
+        /// The admin's data directory (with --data-dir).
+        #[arg(
+            long,
+            value_name = "ADMINDIR",
+            required_unless_present = "admin",
+            conflicts_with = "admin"
+        )]
+        admin_dir: Option<PathBuf>,
+        /// The admin's multiaddr (ending in /p2p/PEER) or node id (with --api).
+        #[arg(long, value_name = "MULTIADDR")]
+        admin: Option<String>,
     },
     /// Leave a syncgroup (the data stays).
     Leave {
@@ -265,7 +309,8 @@ pub enum SyncgroupCommand {
         #[arg(long, value_name = "ID")]
         member: String,
     },
-    /// Show a syncgroup's spec, members and knowledge.
+    /// Show a syncgroup's spec, members and knowledge (with --api: also each member's last
+    /// sync).
     Members {
         #[command(flatten)]
         dir: Dir,
@@ -350,6 +395,9 @@ fn check_names(db: &str, collections: &[&str]) -> Result<()> {
 
 /// Runs a `db` command.
 pub fn run(cmd: DbCommand) -> Result<()> {
+    if let Some(api) = cmd.api() {
+        return remote::run_db(&api, cmd);
+    }
     match cmd {
         DbCommand::Put {
             dir,
@@ -367,7 +415,7 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             let version = {
                 check_names(&db, &[&collection])?;
                 tributary_replica::types::check_row(&key, &value)?;
-                open(&dir.data_dir, true)?.put(now_ms(), &db, &collection, &key, &value)?
+                open(dir.path()?, true)?.put(now_ms(), &db, &collection, &key, &value)?
             };
             print_version(version, json);
         }
@@ -381,7 +429,7 @@ pub fn run(cmd: DbCommand) -> Result<()> {
                 },
             json,
         } => {
-            let mut r = open(&dir.data_dir, false)?;
+            let mut r = open(dir.path()?, false)?;
             if r.get(&db, &collection, &key)?.is_none() {
                 bail!("no row {collection}/{key} in database {db}");
             }
@@ -399,7 +447,7 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             hex,
             json,
         } => {
-            let r = open(&dir.data_dir, false)?;
+            let r = open(dir.path()?, false)?;
             let Some(state) = r.get(&db, &collection, &key)? else {
                 bail!("no row {collection}/{key} in database {db}");
             };
@@ -429,7 +477,7 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             json,
         } => scan(&dir, &db, &collection, &prefix, hex, json)?,
         DbCommand::Batch { dir, db, file, hex } => batch(&dir, &db, &file, hex)?,
-        DbCommand::Id { dir } => println!("{}", open(&dir.data_dir, true)?.id()),
+        DbCommand::Id { dir } => println!("{}", open(dir.path()?, true)?.id()),
         DbCommand::Sync {
             dir,
             from,
@@ -456,7 +504,7 @@ pub fn run(cmd: DbCommand) -> Result<()> {
                 (_, Some(v)) => Choice::Value(Some(value_arg(&v, hex)?)),
                 (None, None) => bail!("give --pick local|remote or --value V"),
             };
-            open(&dir.data_dir, false)?.resolve(now_ms(), &db, &[(collection, key, choice)])?;
+            open(dir.path()?, false)?.resolve(now_ms(), &db, &[(collection, key, choice)])?;
         }
         DbCommand::Rules { dir, db, action } => rules(&dir, &db, action)?,
         DbCommand::Watch {
@@ -467,7 +515,7 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             hex,
             json: _,
         } => {
-            let r = open(&dir.data_dir, false)?;
+            let r = open(dir.path()?, false)?;
             for e in r.watch(&db, from, limit)? {
                 let value = if e.deleted {
                     Value::Null
@@ -502,7 +550,7 @@ fn print_version(version: tributary_replica::Version, json: bool) {
 }
 
 fn scan(dir: &Dir, db: &str, collection: &str, prefix: &str, hex: bool, json: bool) -> Result<()> {
-    let r = open(&dir.data_dir, false)?;
+    let r = open(dir.path()?, false)?;
     let rows = r.scan(db, collection, prefix)?;
     if json {
         let items = rows
@@ -548,7 +596,7 @@ fn batch(dir: &Dir, db: &str, file: &str, hex: bool) -> Result<()> {
         })
         .collect();
     check_names(db, &collections)?;
-    let versions = open(&dir.data_dir, true)?.batch(now_ms(), db, &ops)?;
+    let versions = open(dir.path()?, true)?.batch(now_ms(), db, &ops)?;
     println!("{} rows written atomically", versions.len());
     Ok(())
 }
@@ -582,11 +630,11 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 
 fn sync(dir: &Dir, from: &Path, db: &str, json: bool) -> Result<()> {
     ensure!(
-        !same_dir(&dir.data_dir, from),
+        !same_dir(dir.path()?, from),
         "a directory cannot sync with itself"
     );
     let source = open(from, false).context("the responder")?;
-    let mut target = open(&dir.data_dir, false)?;
+    let mut target = open(dir.path()?, false)?;
     let report = sync_once(&mut target, &source, now_ms(), db)?;
     let a = &report.applied;
     let refused: Vec<String> = a
@@ -622,7 +670,7 @@ fn sync(dir: &Dir, from: &Path, db: &str, json: bool) -> Result<()> {
 }
 
 fn conflicts(dir: &Dir, db: &str, hex: bool, json: bool) -> Result<()> {
-    let r = open(&dir.data_dir, false)?;
+    let r = open(dir.path()?, false)?;
     let groups = r.conflicts(db)?;
     let values = |vs: &[Option<Vec<u8>>]| {
         vs.iter()
@@ -674,10 +722,10 @@ fn rules(dir: &Dir, db: &str, action: RulesAction) -> Result<()> {
             })?;
             let rule: Rule = rule.parse().map_err(anyhow::Error::msg)?;
             check_names(db, &[collection])?;
-            open(&dir.data_dir, true)?.set_rule(db, collection, prefix, rule)?;
+            open(dir.path()?, true)?.set_rule(db, collection, prefix, rule)?;
         }
         RulesAction::List => {
-            for (collection, prefix, rule) in open(&dir.data_dir, false)?.rules(db)? {
+            for (collection, prefix, rule) in open(dir.path()?, false)?.rules(db)? {
                 println!("{collection}/{prefix}\t{}", rule.name());
             }
         }
@@ -694,6 +742,9 @@ fn ids(list: &[String]) -> Result<Vec<NodeId>> {
 
 /// Runs a `syncgroup` command.
 pub fn run_syncgroup(cmd: SyncgroupCommand) -> Result<()> {
+    if let Some(api) = cmd.api() {
+        return remote::run_syncgroup(&api, cmd);
+    }
     match cmd {
         SyncgroupCommand::Create {
             dir,
@@ -722,21 +773,24 @@ pub fn run_syncgroup(cmd: SyncgroupCommand) -> Result<()> {
                     .collect::<Vec<_>>(),
             )?;
             tributary_replica::types::check_name("syncgroup", &spec.name)?;
-            open(&dir.data_dir, true)?.create_syncgroup(now_ms(), &db, spec)?;
+            open(dir.path()?, true)?.create_syncgroup(now_ms(), &db, spec)?;
         }
         SyncgroupCommand::Join {
             dir,
             db,
             name,
             admin_dir,
+            admin: _,
         } => {
+            let admin_dir =
+                admin_dir.context("--admin needs --api; with --data-dir give --admin-dir")?;
             ensure!(
-                !same_dir(&dir.data_dir, &admin_dir),
+                !same_dir(dir.path()?, &admin_dir),
                 "a directory cannot join through itself"
             );
             let mut admin = open(&admin_dir, false).context("the admin")?;
             check_names(&db, &[])?;
-            let mut joiner = open(&dir.data_dir, true)?;
+            let mut joiner = open(dir.path()?, true)?;
             // Refused before the admin writes the joiner in, so that no phantom member stays.
             let member = joiner.syncgroup(&db, &name).ok().is_some_and(|info| {
                 info.members.iter().any(|(id, st)| {
@@ -746,14 +800,14 @@ pub fn run_syncgroup(cmd: SyncgroupCommand) -> Result<()> {
             ensure!(
                 !member,
                 "{} is already a member of syncgroup {name}",
-                dir.data_dir.display()
+                dir.path()?.display()
             );
             let grant = admin.admin_join(now_ms(), &db, &name, joiner.id())?;
             joiner.accept_join(&grant)?;
             println!("joined {name}; sync with a member before writing into its collections");
         }
         SyncgroupCommand::Leave { dir, db, name } => {
-            open(&dir.data_dir, false)?.leave_syncgroup(now_ms(), &db, &name)?;
+            open(dir.path()?, false)?.leave_syncgroup(now_ms(), &db, &name)?;
         }
         SyncgroupCommand::Eject {
             dir,
@@ -761,7 +815,7 @@ pub fn run_syncgroup(cmd: SyncgroupCommand) -> Result<()> {
             name,
             member,
         } => {
-            open(&dir.data_dir, false)?.eject(now_ms(), &db, &name, NodeId::parse(&member)?)?;
+            open(dir.path()?, false)?.eject(now_ms(), &db, &name, NodeId::parse(&member)?)?;
         }
         SyncgroupCommand::Members {
             dir,
@@ -773,8 +827,20 @@ pub fn run_syncgroup(cmd: SyncgroupCommand) -> Result<()> {
     Ok(())
 }
 
+impl SyncgroupCommand {
+    /// The API address, if the command is for a running node.
+    fn api(&self) -> Option<String> {
+        let (Self::Create { dir, .. }
+        | Self::Join { dir, .. }
+        | Self::Leave { dir, .. }
+        | Self::Eject { dir, .. }
+        | Self::Members { dir, .. }) = self;
+        dir.api.clone()
+    }
+}
+
 fn members(dir: &Dir, db: &str, name: &str, json: bool) -> Result<()> {
-    let info = open(&dir.data_dir, false)?.syncgroup(db, name)?;
+    let info = open(dir.path()?, false)?.syncgroup(db, name)?;
     let list = |ids: &[NodeId]| ids.iter().map(ToString::to_string).collect::<Vec<_>>();
     let knowledge = |k: &tributary_replica::syncgroup::Knowledge| {
         k.iter()

@@ -440,8 +440,8 @@ impl Replica {
         let limit = (now_ms << 16).saturating_add(MAX_CLOCK_AHEAD_MS << 16);
         let mut seen: BTreeMap<(NodeId, u64), Version> = BTreeMap::new();
         let mut checked = Vec::with_capacity(frame.records.len());
-        for wire in &frame.records {
-            let result = Record::verify(wire).and_then(|rec| {
+        for verified in verify_all(&frame.records) {
+            let result = verified.and_then(|rec| {
                 self.check_record(&rec, db, specs, limit)?;
                 match seen.insert((rec.author, rec.generation), rec.version) {
                     Some(v) if v != rec.version => Err(RefusalReason::Equivocation(rec.author)),
@@ -619,6 +619,36 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// Records in a frame below which verification runs on one thread.
+const PARALLEL_FROM: usize = 64;
+
+/// [`Record::verify`] of every record, in order: the signature recoveries (nearly all of
+/// the work of applying a frame) spread over the machine's cores for a large frame.
+fn verify_all(records: &[LogRecord]) -> Vec<Result<Record, RefusalReason>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if threads < 2 || records.len() < PARALLEL_FROM {
+        return records.iter().map(Record::verify).collect();
+    }
+    let per = records.len().div_ceil(threads.min(8));
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = records
+            .chunks(per)
+            .map(|part| scope.spawn(move || part.iter().map(Record::verify).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| {
+                // A verification does not panic on any input (it parses and checks); if a
+                // thread died anyway, its records are refused, not lost silently.
+                h.join().unwrap_or_else(|_| {
+                    vec![Err(RefusalReason::Malformed("verification failed".into())); per]
+                })
+            })
+            .take(records.len())
+            .collect()
+    })
 }
 
 /// Whether every syncgroup sharing the record's collection already knows its generation

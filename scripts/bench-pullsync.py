@@ -92,7 +92,7 @@ def start_node(data, api_file, bootnode=None):
     except FileNotFoundError:
         pass
     args = [BIN, "node", "--data-dir", data, "--api", "127.0.0.1:0",
-            "--listen", "/ip4/127.0.0.1/tcp/0"]
+            "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]
     if bootnode:
         args += ["--bootnode", bootnode]
     log = open(os.path.join(os.path.dirname(data), os.path.basename(data) + ".log"), "ab")

@@ -73,7 +73,7 @@ def start_node(data, bootnode=None):
     except FileNotFoundError:
         pass
     args = [BIN, "node", "--data-dir", data, "--api", "127.0.0.1:0",
-            "--listen", "/ip4/127.0.0.1/tcp/0"]
+            "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]
     if bootnode:
         args += ["--bootnode", bootnode]
     log = open(data + ".log", "ab")

@@ -23,7 +23,7 @@ ROOT=$("$BIN" state import --db "$W/src" "$W/pairs.txt")
 t1=$(secs)
 IMPORT=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
 
-"$BIN" node --data-dir "$W/src" --api 127.0.0.1:0 --listen /ip4/127.0.0.1/tcp/0 2>"$W/node.log" &
+"$BIN" node --data-dir "$W/src" --api 127.0.0.1:0 --listen /ip4/127.0.0.1/tcp/0 --no-mdns 2>"$W/node.log" &
 NODE=$!
 for _ in $(seq 1 300); do [ -f "$W/src/node.json" ] && break; sleep 0.1; done
 PEER=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['listen'][0])" "$W/src/node.json")

@@ -239,7 +239,7 @@ class Node:
         if os.path.exists(info):
             os.remove(info)
         self.proc = subprocess.Popen([bin_, "node", "--data-dir", dir_, "--api", "127.0.0.1:0",
-                                      "--listen", "/ip4/127.0.0.1/tcp/0"],
+                                      "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started = time.monotonic()
         while not os.path.exists(info):

@@ -33,6 +33,9 @@ pub struct NodeArgs {
     /// forwarded to, and reads what it lacks from its full peers.
     #[arg(long)]
     light: bool,
+    /// Do not look for peers on the local network with mDNS (on by default).
+    #[arg(long)]
+    no_mdns: bool,
 }
 
 /// Logs to stderr at the level `RUST_LOG` names (error, warn, info, debug, trace), info if unset.
@@ -66,6 +69,7 @@ pub fn node(args: &NodeArgs) -> Result<()> {
         bootnodes: args.bootnode.clone(),
         network_id: args.network_id,
         light: args.light,
+        mdns: !args.no_mdns,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(run(config, ctrl_c()))?;

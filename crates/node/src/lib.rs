@@ -129,6 +129,8 @@ pub struct NodeConfig {
     pub bootnodes: Vec<Multiaddr>,
     /// The network id: peers of other networks are refused.
     pub network_id: u64,
+    /// Find peers on the local network with mDNS (and dial them).
+    pub mdns: bool,
     /// A light node: it stores no one else's chunks, is not pulled from and not forwarded
     /// to; it reads and uploads through its full peers.
     pub light: bool,
@@ -224,7 +226,7 @@ pub async fn run(
         tributary_replica::ReplicaConfig::default(),
     )?);
 
-    let mut swarm = runtime::build_swarm(id.keypair.clone(), true)?;
+    let mut swarm = runtime::build_swarm_with(id.keypair.clone(), true, config.mdns)?;
     let bound = runtime::listen(&mut swarm, &config.listen).await?;
     let underlays: Vec<Vec<u8>> = bound
         .iter()

@@ -109,6 +109,7 @@ mod behaviour {
         pub(crate) retrieval: request_response::Behaviour<BytesCodec>,
         pub(crate) pushsync: request_response::Behaviour<BytesCodec>,
         pub(crate) replica: request_response::Behaviour<BytesCodec>,
+        pub(crate) mdns: libp2p::swarm::behaviour::toggle::Toggle<libp2p::mdns::tokio::Behaviour>,
     }
 }
 
@@ -158,14 +159,26 @@ fn protocol(
     request_response::Behaviour::with_codec(codec, [(name, support)], config)
 }
 
-/// Builds a swarm with the node's key. `serve_state` says whether this swarm answers state
-/// sync requests (a node) or only makes them (`tributary state sync`).
+/// Builds a swarm with the node's key, without mDNS. `serve_state` says whether this swarm
+/// answers state sync requests (a node) or only makes them (`tributary state sync`).
 ///
 /// # Errors
 /// When the transport cannot be built.
 pub fn build_swarm(
     keypair: libp2p::identity::Keypair,
     serve_state: bool,
+) -> Result<Swarm<Behaviour>, NodeError> {
+    build_swarm_with(keypair, serve_state, false)
+}
+
+/// [`build_swarm`], with libp2p's mDNS discovery of peers on the local network if `mdns`.
+///
+/// # Errors
+/// When the transport or the mDNS socket cannot be built.
+pub fn build_swarm_with(
+    keypair: libp2p::identity::Keypair,
+    serve_state: bool,
+    mdns: bool,
 ) -> Result<Swarm<Behaviour>, NodeError> {
     fn transport_err(e: impl std::error::Error + Send + Sync + 'static) -> NodeError {
         NodeError::Transport(Box::new(e))
@@ -184,50 +197,64 @@ pub fn build_swarm(
         )
         .map_err(transport_err)?
         .with_quic()
-        .with_behaviour(|_| Behaviour {
-            overlay: protocol(
-                OVERLAY_PROTOCOL,
-                BytesCodec::new(MAX_OVERLAY_MESSAGE_BYTES, 0),
-                (OVERLAY_TIMEOUT, MAX_STREAMS),
-                ProtocolSupport::Full,
-            ),
-            statesync: protocol(
-                STATESYNC_PROTOCOL,
-                BytesCodec::new(MAX_SYNC_REQUEST_BYTES, MAX_SYNC_MESSAGE_BYTES),
-                (STATESYNC_TIMEOUT, MAX_SYNC_STREAMS),
-                sync_support,
-            ),
-            pullsync: protocol(
-                PULLSYNC_PROTOCOL,
-                BytesCodec::new(MAX_PULL_REQUEST_BYTES, MAX_PULL_MESSAGE_BYTES),
-                (PullDriver::transport_timeout(), MAX_PULL_STREAMS),
-                ProtocolSupport::Full,
-            ),
-            retrieval: protocol(
-                RETRIEVAL_PROTOCOL,
-                BytesCodec::new(MAX_RETRIEVAL_REQUEST_BYTES, MAX_RETRIEVAL_MESSAGE_BYTES),
-                (
-                    RetrievalDriver::transport_timeout(),
-                    crate::retrieval::MAX_STREAMS,
-                ),
-                ProtocolSupport::Full,
-            ),
-            pushsync: protocol(
-                PUSHSYNC_PROTOCOL,
-                BytesCodec::new(MAX_PUSH_REQUEST_BYTES, MAX_PUSH_MESSAGE_BYTES),
-                (
-                    PushDriver::transport_timeout(),
-                    crate::pushsync::MAX_STREAMS,
-                ),
-                ProtocolSupport::Full,
-            ),
-            replica: protocol(
-                REPLICA_PROTOCOL,
-                BytesCodec::new(MAX_REPLICA_REQUEST_BYTES, MAX_REPLICA_REPLY_BYTES),
-                (crate::replica::REQUEST_TIMEOUT, crate::replica::MAX_STREAMS),
-                ProtocolSupport::Full,
-            ),
-        })
+        .with_behaviour(
+            |key| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                let mdns = if mdns {
+                    let peer = key.public().to_peer_id();
+                    Some(libp2p::mdns::tokio::Behaviour::new(
+                        libp2p::mdns::Config::default(),
+                        peer,
+                    )?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    mdns: mdns.into(),
+                    overlay: protocol(
+                        OVERLAY_PROTOCOL,
+                        BytesCodec::new(MAX_OVERLAY_MESSAGE_BYTES, 0),
+                        (OVERLAY_TIMEOUT, MAX_STREAMS),
+                        ProtocolSupport::Full,
+                    ),
+                    statesync: protocol(
+                        STATESYNC_PROTOCOL,
+                        BytesCodec::new(MAX_SYNC_REQUEST_BYTES, MAX_SYNC_MESSAGE_BYTES),
+                        (STATESYNC_TIMEOUT, MAX_SYNC_STREAMS),
+                        sync_support,
+                    ),
+                    pullsync: protocol(
+                        PULLSYNC_PROTOCOL,
+                        BytesCodec::new(MAX_PULL_REQUEST_BYTES, MAX_PULL_MESSAGE_BYTES),
+                        (PullDriver::transport_timeout(), MAX_PULL_STREAMS),
+                        ProtocolSupport::Full,
+                    ),
+                    retrieval: protocol(
+                        RETRIEVAL_PROTOCOL,
+                        BytesCodec::new(MAX_RETRIEVAL_REQUEST_BYTES, MAX_RETRIEVAL_MESSAGE_BYTES),
+                        (
+                            RetrievalDriver::transport_timeout(),
+                            crate::retrieval::MAX_STREAMS,
+                        ),
+                        ProtocolSupport::Full,
+                    ),
+                    pushsync: protocol(
+                        PUSHSYNC_PROTOCOL,
+                        BytesCodec::new(MAX_PUSH_REQUEST_BYTES, MAX_PUSH_MESSAGE_BYTES),
+                        (
+                            PushDriver::transport_timeout(),
+                            crate::pushsync::MAX_STREAMS,
+                        ),
+                        ProtocolSupport::Full,
+                    ),
+                    replica: protocol(
+                        REPLICA_PROTOCOL,
+                        BytesCodec::new(MAX_REPLICA_REQUEST_BYTES, MAX_REPLICA_REPLY_BYTES),
+                        (crate::replica::REQUEST_TIMEOUT, crate::replica::MAX_STREAMS),
+                        ProtocolSupport::Full,
+                    ),
+                })
+            },
+        )
         .map_err(transport_err)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
@@ -330,6 +357,7 @@ struct Counters {
     sync_faulty_peers: u64,
     handshake_slots_full: u64,
     peer_write_failures: u64,
+    mdns_discovered: u64,
 }
 
 type SyncAnswer = (
@@ -616,10 +644,31 @@ impl Runtime {
             SwarmEvent::Behaviour(BehaviourEvent::Replica(event)) => {
                 self.replica.on_swarm_event(&mut self.swarm, now, event);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {
+                self.on_discovered(found);
+            }
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
             _ => {}
         }
         Ok(())
+    }
+
+    /// Peers mDNS found on the local network: dialled if not connected (the overlay
+    /// handshakes them like any other; one of another network is refused there).
+    fn on_discovered(&mut self, found: Vec<(PeerId, Multiaddr)>) {
+        for (peer, addr) in found {
+            self.counters.mdns_discovered += 1;
+            if self.swarm.is_connected(&peer) || node_key(&peer).is_none() {
+                continue;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, "mDNS dial: {e}");
+            }
+        }
     }
 
     fn on_overlay_event(
@@ -995,6 +1044,12 @@ impl Runtime {
                 "Peers disconnected for malformed state sync requests.",
                 "counter",
                 v(c.sync_faulty_peers),
+            ),
+            Metric::single(
+                "tributary_mdns_discovered_total",
+                "Peer addresses found by mDNS on the local network.",
+                "counter",
+                v(c.mdns_discovered),
             ),
             Metric::single(
                 "tributary_statesync_busy_total",

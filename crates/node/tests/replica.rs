@@ -477,3 +477,31 @@ mod hostile {
         assert_eq!(value(&node, "/db/demo/notes/forged"), None);
     }
 }
+
+/// Two nodes started without bootnodes or addresses find each other with mDNS on the local
+/// network and sync a syncgroup (the joiner names the admin by node id only).
+#[test]
+fn mdns_finds_a_member_on_the_local_network() {
+    let dirs = dirs(2);
+    // A network id of this run alone, so that no other node on the segment is taken in.
+    let network_id = 0x6d64_6e73_0000 + u64::from(std::process::id());
+    let a = Node::start_mdns(dirs[0].path(), "/ip4/0.0.0.0/tcp/0", network_id);
+    let b = Node::start_mdns(dirs[1].path(), "/ip4/0.0.0.0/tcp/0", network_id);
+    let found = eventually(LIMIT, "the nodes find each other by mDNS", || {
+        a.metric("tributary_overlay_connected_peers") >= 1.0
+            && b.metric("tributary_overlay_connected_peers") >= 1.0
+    });
+    println!("found by mDNS in {found:?}");
+    // One side's discovery is enough: its dial connects both.
+    let discovered =
+        a.metric("tributary_mdns_discovered_total") + b.metric("tributary_mdns_discovered_total");
+    assert!(discovered >= 1.0, "connected, but not through mDNS");
+    let spec = json!({ "db": "demo", "name": "sg", "collections": ["notes"], "writers": [id(&b)] });
+    ok(&a, "POST", "/syncgroups", spec.to_string().as_bytes());
+    let join = json!({ "admin": id(&a) }).to_string();
+    ok(&b, "POST", "/syncgroups/demo/sg/join", join.as_bytes());
+    ok(&a, "PUT", "/db/demo/notes/hello", b"local network");
+    eventually(LIMIT, "the row reaches B", || {
+        value(&b, "/db/demo/notes/hello").as_deref() == Some("local network")
+    });
+}

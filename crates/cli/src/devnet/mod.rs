@@ -113,6 +113,7 @@ async fn start_node(
         bootnodes: bootnode.into_iter().cloned().collect(),
         network_id: DEVNET_NETWORK_ID,
         light,
+        mdns: false,
     };
     let mut rx = stop.clone();
     let task = tokio::spawn(run(config, async move {

@@ -24,6 +24,7 @@ impl NodeProcess {
                 "127.0.0.1:0",
                 "--listen",
                 "/ip4/127.0.0.1/tcp/0",
+                "--no-mdns",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

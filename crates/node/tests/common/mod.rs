@@ -37,11 +37,25 @@ impl Node {
         Self::start_config(dir, "/ip4/127.0.0.1/tcp/0", bootnodes, (1, true))
     }
 
+    /// Starts a node with mDNS on, listening on `listen`, without bootnodes.
+    pub fn start_mdns(dir: &Path, listen: &str, network_id: u64) -> Self {
+        Self::start_full(dir, listen, &[], (network_id, false, true))
+    }
+
     fn start_config(
         dir: &Path,
         listen: &str,
         bootnodes: &[String],
         (network_id, light): (u64, bool),
+    ) -> Self {
+        Self::start_full(dir, listen, bootnodes, (network_id, light, false))
+    }
+
+    fn start_full(
+        dir: &Path,
+        listen: &str,
+        bootnodes: &[String],
+        (network_id, light, mdns): (u64, bool, bool),
     ) -> Self {
         let config = NodeConfig {
             data_dir: dir.to_path_buf(),
@@ -53,6 +67,7 @@ impl Node {
                 .collect(),
             network_id,
             light,
+            mdns,
         };
         let info = dir.join("node.json");
         let _ = std::fs::remove_file(&info);

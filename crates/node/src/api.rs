@@ -8,6 +8,8 @@
 //! | `POST /chunks` | stores one chunk (span ‖ payload); `201 {"reference"}` |
 //! | `POST /chunks/{addr}` | the same, refused with `400` unless the chunk hashes to `addr` |
 //! | `GET /chunks/{addr}[?local=true]` | the chunk's wire data: from this node's store, else retrieved from the network (`404` if no peer delivers it); `local=true` reads the store only |
+//! | `POST /db/{db}/blobs` | a replicated database's blob: stored and pushed as `POST /bytes` does; `201 {"reference", "tagUid"}` (a row then holds the reference) |
+//! | `GET /db/{db}/blobs/{ref}` | the blob, as `GET /bytes/{ref}`: from this node's store, else retrieved from whichever node has it |
 //! | `GET /reserve` | `{"chunks": N, "bins": [{"bin", "chunks", "cursor"}, …]}` of this node's store |
 //!
 //! Files stream in both directions: the request body feeds the splitter and the joiner feeds
@@ -111,6 +113,11 @@ pub fn router(store: Arc<ChunkStore>, network: Option<Network>) -> Router {
                 .layer(DefaultBodyLimit::max(8 + CHUNK_SIZE)),
         )
         .route("/reserve", get(reserve))
+        .route(
+            "/db/{db}/blobs",
+            post(post_blob).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/db/{db}/blobs/{reference}", get(get_blob))
         .route("/tags", get(list_tags).post(post_tag))
         .route("/tags/{uid}", get(get_tag).delete(delete_tag))
         .with_state(api)
@@ -439,6 +446,36 @@ impl Write for FrameWriter {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Checks the database name of a blob route.
+fn blob_db(db: &str) -> Result<(), ApiError> {
+    tributary_replica::types::check_name("database", db)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// `POST /db/{db}/blobs`: the body as a file in the chunk store, pushed to its
+/// neighbourhood, so any member can retrieve it by the reference a row holds. The chunk
+/// store evicts nothing yet, so a blob stays as long as the node's store.
+async fn post_blob(
+    State(api): State<Api>,
+    Path(db): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    blob_db(&db)?;
+    post_bytes(State(api), headers, body).await
+}
+
+/// `GET /db/{db}/blobs/{ref}`: the blob, fetched through retrieval if this node lacks it.
+async fn get_blob(
+    State(api): State<Api>,
+    Path((db, reference)): Path<(String, String)>,
+    query: Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    blob_db(&db)?;
+    get_bytes(State(api), Path(reference), query, headers).await
 }
 
 async fn get_bytes(

@@ -505,3 +505,42 @@ fn mdns_finds_a_member_on_the_local_network() {
         value(&b, "/db/demo/notes/hello").as_deref() == Some("local network")
     });
 }
+
+/// A blob posted on one member is referenced by a row; another member reads the row and
+/// the blob (from its own store if pull-sync brought the chunks already, else through
+/// retrieval).
+#[test]
+fn a_blob_written_on_one_node_is_read_on_another() {
+    let dirs = dirs(3);
+    let nodes = group(&dirs, &[1, 2], &[]);
+    let blob = common::data(300_000, 9);
+    let url = format!("{}/db/demo/blobs", nodes[1].base);
+    let mut response = agent().post(&url).send(&blob[..]).expect("POST blob");
+    assert_eq!(response.status().as_u16(), 201);
+    let posted: Value =
+        serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("json");
+    let reference = posted["reference"].as_str().expect("reference").to_string();
+    ok(
+        &nodes[1],
+        "PUT",
+        "/db/demo/notes/picture",
+        reference.as_bytes(),
+    );
+    let reader = &nodes[2];
+    eventually(LIMIT, "the row reaches C", || {
+        value(reader, "/db/demo/notes/picture").as_deref() == Some(&reference)
+    });
+    let got = agent()
+        .get(&format!("{}/db/demo/blobs/{reference}", reader.base))
+        .call()
+        .expect("GET blob")
+        .body_mut()
+        .with_config()
+        .limit(10 << 20)
+        .read_to_vec()
+        .expect("bytes");
+    assert_eq!(got.len(), blob.len());
+    assert!(got == blob, "C read other bytes");
+    let (status, _) = send(reader, "GET", "/db/bad%20name/blobs/00", b"");
+    assert_eq!(status, 400);
+}

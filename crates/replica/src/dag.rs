@@ -408,8 +408,10 @@ mod tests {
                     value: &value,
                 };
                 self.remote_gen += 1;
-                let (record, wire) =
-                    Record::sign(&draft, &self.remote, self.remote_gen).expect("sign");
+                let (record, wire) = Record::unsigned(&draft, &self.remote, self.remote_gen);
+                let mut wire = [wire];
+                crate::record::sign_group(&mut wire, &self.remote).expect("sign");
+                let [wire] = wire;
                 assert_eq!(
                     record.version, self.versions[&label].0,
                     "a label is one write"

@@ -621,34 +621,92 @@ impl Replica {
     }
 }
 
-/// Records in a frame below which verification runs on one thread.
-const PARALLEL_FROM: usize = 64;
+/// Groups in a frame below which their signatures are checked on one thread.
+const PARALLEL_FROM: usize = 16;
 
-/// [`Record::verify`] of every record, in order: the signature recoveries (nearly all of
-/// the work of applying a frame) spread over the machine's cores for a large frame.
+/// Every record checked: its shape and version ([`Record::check`]), then its group's one
+/// signature (a batch's records in one collection, or a record alone). A batch group whose
+/// records do not number its count is refused whole as incomplete, unsigned or not; a group
+/// whose signature fails is refused whole. The recoveries (most of the work of applying a
+/// frame) are spread over the machine's cores.
 fn verify_all(records: &[LogRecord]) -> Vec<Result<Record, RefusalReason>> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    if threads < 2 || records.len() < PARALLEL_FROM {
-        return records.iter().map(Record::verify).collect();
+    let mut out: Vec<Result<Record, RefusalReason>> = records.iter().map(Record::check).collect();
+    let mut groups: BTreeMap<(&[u8], u64, &str, u64), Vec<usize>> = BTreeMap::new();
+    for (i, w) in records.iter().enumerate() {
+        let key = if w.batch_id == 0 {
+            (w.author.as_slice(), 0, "", w.generation)
+        } else {
+            (w.author.as_slice(), w.batch_id, w.collection.as_str(), 0)
+        };
+        groups.entry(key).or_default().push(i);
     }
-    let per = records.len().div_ceil(threads.min(8));
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = records
-            .chunks(per)
-            .map(|part| scope.spawn(move || part.iter().map(Record::verify).collect::<Vec<_>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| {
-                // A verification does not panic on any input (it parses and checks); if a
-                // thread died anyway, its records are refused, not lost silently.
-                h.join().unwrap_or_else(|_| {
-                    vec![Err(RefusalReason::Malformed("verification failed".into())); per]
+    let mut to_check = Vec::new();
+    for mut members in groups.into_values() {
+        members.sort_by_key(|&i| records[i].generation);
+        let first = &records[members[0]];
+        let gens: BTreeSet<u64> = members.iter().map(|&i| records[i].generation).collect();
+        let whole = first.batch_id == 0
+            || (gens.len() == members.len()
+                && members
+                    .iter()
+                    .all(|&i| records[i].batch_count == first.batch_count)
+                && gens.len() == first.batch_count as usize);
+        if !whole {
+            let reason = RefusalReason::IncompleteBatch {
+                author: NodeId::from_wire(&first.author).unwrap_or_default(),
+                id: first.batch_id,
+                collection: first.collection.clone(),
+                got: gens.len(),
+                count: first.batch_count,
+            };
+            refuse(&mut out, &members, &reason);
+            continue;
+        }
+        to_check.push(members);
+    }
+    let check = |members: &Vec<usize>| {
+        let author = NodeId::from_wire(&records[members[0]].author).unwrap_or_default();
+        let wires: Vec<&LogRecord> = members.iter().map(|&i| &records[i]).collect();
+        crate::record::verify_group(&wires, &author)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let results: Vec<Result<(), RefusalReason>> = if threads < 2 || to_check.len() < PARALLEL_FROM {
+        to_check.iter().map(check).collect()
+    } else {
+        let per = to_check.len().div_ceil(threads.min(8));
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = to_check
+                .chunks(per)
+                .map(|part| scope.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
+                .collect();
+            parts
+                .into_iter()
+                .zip(to_check.chunks(per))
+                .flat_map(|(h, part)| {
+                    // A check parses and hashes; it does not panic on any input. If a thread
+                    // died anyway, its groups are refused, not taken unchecked.
+                    h.join()
+                        .unwrap_or_else(|_| vec![Err(RefusalReason::BadSignature); part.len()])
                 })
-            })
-            .take(records.len())
-            .collect()
-    })
+                .collect()
+        })
+    };
+    for (members, result) in to_check.iter().zip(results) {
+        if let Err(reason) = result {
+            refuse(&mut out, members, &reason);
+        }
+    }
+    out
+}
+
+/// Refuses the records of a group that passed their own checks (the others keep their
+/// reason).
+fn refuse(out: &mut [Result<Record, RefusalReason>], members: &[usize], reason: &RefusalReason) {
+    for &i in members {
+        if out[i].is_ok() {
+            out[i] = Err(reason.clone());
+        }
+    }
 }
 
 /// Whether every syncgroup sharing the record's collection already knows its generation

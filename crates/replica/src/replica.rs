@@ -485,6 +485,8 @@ pub(crate) struct Txn {
     pub changed: BTreeSet<RowId>,
     pub from_sync: bool,
     pub max_time: u64,
+    /// This node's new records, unsigned until the commit.
+    pub own: Vec<LogRecord>,
 }
 
 impl Txn {
@@ -499,6 +501,7 @@ impl Txn {
             changed: BTreeSet::new(),
             from_sync,
             max_time: r.clock.0,
+            own: Vec::new(),
         })
     }
 
@@ -581,20 +584,49 @@ impl Txn {
             value: value.unwrap_or_default(),
         };
         self.generation += 1;
-        let (record, wire) = Record::sign(&draft, &r.identity, self.generation)?;
+        let (record, wire) = Record::unsigned(&draft, &r.identity, self.generation);
         self.max_time = self.max_time.max(time);
         crate::dag::add_record(self, r, &record, &wire)?;
         Ok(record.version)
     }
 
     pub(crate) fn put_log(&mut self, r: &Replica, record: &Record, wire: &LogRecord) {
+        if !self.from_sync && record.author == r.id {
+            // This node's new record: signed with its group at the commit.
+            self.own.push(wire.clone());
+            return;
+        }
         let key = log_key(&self.db, &record.author, record.generation);
         self.batch.put(r.ks.log, &key, &wire.encode_to_vec());
+    }
+
+    /// Signs this node's new records, one signature per group (a batch's records in one
+    /// collection; a record outside a batch alone), and puts them in the log.
+    fn sign_own(&mut self, r: &Replica) -> Result<(), ReplicaError> {
+        let mut groups: BTreeMap<(u64, String, u64), Vec<LogRecord>> = BTreeMap::new();
+        for wire in std::mem::take(&mut self.own) {
+            let key = if wire.batch_id == 0 {
+                (0, String::new(), wire.generation)
+            } else {
+                (wire.batch_id, wire.collection.clone(), 0)
+            };
+            groups.entry(key).or_default().push(wire);
+        }
+        for mut group in groups.into_values() {
+            group.sort_by_key(|w| w.generation);
+            crate::record::sign_group(&mut group, &r.identity)?;
+            for wire in &group {
+                let key = log_key(&self.db, &r.id, wire.generation);
+                self.batch.put(r.ks.log, &key, &wire.encode_to_vec());
+            }
+        }
+        Ok(())
     }
 
     /// Commits: the watch entries of the rows changed, the generation, the clock, then one
     /// store write.
     pub(crate) fn commit(mut self, r: &mut Replica) -> Result<(), ReplicaError> {
+        self.sign_own(r)?;
         crate::watch::record_changes(&mut self, r)?;
         self.batch.put(
             r.ks.meta,

@@ -841,3 +841,67 @@ fn synced_databases_lists_those_with_syncgroups_only() {
         ["alpha", "alpha-2", "zeta"]
     );
 }
+
+#[test]
+fn a_batch_is_signed_once_per_collection_and_verifies_only_whole() {
+    let (mut a, mut b) = pair();
+    let ops: Vec<Op> = (0..50)
+        .flat_map(|i| {
+            ["notes", "tasks"].map(|c| Op::Put {
+                collection: c.into(),
+                key: format!("k{i:02}"),
+                value: b"v".to_vec(),
+            })
+        })
+        .collect();
+    a.batch(2000, DB, &ops).expect("batch");
+    a.put(2001, DB, "notes", "single", b"s").expect("put");
+    let req = req_of(&b);
+    let frame = a
+        .answer(&req, b.id())
+        .expect("answer")
+        .next_frame(&a)
+        .expect("f")
+        .expect("s");
+    let signatures: std::collections::BTreeSet<&[u8]> = frame
+        .records
+        .iter()
+        .map(|r| r.signature.as_slice())
+        .collect();
+    assert_eq!(frame.records.len(), 101);
+    assert_eq!(
+        signatures.len(),
+        3,
+        "one per collection of the batch, one for the single"
+    );
+
+    // A record of the notes group carrying the tasks group's (valid) signature: the notes
+    // group is refused whole, the tasks group and the single row are taken.
+    let mut tampered = frame.clone();
+    let tasks_sig = tampered
+        .records
+        .iter()
+        .find(|r| r.collection == "tasks")
+        .expect("a tasks record")
+        .signature
+        .clone();
+    let notes = tampered
+        .records
+        .iter_mut()
+        .find(|r| r.collection == "notes" && r.batch_id != 0)
+        .expect("a notes record");
+    notes.signature = tasks_sig;
+    let applied = b.apply_frame(2002, &req, a.id(), &tampered).expect("apply");
+    assert!(
+        applied
+            .refused
+            .iter()
+            .all(|(_, _, why)| *why == RefusalReason::BadSignature),
+        "{:?}",
+        applied.refused
+    );
+    assert_eq!(applied.refused.len(), 50, "the notes group, whole");
+    assert!(b.scan(DB, "notes", "k").expect("scan").is_empty());
+    assert_eq!(b.scan(DB, "tasks", "").expect("scan").len(), 50);
+    assert_eq!(text(&b, DB, "notes", "single").as_deref(), Some("s"));
+}

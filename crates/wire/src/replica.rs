@@ -43,7 +43,7 @@ pub struct LogRecord {
     /// The author's generation.
     #[prost(uint64, tag = "12")]
     pub generation: u64,
-    /// Recoverable signature (65 bytes).
+    /// Recoverable signature (65 bytes) of the record's group (its batch in its collection).
     #[prost(bytes = "vec", tag = "13")]
     pub signature: Vec<u8>,
 }

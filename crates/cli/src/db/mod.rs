@@ -571,7 +571,8 @@ fn scan(dir: &Dir, db: &str, collection: &str, prefix: &str, hex: bool, json: bo
     Ok(())
 }
 
-fn batch(dir: &Dir, db: &str, file: &str, hex: bool) -> Result<()> {
+/// The text of a batch file, or of standard input for `-`.
+fn read_input(file: &str) -> Result<String> {
     let mut text = String::new();
     if file == "-" {
         std::io::stdin()
@@ -580,6 +581,11 @@ fn batch(dir: &Dir, db: &str, file: &str, hex: bool) -> Result<()> {
     } else {
         text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
     }
+    Ok(text)
+}
+
+fn batch(dir: &Dir, db: &str, file: &str, hex: bool) -> Result<()> {
+    let text = read_input(file)?;
     let mut ops = Vec::new();
     for (n, line) in text.as_bytes().lines().enumerate() {
         let line = line.context("reading the batch")?;
@@ -692,26 +698,33 @@ fn conflicts(dir: &Dir, db: &str, hex: bool, json: bool) -> Result<()> {
         }
         out.push(Value::Array(rows));
     }
+    print_conflicts(&Value::Array(out), json);
+    Ok(())
+}
+
+/// Prints conflict groups (a JSON array of arrays of rows) as JSON or one line a row.
+fn print_conflicts(groups: &Value, json: bool) {
     if json {
-        println!("{}", Value::Array(out));
-    } else if groups.is_empty() {
+        println!("{groups}");
+        return;
+    }
+    let groups = groups.as_array().map_or(&[][..], Vec::as_slice);
+    if groups.is_empty() {
         println!("no conflicts");
-    } else {
-        for (i, group) in out.iter().enumerate() {
-            println!("group {}:", i + 1);
-            for row in group.as_array().into_iter().flatten() {
-                println!(
-                    "  {}/{} ({}): local {} remote {}",
-                    row["collection"].as_str().unwrap_or(""),
-                    row["key"].as_str().unwrap_or(""),
-                    row["rule"].as_str().unwrap_or(""),
-                    row["local"],
-                    row["remote"]
-                );
-            }
+    }
+    for (i, group) in groups.iter().enumerate() {
+        println!("group {}:", i + 1);
+        for row in group.as_array().into_iter().flatten() {
+            println!(
+                "  {}/{} ({}): local {} remote {}",
+                row["collection"].as_str().unwrap_or(""),
+                row["key"].as_str().unwrap_or(""),
+                row["rule"].as_str().unwrap_or(""),
+                row["local"],
+                row["remote"]
+            );
         }
     }
-    Ok(())
 }
 
 fn rules(dir: &Dir, db: &str, action: RulesAction) -> Result<()> {

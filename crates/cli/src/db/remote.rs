@@ -3,7 +3,7 @@
 //! data-directory forms; `--json` prints the node's JSON. Path segments are percent-encoded,
 //! so any key reaches its row.
 
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -185,7 +185,7 @@ pub fn run_db(addr: &str, cmd: DbCommand) -> Result<()> {
         }
         DbCommand::Conflicts { db, json, .. } => {
             let v = api.json("GET", &format!("/db/{}/conflicts", segment(&db)), None)?;
-            print_conflicts(&v, json);
+            super::print_conflicts(&v, json);
         }
         DbCommand::Resolve {
             row,
@@ -228,41 +228,10 @@ fn print_version(v: &Value, json: bool) {
     }
 }
 
-fn print_conflicts(v: &Value, json: bool) {
-    if json {
-        println!("{v}");
-        return;
-    }
-    let groups = v.as_array().cloned().unwrap_or_default();
-    if groups.is_empty() {
-        println!("no conflicts");
-    }
-    for (i, group) in groups.iter().enumerate() {
-        println!("group {}:", i + 1);
-        for row in group.as_array().into_iter().flatten() {
-            println!(
-                "  {}/{} ({}): local {} remote {}",
-                row["collection"].as_str().unwrap_or(""),
-                row["key"].as_str().unwrap_or(""),
-                row["rule"].as_str().unwrap_or(""),
-                row["local"],
-                row["remote"]
-            );
-        }
-    }
-}
-
 /// Sends a batch file as the API's JSON lines (with `--hex`, `value` fields are hex and go as
 /// `value_hex`).
 fn batch(api: &Api, db: &str, file: &str, hex: bool) -> Result<()> {
-    let mut text = String::new();
-    if file == "-" {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading standard input")?;
-    } else {
-        text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-    }
+    let text = super::read_input(file)?;
     let mut body = String::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -19,7 +19,8 @@
 //!
 //! Values in JSON are `"value"` (UTF-8 text) or, when they are not text, `"value_hex"`.
 //! Keys are one path segment (percent-encoded); the collection names `batch`, `watch`,
-//! `conflicts` and `rules` are not reachable for scans over HTTP, as those are routes.
+//! `conflicts`, `rules` and `blobs` are routes, so the engine refuses them as collection
+//! names everywhere ([`tributary_replica::types::RESERVED_COLLECTIONS`]).
 //! Engine calls run on the blocking pool ([`Replicas::call`]); a write tells the loop, which
 //! sends news to the members.
 
@@ -49,6 +50,8 @@ use crate::runtime::Query as LoopQuery;
 pub const MAX_WATCHERS: usize = 64;
 /// Changes a watch stream reads per store read.
 pub const WATCH_PAGE: usize = 256;
+/// `conflicts?wait=true` requests waiting at once; more get `503`.
+pub const MAX_CONFLICT_WAITERS: usize = 16;
 /// How long `conflicts?wait=true` waits.
 pub const CONFLICT_WAIT: Duration = Duration::from_secs(30);
 /// A blank line on an idle watch stream this often, so a gone client is noticed.
@@ -61,6 +64,7 @@ struct DbApi {
     replicas: Replicas,
     queries: Option<mpsc::Sender<LoopQuery>>,
     watchers: Arc<Semaphore>,
+    waiters: Arc<Semaphore>,
 }
 
 /// An error answer.
@@ -83,6 +87,7 @@ impl From<ReplicaError> for ApiError {
         use ReplicaError as E;
         let code = match &e {
             E::BadName { .. }
+            | E::ReservedName(_)
             | E::BadKey { .. }
             | E::ValueTooLarge { .. }
             | E::BadBatch { .. }
@@ -131,6 +136,7 @@ pub fn router(replicas: Replicas, queries: Option<mpsc::Sender<LoopQuery>>) -> R
         replicas,
         queries,
         watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+        waiters: Arc::new(Semaphore::new(MAX_CONFLICT_WAITERS)),
     };
     Router::new()
         .route(
@@ -165,6 +171,15 @@ impl DbApi {
     fn news(&self, db: &str) {
         if let Some(q) = &self.queries {
             let _ = q.try_send(LoopQuery::ReplicaNews(db.to_string()));
+        }
+        self.replicas.changed();
+    }
+
+    /// Tells the loop to sync `db` (a syncgroup was created), waiting for room in the queue:
+    /// unlike a news, this one must not be dropped.
+    async fn track(&self, db: &str) {
+        if let Some(q) = &self.queries {
+            let _ = q.send(LoopQuery::ReplicaTrack(db.to_string())).await;
         }
         self.replicas.changed();
     }
@@ -390,6 +405,16 @@ async fn conflicts(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let wait = flag(&query, "wait")?;
+    let _waiting = if wait {
+        Some(api.waiters.clone().try_acquire_owned().map_err(|_| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_CONFLICT_WAITERS} resolvers are waiting already; try later"),
+            )
+        })?)
+    } else {
+        None
+    };
     let deadline = tokio::time::Instant::now() + CONFLICT_WAIT;
     let mut changes = api.replicas.subscribe();
     loop {
@@ -489,6 +514,9 @@ async fn watch(
         )
     })?;
     let d = db.clone();
+    // Subscribed before the first read, so a commit right after it wakes the stream.
+    let mut changes = api.replicas.subscribe();
+    changes.mark_unchanged();
     // The first page is read before the answer starts, so a bad marker is an error status.
     let first = api
         .replicas
@@ -497,7 +525,7 @@ async fn watch(
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let _permit = permit;
-        follow(api, db, from, first, tx).await;
+        follow(api, db, (from, first), changes, tx).await;
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -513,13 +541,11 @@ async fn watch(
 async fn follow(
     api: DbApi,
     db: String,
-    mut from: u64,
-    mut page: Vec<tributary_replica::WatchEntry>,
+    (mut from, mut page): (u64, Vec<tributary_replica::WatchEntry>),
+    mut changes: tokio::sync::watch::Receiver<u64>,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
-    let mut changes = api.replicas.subscribe();
     loop {
-        changes.mark_unchanged();
         if page.is_empty() {
             match tokio::time::timeout(WATCH_HEARTBEAT, changes.changed()).await {
                 Ok(Err(_)) => return,
@@ -551,6 +577,8 @@ async fn follow(
             }
         }
         let d = db.clone();
+        // Marked before the read: a commit during it wakes the next wait.
+        changes.mark_unchanged();
         page = match api
             .replicas
             .call(move |r| r.watch(&d, from, WATCH_PAGE))
@@ -614,7 +642,7 @@ async fn create_syncgroup(State(api): State<DbApi>, body: Bytes) -> ApiResult {
     api.replicas
         .call(move |r| r.create_syncgroup(now_ms(), &d, spec))
         .await??;
-    api.news(&db);
+    api.track(&db).await;
     Ok((StatusCode::CREATED, axum::Json(json!({}))).into_response())
 }
 
@@ -665,7 +693,17 @@ async fn join(
             api.news(&db);
             Ok(axum::Json(json!({})).into_response())
         }
-        Ok(Ok(Err(message))) => Err(ApiError(StatusCode::BAD_GATEWAY, message)),
+        Ok(Ok(Err(e))) => {
+            use crate::replica::JoinError as J;
+            let code = match &e {
+                J::NotConnected(_) => StatusCode::BAD_REQUEST,
+                J::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                J::Unreachable(_) => StatusCode::GATEWAY_TIMEOUT,
+                J::Refused(_) => StatusCode::FORBIDDEN,
+                J::Grant(_) => StatusCode::CONFLICT,
+            };
+            Err(ApiError(code, e.to_string()))
+        }
         Ok(Err(_)) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "the node is stopping".into(),

@@ -12,10 +12,9 @@
 //!   the database the two share, so a round per database, not per syncgroup.
 //! - **News.** After a local write the API tells the loop; the loop sends `News` to the
 //!   connected members of that database (at most every [`NEWS_GAP`]), and a member that gets
-//!   it starts a round with the sender at once (or right after the round it is in). A round
-//!   that applied new records sends news too, so a change crosses members that are not
-//!   connected to its writer in one hop per member, not one interval per hop; a wave ends
-//!   where a round brings nothing new.
+//!   it starts a round with the sender at once (or right after the round it is in). News
+//!   is not relayed (see `on_applied`): a member not connected to the writer gets the write
+//!   at its next round.
 //! - **Serving.** At most [`MAX_SERVING`] answers are computed at once (more are refused as
 //!   busy); one reply carries frames up to [`tributary_wire::REPLICA_REPLY_BUDGET`] and says
 //!   `more` if the answer goes on, so the initiator asks again from the knowledge it got.
@@ -69,6 +68,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub const MAX_DATABASES: usize = 1024;
 /// Blocking jobs' results waiting for the loop.
 const JOB_QUEUE: usize = 64;
+/// The refusal of a responder at its limit: the initiator retries soon, without backing off.
+const BUSY: &str = "busy: try later";
+/// How soon a busy responder is asked again (plus up to as much jitter).
+const BUSY_RETRY: Duration = Duration::from_millis(300);
 
 /// Milliseconds since the Unix epoch: the engine's `now`.
 #[must_use]
@@ -84,7 +87,12 @@ pub fn now_ms() -> u64 {
 pub struct Replicas {
     engine: Arc<Mutex<Replica>>,
     changes: Arc<watch::Sender<u64>>,
+    /// Calls of [`Replicas::call`] on the blocking pool at once.
+    calls: Arc<tokio::sync::Semaphore>,
 }
+
+/// Engine calls from the API on the blocking pool at once; more wait their turn.
+pub const MAX_API_CALLS: usize = 16;
 
 impl std::fmt::Debug for Replicas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,10 +107,12 @@ impl Replicas {
         Self {
             engine: Arc::new(Mutex::new(engine)),
             changes: Arc::new(watch::channel(0).0),
+            calls: Arc::new(tokio::sync::Semaphore::new(MAX_API_CALLS)),
         }
     }
 
-    /// Runs `f` on the engine, on the blocking pool.
+    /// Runs `f` on the engine, on the blocking pool, at most [`MAX_API_CALLS`] at once (so
+    /// a flood of API requests queues here, not as blocking tasks ahead of the sync's).
     ///
     /// # Errors
     /// When the task panicked or was cancelled.
@@ -110,8 +120,12 @@ impl Replicas {
         &self,
         f: impl FnOnce(&mut Replica) -> T + Send + 'static,
     ) -> Result<T, tokio::task::JoinError> {
+        // The semaphore is never closed, so the permit always comes.
+        let permit = Arc::clone(&self.calls).acquire_owned().await.ok();
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.call_blocking(f)).await
+        let result = tokio::task::spawn_blocking(move || this.call_blocking(f)).await;
+        drop(permit);
+        result
     }
 
     /// Runs `f` on the engine on this thread (a blocking one). A panic in an earlier call
@@ -143,8 +157,28 @@ pub enum Admin {
     Peer(PeerId, Vec<Multiaddr>),
 }
 
+/// Why a join failed, for the API's status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The admin, named by node id, is not connected (user input: give a multiaddr).
+    #[error("{0}")]
+    NotConnected(String),
+    /// Too many joins are waiting.
+    #[error("{0}")]
+    Busy(String),
+    /// The admin could not be reached or did not answer.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The admin refused (not on the ACL, no such syncgroup, not an admin).
+    #[error("the admin refused: {0}")]
+    Refused(String),
+    /// The admin's grant was not taken (it does not verify, or this node is a member).
+    #[error("{0}")]
+    Grant(String),
+}
+
 /// A join's outcome, for the API.
-pub type Joined = Result<(), String>;
+pub type Joined = Result<(), JoinError>;
 
 /// What one sync with a member did, for `GET /syncgroups/...`.
 #[derive(Clone, Copy, Debug)]
@@ -165,7 +199,8 @@ enum Job {
     Served {
         channel: ResponseChannel<Vec<u8>>,
         peer: PeerId,
-        reply: ReplicaReply,
+        /// The encoded reply, and the records it carries.
+        reply: (Vec<u8>, u64),
         fault: bool,
         /// The database the requester was answered about (so it is a member to tell news).
         member_of: Option<String>,
@@ -174,7 +209,11 @@ enum Job {
         db: String,
         peer: PeerId,
         node: NodeId,
-        result: Result<(Applied, bool), String>,
+        outcome: ApplyOutcome,
+    },
+    /// A round's preparation failed (the engine task panicked).
+    RoundFailed {
+        db: String,
     },
     Accepted {
         db: String,
@@ -183,6 +222,24 @@ enum Job {
         tx: oneshot::Sender<Joined>,
     },
     Databases(Vec<String>),
+}
+
+/// What applying a reply did: the frames applied before any error, whether the answer goes
+/// on, and the error that stopped it (and whether the peer is at fault for it).
+struct ApplyOutcome {
+    applied: Applied,
+    more: bool,
+    error: Option<ApplyError>,
+}
+
+/// Why a reply was not applied (whole or in part).
+enum ApplyError {
+    /// The responder was at its limit: ask again soon.
+    Busy,
+    /// The responder broke the protocol: it is penalized.
+    Fault(String),
+    /// Anything else (a refusal, a store failure): the member is backed off.
+    Failed(String),
 }
 
 /// One database's rounds.
@@ -195,6 +252,8 @@ struct DbState {
     members: HashSet<NodeId>,
     news_due: Option<Instant>,
     last_news: Option<Instant>,
+    /// When the last round asked a member.
+    last_round: Option<Instant>,
 }
 
 impl DbState {
@@ -207,6 +266,7 @@ impl DbState {
             members: HashSet::new(),
             news_due: None,
             last_news: None,
+            last_round: None,
         }
     }
 }
@@ -259,6 +319,10 @@ pub struct ReplicaDriver {
     outbound: HashMap<OutboundRequestId, (PeerId, Outbound)>,
     waiting: Vec<WaitingJoin>,
     serving: usize,
+    /// Peers with an answer being computed (one each, so no peer takes every slot).
+    serving_peers: HashSet<PeerId>,
+    /// Peers with a news in flight, and the databases whose news waits for it to end.
+    news_in_flight: HashMap<PeerId, HashSet<String>>,
     jobs_tx: mpsc::Sender<Job>,
     jobs_rx: mpsc::Receiver<Job>,
     last_sync: HashMap<(String, NodeId), LastSync>,
@@ -280,6 +344,8 @@ impl ReplicaDriver {
             outbound: HashMap::new(),
             waiting: Vec::new(),
             serving: 0,
+            serving_peers: HashSet::new(),
+            news_in_flight: HashMap::new(),
             jobs_tx,
             jobs_rx,
             last_sync: HashMap::new(),
@@ -295,10 +361,12 @@ impl ReplicaDriver {
         let replicas = self.replicas.clone();
         let tx = self.jobs_tx.clone();
         tokio::task::spawn_blocking(move || {
-            match replicas.call_blocking(|r| r.synced_databases()) {
-                Ok(dbs) => {
+            let listed = guarded(|| replicas.call_blocking(|r| r.synced_databases()));
+            match listed {
+                Ok(Ok(dbs)) => {
                     let _ = tx.blocking_send(Job::Databases(dbs));
                 }
+                Ok(Err(e)) => warn!("replica databases not read: {e}"),
                 Err(e) => warn!("replica databases not read: {e}"),
             }
         });
@@ -368,11 +436,11 @@ impl ReplicaDriver {
             .partition(|w| w.deadline <= now);
         self.waiting = waiting;
         for w in expired {
-            let _ = w.tx.send(Err(format!(
+            let _ = w.tx.send(Err(JoinError::Unreachable(format!(
                 "the admin {} was not reached within {} s",
                 w.peer,
                 JOIN_TIMEOUT.as_secs()
-            )));
+            ))));
         }
         let due: Vec<String> = self
             .dbs
@@ -392,6 +460,7 @@ impl ReplicaDriver {
         for db in news {
             self.send_news(swarm, now, &db);
         }
+        self.backoff.retain(|_, (_, until)| *until > now);
     }
 
     /// Reads `db`'s request off the loop; the round goes on in [`Job::Prepared`].
@@ -405,23 +474,36 @@ impl ReplicaDriver {
         let tx = self.jobs_tx.clone();
         let db = db.to_string();
         tokio::task::spawn_blocking(move || {
-            let (request, members) = replicas.call_blocking(|r| round_inputs(r, &db));
-            let _ = tx.blocking_send(Job::Prepared {
-                db,
-                request,
-                members,
-            });
+            let job = match guarded(|| replicas.call_blocking(|r| round_inputs(r, &db))) {
+                Ok((request, members)) => Job::Prepared {
+                    db,
+                    request,
+                    members,
+                },
+                Err(e) => {
+                    warn!(db, "replica round not prepared: {e}");
+                    Job::RoundFailed { db }
+                }
+            };
+            let _ = tx.blocking_send(job);
         });
     }
 
-    /// The API wrote to `db` (or created or joined one of its syncgroups): tell its members
-    /// soon, and make sure its rounds run.
+    /// The API wrote to `db`: tell its members soon (a database without a syncgroup has no
+    /// state here and no one to tell).
     pub fn local_write(&mut self, now: Instant, db: &str) {
-        let Some(state) = self.db_state(now, db) else {
+        let Some(state) = self.dbs.get_mut(db) else {
             return;
         };
         let due = state.last_news.map_or(now, |t| (t + NEWS_GAP).max(now));
         state.news_due = Some(state.news_due.map_or(due, |d| d.min(due)));
+    }
+
+    /// The API created or joined a syncgroup of `db`: its rounds start now.
+    pub fn track(&mut self, now: Instant, db: &str) {
+        if let Some(state) = self.db_state(now, db) {
+            state.next_round = state.next_round.min(now);
+        }
     }
 
     fn db_state(&mut self, now: Instant, db: &str) -> Option<&mut DbState> {
@@ -447,17 +529,36 @@ impl ReplicaDriver {
             .iter()
             .filter_map(|n| self.nodes.get(n).copied())
             .collect();
+        for peer in targets {
+            // One news in flight per peer: a later one waits for it to end.
+            if let Some(waiting) = self.news_in_flight.get_mut(&peer) {
+                waiting.insert(db.to_string());
+                continue;
+            }
+            self.news_in_flight.insert(peer, HashSet::new());
+            self.send_one_news(swarm, peer, db);
+        }
+    }
+
+    fn send_one_news(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId, db: &str) {
+        self.counters.news_sent += 1;
         let bytes = ReplicaRequest {
             message: Some(replica_request::Message::News(News { db: db.into() })),
         }
         .encode_to_vec();
-        for peer in targets {
-            self.counters.news_sent += 1;
-            let id = swarm
-                .behaviour_mut()
-                .replica
-                .send_request(&peer, bytes.clone());
-            self.outbound.insert(id, (peer, Outbound::News));
+        let id = swarm.behaviour_mut().replica.send_request(&peer, bytes);
+        self.outbound.insert(id, (peer, Outbound::News));
+    }
+
+    /// A news to `peer` ended: the next one waiting for it goes.
+    fn news_done(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId) {
+        let Some(waiting) = self.news_in_flight.remove(&peer) else {
+            return;
+        };
+        let mut waiting = waiting.into_iter();
+        if let Some(db) = waiting.next() {
+            self.news_in_flight.insert(peer, waiting.collect());
+            self.send_one_news(swarm, peer, &db);
         }
     }
 
@@ -477,9 +578,9 @@ impl ReplicaDriver {
             Admin::Node(node) => match self.nodes.get(&node) {
                 Some(&peer) => self.send_join(swarm, peer, request, tx),
                 None => {
-                    let _ = tx.send(Err(format!(
+                    let _ = tx.send(Err(JoinError::NotConnected(format!(
                         "admin {node} is not connected; give its multiaddr (/ip4/…/p2p/…)"
-                    )));
+                    ))));
                 }
             },
             Admin::Peer(peer, addrs) => {
@@ -488,7 +589,9 @@ impl ReplicaDriver {
                     return;
                 }
                 if self.waiting.len() >= MAX_JOINS {
-                    let _ = tx.send(Err(format!("{MAX_JOINS} joins are waiting; try later")));
+                    let _ = tx.send(Err(JoinError::Busy(format!(
+                        "{MAX_JOINS} joins are waiting; try later"
+                    ))));
                     return;
                 }
                 let opts = DialOpts::peer_id(peer)
@@ -505,6 +608,19 @@ impl ReplicaDriver {
                     deadline: now + JOIN_TIMEOUT,
                 });
             }
+        }
+    }
+
+    /// A dial failed: joins waiting for that peer fail now, with why.
+    pub fn dial_failed(&mut self, peer: &PeerId, why: &str) {
+        let (failed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| w.peer == *peer);
+        self.waiting = waiting;
+        for w in failed {
+            let _ = w.tx.send(Err(JoinError::Unreachable(format!(
+                "cannot reach the admin {peer}: {why}"
+            ))));
         }
     }
 
@@ -549,7 +665,7 @@ impl ReplicaDriver {
                         response,
                     },
                 ..
-            } => self.on_response(swarm, now, peer, request_id, &response),
+            } => self.on_response(swarm, now, peer, request_id, response),
             request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -557,7 +673,7 @@ impl ReplicaDriver {
                 ..
             } => {
                 debug!(%peer, "replica request failed: {error}");
-                self.failed(now, peer, request_id, &error.to_string());
+                self.failed(swarm, now, peer, request_id, &error.to_string());
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 debug!(%peer, "replica request not answered: {error}");
@@ -591,18 +707,19 @@ impl ReplicaDriver {
                 .behaviour_mut()
                 .replica
                 .send_response(channel, reply(replica_reply::Message::Ack(Ack {})));
-            self.on_news(now, peer, &news.db);
+            self.on_news(now, peer, node, &news.db);
             return;
         }
-        if self.serving >= MAX_SERVING {
+        if self.serving >= MAX_SERVING || self.serving_peers.contains(&peer) {
             self.counters.busy += 1;
             let _ = swarm
                 .behaviour_mut()
                 .replica
-                .send_response(channel, refusal("busy: try later"));
+                .send_response(channel, refusal(BUSY));
             return;
         }
         self.serving += 1;
+        self.serving_peers.insert(peer);
         let replicas = self.replicas.clone();
         let tx = self.jobs_tx.clone();
         let db = match &message {
@@ -611,31 +728,53 @@ impl ReplicaDriver {
             replica_request::Message::News(n) => n.db.clone(),
         };
         tokio::task::spawn_blocking(move || {
-            let (reply, fault) = replicas.call_blocking(|r| serve(r, node, message));
+            let (reply, fault) = guarded(|| replicas.call_blocking(|r| serve(r, node, message)))
+                .unwrap_or_else(|e| {
+                    warn!(%peer, "replica request not served: {e}");
+                    let failed = ReplicaReply {
+                        message: Some(replica_reply::Message::Refused(Refusal {
+                            message: "the node failed to answer".into(),
+                        })),
+                    };
+                    (failed, false)
+                });
             let answered = !matches!(reply.message, Some(replica_reply::Message::Refused(_)));
+            let records = match &reply.message {
+                Some(replica_reply::Message::Frames(f)) => {
+                    f.frames.iter().map(|f| f.records.len() as u64).sum()
+                }
+                _ => 0,
+            };
+            // Encoded here, not on the loop: a reply may be 36 MiB.
             let _ = tx.blocking_send(Job::Served {
                 channel,
                 peer,
-                reply,
+                reply: (reply.encode_to_vec(), records),
                 fault,
                 member_of: answered.then_some(db),
             });
         });
     }
 
-    fn on_news(&mut self, now: Instant, peer: PeerId, db: &str) {
+    /// News from a member: a round with it soon. Only from a member of a database synced
+    /// here, and at most one news-driven round start per [`NEWS_GAP`], so news cannot make
+    /// the node run rounds back to back.
+    fn on_news(&mut self, now: Instant, peer: PeerId, node: NodeId, db: &str) {
         if check_name("database", db).is_err() {
             return;
         }
-        // Only databases this node syncs: news of others would make a state per name.
         let Some(state) = self.dbs.get_mut(db) else {
             return;
         };
+        if !state.members.contains(&node) {
+            return;
+        }
         state.prefer = Some(peer);
         if state.busy {
             state.again = true;
         } else {
-            state.next_round = now;
+            let earliest = state.last_round.map_or(now, |t| (t + NEWS_GAP).max(now));
+            state.next_round = state.next_round.min(earliest);
         }
     }
 
@@ -645,34 +784,31 @@ impl ReplicaDriver {
         now: Instant,
         peer: PeerId,
         id: OutboundRequestId,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) {
         let Some((_, outbound)) = self.outbound.remove(&id) else {
             return;
         };
-        let Ok(ReplicaReply {
-            message: Some(message),
-        }) = ReplicaReply::decode(bytes)
-        else {
-            self.outbound_failed(now, peer, outbound, "a malformed reply");
-            self.penalize(swarm, now, peer, "a malformed replica reply");
-            return;
-        };
-        match (outbound, message) {
-            (Outbound::News, _) => {}
-            (Outbound::Delta { db, node, request }, replica_reply::Message::Frames(frames)) => {
-                self.apply(db, peer, node, request, frames);
-            }
-            (Outbound::Join { db, name, tx }, replica_reply::Message::Grant(grant)) => {
-                self.accept(db, name, peer, *grant, tx);
-            }
-            (outbound, replica_reply::Message::Refused(r)) => {
-                self.outbound_failed(now, peer, outbound, &format!("refused: {}", r.message));
-            }
-            (outbound, _) => {
-                self.outbound_failed(now, peer, outbound, "a reply of the wrong kind");
-                self.penalize(swarm, now, peer, "a replica reply of the wrong kind");
-            }
+        match outbound {
+            Outbound::News => self.news_done(swarm, peer),
+            // Decoded with the apply, off the loop: a reply may be 36 MiB.
+            Outbound::Delta { db, node, request } => self.apply(db, peer, node, request, bytes),
+            Outbound::Join { db, name, tx } => match ReplicaReply::decode(bytes.as_slice()) {
+                Ok(ReplicaReply {
+                    message: Some(replica_reply::Message::Grant(grant)),
+                }) => self.accept(db, name, peer, *grant, tx),
+                Ok(ReplicaReply {
+                    message: Some(replica_reply::Message::Refused(r)),
+                }) => {
+                    let _ = tx.send(Err(JoinError::Refused(r.message)));
+                }
+                _ => {
+                    let _ = tx.send(Err(JoinError::Unreachable(
+                        "the admin answered something else".into(),
+                    )));
+                    self.penalize(swarm, now, peer, "a malformed replica reply");
+                }
+            },
         }
     }
 
@@ -682,28 +818,23 @@ impl ReplicaDriver {
         peer: PeerId,
         node: NodeId,
         request: DeltaRequest,
-        frames: DeltaFrames,
+        bytes: Vec<u8>,
     ) {
-        self.counters.records_received += frames
-            .frames
-            .iter()
-            .map(|f| f.records.len() as u64)
-            .sum::<u64>();
         let replicas = self.replicas.clone();
         let tx = self.jobs_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let result = replicas.call_blocking(|r| {
-                let mut total = Applied::default();
-                for frame in &frames.frames {
-                    total.add(r.apply_frame(now_ms(), &request, node, frame)?);
-                }
-                Ok::<_, ReplicaError>((total, frames.more))
-            });
+            let outcome =
+                guarded(|| replicas.call_blocking(|r| apply_reply(r, &request, node, &bytes)))
+                    .unwrap_or_else(|e| ApplyOutcome {
+                        applied: Applied::default(),
+                        more: false,
+                        error: Some(ApplyError::Failed(e)),
+                    });
             let _ = tx.blocking_send(Job::Applied {
                 db,
                 peer,
                 node,
-                result: result.map_err(|e| e.to_string()),
+                outcome,
             });
         });
     }
@@ -719,7 +850,8 @@ impl ReplicaDriver {
         let replicas = self.replicas.clone();
         let jobs = self.jobs_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let result = replicas.call_blocking(|r| accept_grant(r, &db, &name, grant));
+            let result = guarded(|| replicas.call_blocking(|r| accept_grant(r, &db, &name, grant)))
+                .unwrap_or_else(|e| Err(JoinError::Grant(e)));
             let _ = jobs.blocking_send(Job::Accepted {
                 db,
                 peer,
@@ -729,17 +861,33 @@ impl ReplicaDriver {
         });
     }
 
-    fn failed(&mut self, now: Instant, peer: PeerId, id: OutboundRequestId, why: &str) {
+    fn failed(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        peer: PeerId,
+        id: OutboundRequestId,
+        why: &str,
+    ) {
         if let Some((_, outbound)) = self.outbound.remove(&id) {
-            self.outbound_failed(now, peer, outbound, why);
+            self.outbound_failed(swarm, now, peer, outbound, why);
         }
     }
 
-    fn outbound_failed(&mut self, now: Instant, peer: PeerId, outbound: Outbound, why: &str) {
+    fn outbound_failed(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        peer: PeerId,
+        outbound: Outbound,
+        why: &str,
+    ) {
         match outbound {
-            Outbound::News => {}
+            Outbound::News => self.news_done(swarm, peer),
             Outbound::Join { tx, .. } => {
-                let _ = tx.send(Err(format!("the admin {peer}: {why}")));
+                let _ = tx.send(Err(JoinError::Unreachable(format!(
+                    "the admin {peer}: {why}"
+                ))));
             }
             Outbound::Delta { db, node, .. } => {
                 debug!(%peer, db, "sync failed: {why}");
@@ -750,8 +898,13 @@ impl ReplicaDriver {
         }
     }
 
+    /// Backs a member off: 2 s, doubling to 60 s. The count goes up at most once per
+    /// back-off, so a burst of failures at one moment counts once.
     fn back_off(&mut self, now: Instant, node: NodeId) {
         let entry = self.backoff.entry(node).or_insert((0, now));
+        if entry.1 > now {
+            return;
+        }
         entry.0 = entry.0.saturating_add(1);
         let wait = BACKOFF_BASE
             .saturating_mul(1 << entry.0.min(6).saturating_sub(1))
@@ -792,7 +945,13 @@ impl ReplicaDriver {
         match job {
             Job::Databases(dbs) => {
                 for db in dbs {
-                    self.db_state(now, &db);
+                    // Spread over the first interval, so they do not all ask at once.
+                    let offset = Duration::from_millis(
+                        self.random() % u64::try_from(SYNC_INTERVAL.as_millis()).unwrap_or(3000),
+                    );
+                    if let Some(state) = self.db_state(now, &db) {
+                        state.next_round = now + offset;
+                    }
                 }
             }
             Job::Prepared {
@@ -800,28 +959,27 @@ impl ReplicaDriver {
                 request,
                 members,
             } => self.on_prepared(swarm, now, &db, request, members),
+            Job::RoundFailed { db } => {
+                self.counters.rounds_failed += 1;
+                self.round_done(now, &db, None);
+            }
             Job::Served {
                 channel,
                 peer,
-                reply,
+                reply: (bytes, records),
                 fault,
                 member_of,
             } => {
                 self.serving = self.serving.saturating_sub(1);
+                self.serving_peers.remove(&peer);
                 if let (Some(db), Some(&node)) = (member_of, self.peers.get(&peer))
                     && let Some(state) = self.db_state(now, &db)
                 {
                     state.members.insert(node);
                 }
-                if let Some(replica_reply::Message::Frames(f)) = &reply.message {
-                    self.counters.served += 1;
-                    self.counters.records_sent +=
-                        f.frames.iter().map(|f| f.records.len() as u64).sum::<u64>();
-                }
-                let _ = swarm
-                    .behaviour_mut()
-                    .replica
-                    .send_response(channel, reply.encode_to_vec());
+                self.counters.served += 1;
+                self.counters.records_sent += records;
+                let _ = swarm.behaviour_mut().replica.send_response(channel, bytes);
                 if fault {
                     self.penalize(swarm, now, peer, "a malformed replica request");
                 }
@@ -830,8 +988,8 @@ impl ReplicaDriver {
                 db,
                 peer,
                 node,
-                result,
-            } => self.on_applied(swarm, now, (&db, peer, node), result),
+                outcome,
+            } => self.on_applied(swarm, now, (&db, peer, node), outcome),
             Job::Accepted {
                 db,
                 peer,
@@ -864,20 +1022,27 @@ impl ReplicaDriver {
         request: Option<DeltaRequest>,
         members: HashSet<NodeId>,
     ) {
+        let Some(request) = request else {
+            // No syncgroup joined any more (left, ejected): nothing to sync; a later create
+            // or join tracks the database again.
+            self.dbs.remove(db);
+            self.last_sync.retain(|(d, _), _| d != db);
+            return;
+        };
+        self.last_sync
+            .retain(|(d, n), _| d != db || members.contains(n));
         let Some(state) = self.dbs.get_mut(db) else {
             return;
         };
         state.members = members;
         let prefer = state.prefer.take();
-        let Some(request) = request else {
-            // No syncgroup joined (left, or none yet): nothing to ask.
-            self.round_done(now, db, None);
-            return;
-        };
         let Some((peer, node)) = self.pick(now, db, prefer) else {
             self.round_done(now, db, None);
             return;
         };
+        if let Some(state) = self.dbs.get_mut(db) {
+            state.last_round = Some(now);
+        }
         self.counters.rounds += 1;
         let bytes = ReplicaRequest {
             message: Some(replica_request::Message::Delta(request.clone())),
@@ -931,48 +1096,76 @@ impl ReplicaDriver {
         swarm: &mut Swarm<Behaviour>,
         now: Instant,
         (db, peer, node): (&str, PeerId, NodeId),
-        result: Result<(Applied, bool), String>,
+        outcome: ApplyOutcome,
     ) {
-        match result {
-            Ok((applied, more)) => {
-                let c = &mut self.counters;
-                c.records_applied += applied.new;
-                c.conflicts += applied.conflicts;
-                c.resolved += applied.resolved;
-                c.refused += applied.refused.len() as u64;
-                if applied.new > 0 || applied.conflicts > 0 {
-                    self.replicas.changed();
-                    // Relayed news: members this one's source is not connected to hear soon.
-                    self.local_write(now, db);
+        let ApplyOutcome {
+            applied,
+            more,
+            error,
+        } = outcome;
+        let c = &mut self.counters;
+        c.records_applied += applied.new;
+        c.conflicts += applied.conflicts;
+        c.resolved += applied.resolved;
+        c.refused += applied.refused.len() as u64;
+        if applied.new > 0 || applied.conflicts > 0 {
+            // No news relayed: in a group whose members all connect, every member would
+            // relay every write to every other (n² rounds a write); members not connected
+            // to a writer get its writes at their next round.
+            self.replicas.changed();
+        }
+        let entry = self
+            .last_sync
+            .entry((db.to_string(), node))
+            .or_insert(LastSync {
+                at_ms: 0,
+                records: 0,
+            });
+        entry.at_ms = now_ms();
+        entry.records = applied.new;
+        match error {
+            Some(ApplyError::Busy) => {
+                let jitter = Duration::from_millis(self.random() % 300);
+                self.round_done(now, db, None);
+                if let Some(state) = self.dbs.get_mut(db) {
+                    state.next_round = now + BUSY_RETRY + jitter;
                 }
-                let entry = self
-                    .last_sync
-                    .entry((db.to_string(), node))
-                    .or_insert(LastSync {
-                        at_ms: 0,
-                        records: 0,
-                    });
-                entry.at_ms = now_ms();
-                entry.records = applied.new;
-                if let Some((_, why)) = applied.refused.first().map(|(a, g, why)| ((a, g), why)) {
-                    let why = format!(
-                        "{} refused records, the first: {why}",
-                        applied.refused.len()
-                    );
-                    self.penalize(swarm, now, peer, &why);
-                    self.round_done(now, db, None);
-                    return;
-                }
-                self.backoff.remove(&node);
-                self.round_done(now, db, more.then_some(peer));
+                return;
             }
-            Err(e) => {
-                warn!(%peer, db, "sync not applied: {e}");
+            Some(ApplyError::Fault(why)) => {
+                self.penalize(swarm, now, peer, &why);
+                self.round_done(now, db, None);
+                return;
+            }
+            Some(ApplyError::Failed(why)) => {
+                warn!(%peer, db, "sync not applied: {why}");
                 self.counters.rounds_failed += 1;
                 self.back_off(now, node);
                 self.round_done(now, db, None);
+                return;
             }
+            None => {}
         }
+        if let Some(why) = sender_fault(&applied) {
+            self.penalize(swarm, now, peer, &why);
+            self.round_done(now, db, None);
+            return;
+        }
+        if !applied.refused.is_empty() {
+            // Refusals that need not be the sender's doing (a record of a writer since
+            // ejected, a clock far ahead): asked of another member next.
+            self.back_off(now, node);
+            self.round_done(now, db, None);
+            return;
+        }
+        if more && applied.records == 0 {
+            // An honest answer says `more` only after a full budget of records.
+            self.penalize(swarm, now, peer, "an answer that goes on without records");
+            self.round_done(now, db, None);
+            return;
+        }
+        self.backoff.remove(&node);
+        self.round_done(now, db, more.then_some(peer));
     }
 
     /// The last sync with each member, for the API.
@@ -1163,7 +1356,13 @@ fn answer(
     let mut bytes = 0;
     let mut more = false;
     while let Some(frame) = answer.next_frame(r)? {
-        bytes += frame.encoded_len();
+        // Records only: the syncgroup states of a first frame go with every answer, and
+        // counting them would leave a continuation little room.
+        bytes += frame
+            .records
+            .iter()
+            .map(Message::encoded_len)
+            .sum::<usize>();
         let last = frame.last;
         frames.push(frame);
         if bytes >= REPLICA_REPLY_BUDGET && !last {
@@ -1177,12 +1376,103 @@ fn answer(
 /// Takes an admin's grant for `db`/`name` (blocking).
 fn accept_grant(r: &mut Replica, db: &str, name: &str, grant: Grant) -> Joined {
     let (Some(state), Some(checkpoint)) = (grant.state, grant.checkpoint) else {
-        return Err("the admin's grant is incomplete".into());
+        return Err(JoinError::Grant("the admin's grant is incomplete".into()));
     };
     let named = state.spec.as_ref().map(|s| s.name.as_str());
     if state.db != db || named != Some(name) || checkpoint.syncgroup != name {
-        return Err("the admin granted another syncgroup".into());
+        return Err(JoinError::Grant(
+            "the admin granted another syncgroup".into(),
+        ));
     }
     r.accept_join(&JoinGrant { state, checkpoint })
-        .map_err(|e| e.to_string())
+        .map_err(|e| JoinError::Grant(e.to_string()))
+}
+
+/// Runs `f`, turning a panic into an error (so a job always reports back, and no round or
+/// serving slot is left taken).
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into())
+    })
+}
+
+/// Decodes a GetDeltas reply and applies its frames (blocking); stops at the first error,
+/// keeping what the frames before it applied.
+fn apply_reply(
+    r: &mut Replica,
+    request: &DeltaRequest,
+    node: NodeId,
+    bytes: &[u8],
+) -> ApplyOutcome {
+    let mut outcome = ApplyOutcome {
+        applied: Applied::default(),
+        more: false,
+        error: None,
+    };
+    let frames = match ReplicaReply::decode(bytes) {
+        Ok(ReplicaReply {
+            message: Some(replica_reply::Message::Frames(frames)),
+        }) => frames,
+        Ok(ReplicaReply {
+            message: Some(replica_reply::Message::Refused(refusal)),
+        }) => {
+            outcome.error = Some(if refusal.message == BUSY {
+                ApplyError::Busy
+            } else {
+                ApplyError::Failed(format!("refused: {}", refusal.message))
+            });
+            return outcome;
+        }
+        _ => {
+            outcome.error = Some(ApplyError::Fault("a malformed GetDeltas reply".into()));
+            return outcome;
+        }
+    };
+    outcome.more = frames.more;
+    for frame in &frames.frames {
+        match r.apply_frame(now_ms(), request, node, frame) {
+            Ok(applied) => outcome.applied.add(applied),
+            Err(e) => {
+                let fault = matches!(
+                    e,
+                    ReplicaError::Malformed(_)
+                        | ReplicaError::BadName { .. }
+                        | ReplicaError::Refused(_)
+                );
+                outcome.error = Some(if fault {
+                    ApplyError::Fault(e.to_string())
+                } else {
+                    ApplyError::Failed(e.to_string())
+                });
+                return outcome;
+            }
+        }
+    }
+    outcome
+}
+
+/// The first refusal of `applied` that only a lying or broken sender causes (a forged or
+/// altered record, two records under one generation, a malformed one, a batch cut short):
+/// reasons a record of an honest relay can also have (its writer since ejected, a
+/// collection outside the request, a clock far ahead) are not the sender's fault.
+fn sender_fault(applied: &Applied) -> Option<String> {
+    use tributary_replica::RefusalReason as R;
+    let faults = applied.refused.iter().filter(|(_, _, why)| {
+        matches!(
+            why,
+            R::Malformed(_)
+                | R::WrongVersion
+                | R::BadSignature
+                | R::Equivocation(_)
+                | R::IncompleteBatch { .. }
+        )
+    });
+    let count = faults.clone().count();
+    faults
+        .take(1)
+        .map(|(_, _, why)| format!("{count} refused records, the first: {why}"))
+        .next()
 }

@@ -87,6 +87,8 @@ const MAX_SYNC_STREAMS: usize = MAX_SERVING;
 pub const MAX_SYNC_FAULTS: u32 = 3;
 /// How often an isolated node dials its bootnodes again.
 pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
+/// Dials started for one mDNS answer at most.
+const MAX_MDNS_DIALS: usize = 16;
 /// Queries from the API waiting for the loop.
 pub const QUERY_QUEUE: usize = 64;
 
@@ -334,8 +336,10 @@ pub enum Query {
         tributary_chunk::Chunk,
         oneshot::Sender<crate::pushsync::Pushed>,
     ),
-    /// The API wrote to a database (or created or joined one of its syncgroups).
+    /// The API wrote to a database.
     ReplicaNews(String),
+    /// The API created a syncgroup of a database: sync it.
+    ReplicaTrack(String),
     /// Join a syncgroup (database, name) through an admin.
     ReplicaJoin(String, String, Admin, oneshot::Sender<Joined>),
     /// The last sync with each member of a database.
@@ -622,6 +626,7 @@ impl Runtime {
                 ..
             } => {
                 debug!(%peer_id, "dial failed: {error}");
+                self.replica.dial_failed(&peer_id, &error.to_string());
                 if let Some(key) = node_key(&peer_id) {
                     self.overlay.handle_dial_failed(now, key);
                 }
@@ -656,7 +661,8 @@ impl Runtime {
     /// Peers mDNS found on the local network: dialled if not connected (the overlay
     /// handshakes them like any other; one of another network is refused there).
     fn on_discovered(&mut self, found: Vec<(PeerId, Multiaddr)>) {
-        for (peer, addr) in found {
+        // At most MAX_MDNS_DIALS per answer: a host on the network may announce thousands.
+        for (peer, addr) in found.into_iter().take(MAX_MDNS_DIALS) {
             self.counters.mdns_discovered += 1;
             if self.swarm.is_connected(&peer) || node_key(&peer).is_none() {
                 continue;
@@ -906,6 +912,7 @@ impl Runtime {
             }
             Query::Push(chunk, tx) => self.push.push(Instant::now(), chunk, tx),
             Query::ReplicaNews(db) => self.replica.local_write(Instant::now(), &db),
+            Query::ReplicaTrack(db) => self.replica.track(Instant::now(), &db),
             Query::ReplicaJoin(db, name, admin, tx) => {
                 self.replica
                     .join(&mut self.swarm, Instant::now(), (db, name, admin), tx);

@@ -232,7 +232,12 @@ fn concurrent_writes_resolve_alike_and_an_app_resolver_answers_once_for_the_grou
     let base = nodes[0].base.clone();
     let resolver = std::thread::spawn(move || {
         let url = format!("{base}/db/demo/conflicts?wait=true");
+        let started = Instant::now();
         loop {
+            assert!(
+                started.elapsed() < LIMIT,
+                "no conflict to resolve within {LIMIT:?}"
+            );
             let text = agent()
                 .get(&url)
                 .call()
@@ -383,6 +388,41 @@ mod hostile {
     use super::common::{Node, rogue};
     use super::{ok, value};
 
+    /// 100 records of demo/notes (one batch, and so above the threshold where signatures are
+    /// checked in parallel), made and signed by a throwaway key, as a stranger would get
+    /// them.
+    fn records_signed_by_another_key() -> Vec<LogRecord> {
+        use tributary_replica::{Op, Replica, ReplicaConfig};
+        let store = std::sync::Arc::new(tributary_store::MemStore::new());
+        let key = tributary_node::NodeIdentity::from_secret(&[99; 32], [7; 32]).expect("key");
+        let mut other = Replica::open(store, key.identity, ReplicaConfig::default()).expect("open");
+        let stranger = tributary_replica::NodeId([5; 20]);
+        let spec = tributary_replica::syncgroup::Spec {
+            name: "sg".into(),
+            collections: vec!["notes".into()],
+            readers: vec![stranger],
+            ..Default::default()
+        };
+        other.create_syncgroup(1, "demo", spec).expect("create");
+        let ops: Vec<Op> = (0..100)
+            .map(|i| Op::Put {
+                collection: "notes".into(),
+                key: format!("forged-{i:03}"),
+                value: b"lies".to_vec(),
+            })
+            .collect();
+        other.batch(2, "demo", &ops).expect("batch");
+        let mut req = other.delta_request("demo").expect("request");
+        req.initiator = stranger.0.to_vec();
+        req.knowledge[0].gens.clear();
+        let mut answer = other.answer(&req, stranger).expect("answer");
+        answer
+            .next_frame(&other)
+            .expect("frame")
+            .expect("some")
+            .records
+    }
+
     #[test]
     fn a_malformed_replica_request_disconnects_the_sender() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -440,22 +480,16 @@ mod hostile {
                         ..
                     })) = *event
                     {
-                        let forged = LogRecord {
-                            db: "demo".into(),
-                            collection: "notes".into(),
-                            key: "forged".into(),
-                            version: vec![1; 32],
-                            time: 1,
-                            value: b"lies".to_vec(),
-                            author: hex::decode(&rogue_id).expect("hex"),
-                            generation: 1,
-                            signature: vec![3; 65],
-                            ..LogRecord::default()
-                        };
+                        // Well formed, its version right, signed by another key than
+                        // the author it names.
+                        let mut forged = records_signed_by_another_key();
+                        for r in &mut forged {
+                            r.author = hex::decode(&rogue_id).expect("hex");
+                        }
                         let reply = ReplicaReply {
                             message: Some(replica_reply::Message::Frames(DeltaFrames {
                                 frames: vec![DeltaFrame {
-                                    records: vec![forged],
+                                    records: forged,
                                     last: true,
                                     ..DeltaFrame::default()
                                 }],
@@ -473,8 +507,8 @@ mod hostile {
             None
         });
         assert!(closed, "the node kept a member that sent a forged record");
-        assert!(node.metric("tributary_replica_records_refused_total") >= 1.0);
-        assert_eq!(value(&node, "/db/demo/notes/forged"), None);
+        assert!(node.metric("tributary_replica_records_refused_total") >= 100.0);
+        assert_eq!(value(&node, "/db/demo/notes/forged-000"), None);
     }
 }
 

@@ -263,6 +263,13 @@ pub fn recover_address(digest: &[u8; 32], sig: &[u8]) -> Result<[u8; 20], Record
         LibRecoveryId::try_from(i32::from(sig[64])).map_err(|_| RecordError::BadSignature)?;
     let signature = RecoverableSignature::from_compact(&sig[..64], recovery)
         .map_err(|_| RecordError::BadSignature)?;
+    // Low-S only, as k256 verifies: otherwise (r, n − s) with the other recovery id would be
+    // a second valid signature of every message.
+    let mut standard = signature.to_standard();
+    standard.normalize_s();
+    if standard != signature.to_standard() {
+        return Err(RecordError::BadSignature);
+    }
     let key = secp256k1::SECP256K1
         .recover_ecdsa(secp256k1::Message::from_digest(*digest), &signature)
         .map_err(|_| RecordError::BadSignature)?;
@@ -418,6 +425,26 @@ mod tests {
             recover_address(&[0; 32], &[0; 65]),
             Err(RecordError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_high_s_twin_of_a_signature_is_refused() {
+        let id = identity(3);
+        let digest = keccak256(b"twin");
+        let sig = id.sign(&digest).expect("signs");
+        let low = Signature::from_slice(&sig[..64]).expect("signature");
+        let (r, s) = low.split_scalars();
+        let high = Signature::from_scalars(r, -*s).expect("high-S twin");
+        let mut twin = high.to_bytes().to_vec();
+        twin.push(sig[64] ^ 1);
+        // k256 refuses it, and so does recover_address.
+        let fixed_twin: [u8; 65] = twin.clone().try_into().expect("65 bytes");
+        assert!(recover(&digest, &fixed_twin).is_err());
+        assert_eq!(
+            recover_address(&digest, &twin),
+            Err(RecordError::BadSignature)
+        );
+        assert_eq!(recover_address(&digest, &sig), Ok(id.eth_address()));
     }
 
     fn identity(seed: u8) -> Identity {

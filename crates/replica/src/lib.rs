@@ -105,6 +105,11 @@ pub enum ReplicaError {
         /// The name (truncated).
         name: String,
     },
+    /// A collection name the HTTP API keeps for its routes.
+    #[error(
+        "collection name {0:?} is reserved (batch, watch, conflicts, rules and blobs are HTTP routes)"
+    )]
+    ReservedName(String),
     /// A row key is empty or too long.
     #[error("a row key must be 1 to {} bytes, not {len}", types::MAX_KEY_LEN)]
     BadKey {

@@ -116,12 +116,19 @@ impl Hlc {
     }
 }
 
+/// Collection names the node's HTTP API uses for its own routes under `/db/{db}/`, so no
+/// collection may have them.
+pub const RESERVED_COLLECTIONS: [&str; 5] = ["batch", "watch", "conflicts", "rules", "blobs"];
+
 /// Checks a database or collection name: 1 to 64 bytes of ASCII letters, digits, `_`, `-`
 /// and `.`, so names never collide with the separators of store keys or ACL prefixes.
 ///
 /// # Errors
-/// [`ReplicaError::BadName`].
+/// [`ReplicaError::BadName`], [`ReplicaError::ReservedName`].
 pub fn check_name(kind: &'static str, name: &str) -> Result<(), ReplicaError> {
+    if kind == "collection" && RESERVED_COLLECTIONS.contains(&name) {
+        return Err(ReplicaError::ReservedName(name.to_string()));
+    }
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name

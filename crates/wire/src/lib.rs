@@ -63,9 +63,11 @@ pub const MAX_REPLICA_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 /// asked for (at most 64, each at most about 180 KB at its ACL and member limits).
 pub const MAX_REPLICA_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
-/// Frames a replica answer gathers before it is cut (`more`): after this many bytes the
-/// responder closes the reply at the next frame boundary.
+/// Records a replica answer gathers before it is cut (`more`): after this many bytes of
+/// records the responder closes the reply at the next frame boundary.
 pub const REPLICA_REPLY_BUDGET: usize = 4 * 1024 * 1024;
 
-/// Largest replica reply: the budget plus one frame at its bound, and framing.
-pub const MAX_REPLICA_REPLY_BYTES: usize = REPLICA_REPLY_BUDGET + MAX_REPLICA_FRAME_BYTES + 4096;
+/// Largest replica reply: a first frame at its bound (it carries the syncgroups), records up
+/// to the budget, one more frame at its bound, and framing.
+pub const MAX_REPLICA_REPLY_BYTES: usize =
+    REPLICA_REPLY_BUDGET + 2 * MAX_REPLICA_FRAME_BYTES + 4096;

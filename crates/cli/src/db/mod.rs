@@ -197,9 +197,10 @@ pub enum DbCommand {
         /// Resume after this marker (default: from the start of the feed).
         #[arg(long, default_value_t = 0)]
         from: u64,
-        /// At most this many changes.
-        #[arg(long, default_value_t = 1000)]
-        limit: usize,
+        /// At most this many changes (default: 1,000 from a data directory; with --api, follow
+        /// the stream until Ctrl-C).
+        #[arg(long)]
+        limit: Option<usize>,
         /// Print values as hex.
         #[arg(long)]
         hex: bool,
@@ -516,7 +517,7 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             json: _,
         } => {
             let r = open(dir.path()?, false)?;
-            for e in r.watch(&db, from, limit)? {
+            for e in r.watch(&db, from, limit.unwrap_or(1000))? {
                 let value = if e.deleted {
                     Value::Null
                 } else {

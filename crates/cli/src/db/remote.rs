@@ -288,8 +288,8 @@ fn rules(api: &Api, db: &str, action: RulesAction) -> Result<()> {
 }
 
 /// Follows the node's watch stream, printing each change as one JSON line, until `limit`
-/// changes, the stream ends, or Ctrl-C (which ends the process).
-fn watch(addr: &str, db: &str, from: u64, limit: usize, hex: bool) -> Result<()> {
+/// changes (if given), the stream ends, or Ctrl-C (which ends the process).
+fn watch(addr: &str, db: &str, from: u64, limit: Option<usize>, hex: bool) -> Result<()> {
     // No overall timeout: the stream stays open; the node sends a blank line when idle.
     let api = Api::new(addr, None);
     let url = format!("{}/db/{}/watch?from={from}", api.base, segment(db));
@@ -322,15 +322,23 @@ fn watch(addr: &str, db: &str, from: u64, limit: usize, hex: bool) -> Result<()>
                 v["message"].as_str().unwrap_or("the watch stream failed")
             );
         }
-        if hex && let Some(text) = v["value"].as_str() {
-            v["value"] = json!(hex::encode(text.as_bytes()));
-        } else if !hex && v.get("value_hex").is_some() {
-            bail!("a value is not UTF-8 text; use --hex");
+        // As the data-directory form: "value" is the text (or hex with --hex), null if
+        // deleted.
+        let value = match (v["value"].as_str(), v["value_hex"].as_str()) {
+            (Some(text), _) if hex => json!(hex::encode(text.as_bytes())),
+            (Some(text), _) => json!(text),
+            (None, Some(h)) if hex => json!(h),
+            (None, Some(_)) => bail!("a value is not UTF-8 text; use --hex"),
+            (None, None) => Value::Null,
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.remove("value_hex");
         }
+        v["value"] = value;
         v["marker"] = json!(v["marker"].to_string());
         println!("{v}");
         printed += 1;
-        if printed >= limit {
+        if limit.is_some_and(|l| printed >= l) {
             break;
         }
     }

@@ -8,7 +8,7 @@
 //! still pushing and how many chunks retrieval has served.
 //!
 //! The full nodes share a replicated database ([`replica`]): node 0 creates syncgroup
-//! `demo/devnet`, the others join it, each writes its clock row every 500 ms, and the
+//! `demo/devnet`, the others join it, each writes its clock row every second, and the
 //! periodic line shows the replica lag.
 //!
 //! Beside the full nodes run `--light-nodes` light nodes (`DIR/light-<i>`, not in

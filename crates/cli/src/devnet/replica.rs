@@ -1,7 +1,8 @@
 //! The devnet's replicated-database demo: node 0 creates syncgroup `demo/devnet` sharing
 //! collection `clock` with every full node as a writer, the others join through node 0's
 //! listen address, and each node writes `clock/node-<i>` (its wall-clock time in ms) every
-//! [`WRITE_EVERY`]. The periodic line's replica lag is the most stale copy of any member's
+//! [`WRITE_EVERY`] (each write brings a round from every other member, so 16 nodes writing
+//! every second is 240 rounds a second already). The periodic line's replica lag is the most stale copy of any member's
 //! latest write: the largest, over members `j` and `i ≠ j`, of node `j`'s own value minus
 //! the value node `i` holds of it (read at nearly the same moment), so 0 ms means every
 //! member has every member's latest write.
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 pub const DB: &str = "demo";
 const SYNCGROUP: &str = "devnet";
 /// How often each node writes its clock row.
-pub const WRITE_EVERY: Duration = Duration::from_millis(500);
+pub const WRITE_EVERY: Duration = Duration::from_secs(1);
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

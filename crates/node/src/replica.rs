@@ -307,6 +307,7 @@ struct Counters {
     news_sent: u64,
     news_received: u64,
     penalized: u64,
+    continuations: u64,
 }
 
 /// The replica half of the runtime; see the module documentation.
@@ -1165,6 +1166,9 @@ impl ReplicaDriver {
             return;
         }
         self.backoff.remove(&node);
+        if more {
+            self.counters.continuations += 1;
+        }
         self.round_done(now, db, more.then_some(peer));
     }
 
@@ -1258,6 +1262,11 @@ impl ReplicaDriver {
                 "tributary_replica_news_received_total",
                 "News received.",
                 c.news_received,
+            ),
+            m(
+                "tributary_replica_continuations_total",
+                "Answers that went on (more) and were asked again at once.",
+                c.continuations,
             ),
             m(
                 "tributary_replica_penalized_total",

@@ -578,3 +578,42 @@ fn a_blob_written_on_one_node_is_read_on_another() {
     let (status, _) = send(reader, "GET", "/db/bad%20name/blobs/00", b"");
     assert_eq!(status, 400);
 }
+
+/// A joiner that needs more than one reply's budget (4 MiB of records; 10 MB here) gets the rest by
+/// asking again from the knowledge the first reply gave.
+#[test]
+fn a_join_larger_than_one_reply_converges_over_several() {
+    let dirs = dirs(2);
+    let a = Node::start(dirs[0].path());
+    let b_first = Node::start(dirs[1].path());
+    let b_id = id(&b_first);
+    b_first.stop();
+    let spec = json!({ "db": "demo", "name": "sg", "collections": ["notes"], "writers": [b_id] });
+    ok(&a, "POST", "/syncgroups", spec.to_string().as_bytes());
+    let value = "x".repeat(1024);
+    for batch in 0..3 {
+        let lines: String = (0..3000)
+            .map(|k| {
+                let key = format!("big-{batch}-{k:04}");
+                format!(
+                    "{}\n",
+                    json!({"op": "put", "collection": "notes", "key": key, "value": value})
+                )
+            })
+            .collect();
+        ok(&a, "POST", "/db/demo/batch", lines.as_bytes());
+    }
+    let b = Node::start_with(dirs[1].path(), &[a.addr()], 1);
+    connected(&b, 1);
+    let join = json!({ "admin": a.addr() }).to_string();
+    ok(&b, "POST", "/syncgroups/demo/sg/join", join.as_bytes());
+    eventually(LIMIT, "all 9,000 rows reach B", || {
+        b.metric("tributary_replica_records_applied_total") >= 9000.0
+    });
+    let rows: Value =
+        serde_json::from_str(&ok(&b, "GET", "/db/demo/notes?prefix=big-", b"")).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(9000));
+    let more = b.metric("tributary_replica_continuations_total");
+    assert!(more >= 1.0, "10 MB of records came without a continuation");
+    assert_eq!(b.metric("tributary_replica_penalized_total"), 0.0);
+}

@@ -64,6 +64,8 @@ pub const MAX_JOINS: usize = 16;
 pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 /// Longest back-off.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often a member that is not connected is looked up among the overlay's known peers.
+pub const MEMBER_DIAL_EVERY: Duration = Duration::from_secs(30);
 /// Databases the driver tracks at once (each has at most one round running).
 pub const MAX_DATABASES: usize = 1024;
 /// Blocking jobs' results waiting for the loop.
@@ -327,6 +329,8 @@ pub struct ReplicaDriver {
     jobs_tx: mpsc::Sender<Job>,
     jobs_rx: mpsc::Receiver<Job>,
     last_sync: HashMap<(String, NodeId), LastSync>,
+    /// Members not connected that were looked up to dial, and when.
+    member_dials: HashMap<NodeId, Instant>,
     rng: u64,
     counters: Counters,
 }
@@ -350,6 +354,7 @@ impl ReplicaDriver {
             jobs_tx,
             jobs_rx,
             last_sync: HashMap::new(),
+            member_dials: HashMap::new(),
             rng: seed | 1,
             counters: Counters::default(),
         };
@@ -1170,6 +1175,26 @@ impl ReplicaDriver {
             self.counters.continuations += 1;
         }
         self.round_done(now, db, more.then_some(peer));
+    }
+
+    /// Members of the databases synced here that are not connected, each at most once per
+    /// [`MEMBER_DIAL_EVERY`]: the runtime looks them up among the overlay's known peers and
+    /// dials them.
+    pub fn members_to_dial(&mut self, now: Instant) -> HashSet<NodeId> {
+        self.member_dials
+            .retain(|_, at| now.saturating_duration_since(*at) < MEMBER_DIAL_EVERY);
+        let mut out = HashSet::new();
+        for state in self.dbs.values() {
+            for node in &state.members {
+                if !self.nodes.contains_key(node) && !self.member_dials.contains_key(node) {
+                    out.insert(*node);
+                }
+            }
+        }
+        for node in &out {
+            self.member_dials.insert(*node, now);
+        }
+        out
     }
 
     /// The last sync with each member, for the API.

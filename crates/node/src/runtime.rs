@@ -476,6 +476,7 @@ impl Runtime {
                     self.retrieval.timeout(now);
                     self.push.timeout(now);
                     self.replica.timeout(&mut self.swarm, now);
+                    self.dial_members(now)?;
                 }
                 Some(event) = self.replica.next_event() => {
                     self.replica.on_event(&mut self.swarm, Instant::now(), event);
@@ -654,6 +655,30 @@ impl Runtime {
             }
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Dials the replica members that are not connected but that the overlay knows (by the
+    /// Ethereum address of a known peer's key).
+    fn dial_members(&mut self, now: Instant) -> Result<(), NodeError> {
+        let wanted = self.replica.members_to_dial(now);
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let found: Vec<(NodeKey, Vec<Vec<u8>>)> = self
+            .overlay
+            .table()
+            .known_records()
+            .filter(|r| {
+                r.key
+                    .eth_address()
+                    .is_ok_and(|eth| wanted.contains(&tributary_replica::NodeId(eth)))
+            })
+            .map(|r| (r.key, r.wire.underlays.clone()))
+            .collect();
+        for (key, underlays) in found {
+            self.dial(now, key, &underlays)?;
         }
         Ok(())
     }

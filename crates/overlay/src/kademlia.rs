@@ -363,6 +363,11 @@ impl Kademlia {
         self.known.get(overlay).map(|k| &k.record)
     }
 
+    /// The records of every known peer, connected or not.
+    pub fn known_records(&self) -> impl Iterator<Item = &VerifiedRecord> {
+        self.known.values().map(|k| &k.record)
+    }
+
     /// Marks a peer connected; it must be known.
     pub fn connect(&mut self, overlay: Address, key: NodeKey, now: Instant) {
         if self.known.contains_key(&overlay) {

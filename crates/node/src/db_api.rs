@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -76,6 +77,11 @@ impl IntoResponse for ApiError {
         let body = json!({ "message": self.1, "code": self.0.as_u16() });
         (self.0, axum::Json(body)).into_response()
     }
+}
+
+/// A request body, or the limit's refusal in the API's shape (axum answers it in text).
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| ApiError(e.status(), e.body_text()))
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -279,8 +285,9 @@ fn flag(query: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
 async fn put_row(
     State(api): State<DbApi>,
     Path((db, collection, key)): Path<(String, String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let body = body_of(body)?;
     let d = db.clone();
     let version = api
         .replicas
@@ -358,7 +365,12 @@ async fn scan(
     Ok(axum::Json(Value::Array(rows)).into_response())
 }
 
-async fn batch(State(api): State<DbApi>, Path(db): Path<String>, body: Bytes) -> ApiResult {
+async fn batch(
+    State(api): State<DbApi>,
+    Path(db): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_of(body)?;
     let text = std::str::from_utf8(&body).map_err(|_| bad("the batch is not UTF-8"))?;
     let mut ops = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -451,7 +463,12 @@ fn parse_answer(v: &Value) -> Result<(String, String, Choice), ApiError> {
     Ok((collection, key, choice))
 }
 
-async fn resolve(State(api): State<DbApi>, Path(db): Path<String>, body: Bytes) -> ApiResult {
+async fn resolve(
+    State(api): State<DbApi>,
+    Path(db): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_of(body)?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
     let list = v
         .as_array()
@@ -481,7 +498,12 @@ async fn rules(State(api): State<DbApi>, Path(db): Path<String>) -> ApiResult {
     Ok(axum::Json(Value::Array(out)).into_response())
 }
 
-async fn set_rule(State(api): State<DbApi>, Path(db): Path<String>, body: Bytes) -> ApiResult {
+async fn set_rule(
+    State(api): State<DbApi>,
+    Path(db): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_of(body)?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
     let collection = str_field(&v, "collection")?.to_string();
     let prefix = v
@@ -612,7 +634,11 @@ fn node_ids(v: &Value, name: &str) -> Result<Vec<NodeId>, ApiError> {
         .collect()
 }
 
-async fn create_syncgroup(State(api): State<DbApi>, body: Bytes) -> ApiResult {
+async fn create_syncgroup(
+    State(api): State<DbApi>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_of(body)?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
     let db = str_field(&v, "db")?.to_string();
     let collections = v
@@ -665,8 +691,9 @@ fn parse_admin(text: &str) -> Result<Admin, ApiError> {
 async fn join(
     State(api): State<DbApi>,
     Path((db, name)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let body = body_of(body)?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
     let admin = parse_admin(str_field(&v, "admin")?)?;
     tributary_replica::types::check_name("database", &db)?;
@@ -727,8 +754,9 @@ async fn leave(State(api): State<DbApi>, Path((db, name)): Path<(String, String)
 async fn eject(
     State(api): State<DbApi>,
     Path((db, name)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let body = body_of(body)?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
     let member = NodeId::parse(str_field(&v, "member")?)?;
     let d = db.clone();

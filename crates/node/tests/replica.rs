@@ -130,6 +130,29 @@ fn writes_on_each_member_arrive_on_the_others_and_a_batch_arrives_whole() {
         );
         n == 100
     });
+    // A careless client: a value over 1 MiB, a reserved collection, a bad batch line; each
+    // answered in the API's JSON shape, nothing written.
+    let huge = vec![b'x'; (1 << 20) + 1];
+    for (method, path, body, code) in [
+        ("PUT", "/db/demo/notes/huge", &huge[..], 413),
+        ("PUT", "/db/demo/watch/k", b"v".as_slice(), 400),
+        ("PUT", "/db/demo/blobs2/k", b"v".as_slice(), 200),
+        (
+            "POST",
+            "/db/demo/batch",
+            b"{\"op\": \"put\"}".as_slice(),
+            400,
+        ),
+        ("PUT", "/db/bad%20name/notes/k", b"v".as_slice(), 400),
+    ] {
+        let (status, text) = send(&nodes[0], method, path, body);
+        assert_eq!(status, code, "{method} {path}: {text}");
+        if code != 200 {
+            let v: Value = serde_json::from_str(&text).expect("a JSON error");
+            assert_eq!(v["code"], code, "{text}");
+        }
+    }
+    assert_eq!(value(&nodes[0], "/db/demo/notes/huge"), None);
     let applied = c.metric("tributary_replica_records_applied_total");
     assert!(applied >= 102.0, "records applied on C: {applied}");
 }

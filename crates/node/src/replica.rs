@@ -466,7 +466,9 @@ impl ReplicaDriver {
         for db in news {
             self.send_news(swarm, now, &db);
         }
-        self.backoff.retain(|_, (_, until)| *until > now);
+        // Kept a while after it ends, so the next failure doubles it; then forgotten.
+        self.backoff
+            .retain(|_, (_, until)| now < *until + BACKOFF_MAX);
     }
 
     /// Reads `db`'s request off the loop; the round goes on in [`Job::Prepared`].

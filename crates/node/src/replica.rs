@@ -125,9 +125,13 @@ impl Replicas {
         // The semaphore is never closed, so the permit always comes.
         let permit = Arc::clone(&self.calls).acquire_owned().await.ok();
         let this = self.clone();
-        let result = tokio::task::spawn_blocking(move || this.call_blocking(f)).await;
-        drop(permit);
-        result
+        // The permit goes with the job: a caller that gives up does not free the slot while
+        // its job still waits for the engine.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            this.call_blocking(f)
+        })
+        .await
     }
 
     /// Runs `f` on the engine on this thread (a blocking one). A panic in an earlier call
@@ -419,6 +423,7 @@ impl ReplicaDriver {
 
     /// A peer went away.
     pub fn disconnected(&mut self, peer: &PeerId) {
+        self.news_in_flight.remove(peer);
         if let Some(node) = self.peers.remove(peer) {
             self.nodes.remove(&node);
         }
@@ -482,7 +487,9 @@ impl ReplicaDriver {
         let tx = self.jobs_tx.clone();
         let db = db.to_string();
         tokio::task::spawn_blocking(move || {
-            let job = match guarded(|| replicas.call_blocking(|r| round_inputs(r, &db))) {
+            let inputs = guarded(|| replicas.call_blocking(|r| round_inputs(r, &db)))
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let job = match inputs {
                 Ok((request, members)) => Job::Prepared {
                     db,
                     request,
@@ -563,6 +570,9 @@ impl ReplicaDriver {
         let Some(waiting) = self.news_in_flight.remove(&peer) else {
             return;
         };
+        if !self.peers.contains_key(&peer) {
+            return; // gone (or penalized): a request now would dial it again
+        }
         let mut waiting = waiting.into_iter();
         if let Some(db) = waiting.next() {
             self.news_in_flight.insert(peer, waiting.collect());
@@ -699,7 +709,12 @@ impl ReplicaDriver {
         channel: ResponseChannel<Vec<u8>>,
     ) {
         let Some(&node) = self.peers.get(&peer) else {
-            // Not handshaken: the overlay has not authenticated it yet.
+            // Not handshaken here yet (the other side may be ready first): busy, so it asks
+            // again soon without backing this node off.
+            let _ = swarm
+                .behaviour_mut()
+                .replica
+                .send_response(channel, refusal(BUSY));
             return;
         };
         let Ok(ReplicaRequest {
@@ -808,7 +823,12 @@ impl ReplicaDriver {
                 Ok(ReplicaReply {
                     message: Some(replica_reply::Message::Refused(r)),
                 }) => {
-                    let _ = tx.send(Err(JoinError::Refused(r.message)));
+                    let e = if r.message == BUSY {
+                        JoinError::Busy("the admin is busy; try again".into())
+                    } else {
+                        JoinError::Refused(r.message)
+                    };
+                    let _ = tx.send(Err(e));
                 }
                 _ => {
                     let _ = tx.send(Err(JoinError::Unreachable(
@@ -940,8 +960,11 @@ impl ReplicaDriver {
         if next.is_some() {
             state.prefer = next;
         }
-        state.next_round = if next.is_some() || state.again {
+        state.next_round = if next.is_some() {
             now
+        } else if state.again {
+            // News came during the round: the next one soon, but not sooner than the gap.
+            state.last_round.map_or(now, |t| (t + NEWS_GAP).max(now))
         } else {
             now + interval
         };
@@ -1074,10 +1097,18 @@ impl ReplicaDriver {
     /// random among those.
     fn pick(&mut self, now: Instant, db: &str, prefer: Option<PeerId>) -> Option<(PeerId, NodeId)> {
         let members = &self.dbs.get(db)?.members;
+        // One GetDeltas in flight per peer: a responder answers one at a time per peer.
+        let asked: HashSet<PeerId> = self
+            .outbound
+            .values()
+            .filter(|(_, o)| matches!(o, Outbound::Delta { .. }))
+            .map(|(p, _)| *p)
+            .collect();
         let ready = |node: &NodeId| {
             self.backoff
                 .get(node)
                 .is_none_or(|(_, until)| *until <= now)
+                && self.nodes.get(node).is_none_or(|p| !asked.contains(p))
         };
         if let Some(peer) = prefer
             && let Some(&node) = self.peers.get(&peer)
@@ -1309,15 +1340,12 @@ pub struct JobEvent(Job);
 
 /// What a round needs: the request (`None` if no syncgroup is joined) and the members of the
 /// database's joined syncgroups (this node left out).
-fn round_inputs(r: &Replica, db: &str) -> (Option<DeltaRequest>, HashSet<NodeId>) {
-    let request = match r.delta_request(db) {
-        Ok(req) if !req.knowledge.is_empty() => Some(req),
-        Ok(_) => None,
-        Err(e) => {
-            warn!(db, "replica knowledge not read: {e}");
-            None
-        }
-    };
+fn round_inputs(
+    r: &Replica,
+    db: &str,
+) -> Result<(Option<DeltaRequest>, HashSet<NodeId>), ReplicaError> {
+    let req = r.delta_request(db)?;
+    let request = (!req.knowledge.is_empty()).then_some(req);
     let mut members = HashSet::new();
     for name in r.syncgroup_names(db).unwrap_or_default() {
         if let Ok(info) = r.syncgroup(db, &name) {
@@ -1330,7 +1358,7 @@ fn round_inputs(r: &Replica, db: &str) -> (Option<DeltaRequest>, HashSet<NodeId>
         }
     }
     members.remove(&r.id());
-    (request, members)
+    Ok((request, members))
 }
 
 fn reply(message: replica_reply::Message) -> Vec<u8> {

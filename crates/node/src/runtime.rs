@@ -678,7 +678,22 @@ impl Runtime {
             .map(|r| (r.key, r.wire.underlays.clone()))
             .collect();
         for (key, underlays) in found {
-            self.dial(now, key, &underlays)?;
+            let Some(peer) = peer_id(&key) else { continue };
+            if self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = underlays
+                .into_iter()
+                .filter_map(|u| Multiaddr::try_from(u).ok())
+                .collect();
+            // Not through `dial`: a failure here is not the overlay's to count.
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, "member dial: {e}");
+            }
         }
         Ok(())
     }

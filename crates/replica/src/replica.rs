@@ -215,7 +215,7 @@ impl Replica {
         let mut last: BTreeMap<RowId, Option<&[u8]>> = BTreeMap::new();
         for op in ops {
             let (collection, key, value) = op.parts();
-            check_name("collection", collection)?;
+            crate::types::check_new_collection(collection)?;
             check_row(key, value.unwrap_or_default())?;
             syncgroup::check_local_write(self, &joined, collection)?;
             let row = RowId {

@@ -179,7 +179,7 @@ impl Spec {
             });
         }
         for c in &self.collections {
-            check_name("collection", c)?;
+            crate::types::check_new_collection(c)?;
         }
         if self.admins.is_empty() {
             return Err(ReplicaError::BadName {

@@ -120,15 +120,26 @@ impl Hlc {
 /// collection may have them.
 pub const RESERVED_COLLECTIONS: [&str; 5] = ["batch", "watch", "conflicts", "rules", "blobs"];
 
+/// Checks the name of a collection this node writes to or shares: a valid name, and not
+/// one of [`RESERVED_COLLECTIONS`]. Only new local writes and specs are held to it; records
+/// and specs received keep the plain rule, so data from before the names were reserved
+/// still syncs.
+///
+/// # Errors
+/// [`ReplicaError::BadName`], [`ReplicaError::ReservedName`].
+pub fn check_new_collection(name: &str) -> Result<(), ReplicaError> {
+    if RESERVED_COLLECTIONS.contains(&name) {
+        return Err(ReplicaError::ReservedName(name.to_string()));
+    }
+    check_name("collection", name)
+}
+
 /// Checks a database or collection name: 1 to 64 bytes of ASCII letters, digits, `_`, `-`
 /// and `.`, so names never collide with the separators of store keys or ACL prefixes.
 ///
 /// # Errors
-/// [`ReplicaError::BadName`], [`ReplicaError::ReservedName`].
+/// [`ReplicaError::BadName`].
 pub fn check_name(kind: &'static str, name: &str) -> Result<(), ReplicaError> {
-    if kind == "collection" && RESERVED_COLLECTIONS.contains(&name) {
-        return Err(ReplicaError::ReservedName(name.to_string()));
-    }
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name

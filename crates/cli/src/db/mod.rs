@@ -389,7 +389,7 @@ fn row_json(state: &RowState, hex: bool) -> Result<Value> {
 fn check_names(db: &str, collections: &[&str]) -> Result<()> {
     tributary_replica::types::check_name("database", db)?;
     for c in collections {
-        tributary_replica::types::check_name("collection", c)?;
+        tributary_replica::types::check_new_collection(c)?;
     }
     Ok(())
 }

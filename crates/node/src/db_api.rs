@@ -84,6 +84,11 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| ApiError(e.status(), e.body_text()))
 }
 
+/// A request body that must be one JSON value.
+fn json_of(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    serde_json::from_slice(&body_of(body)?).map_err(|e| bad(format!("not JSON: {e}")))
+}
+
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
@@ -468,8 +473,7 @@ async fn resolve(
     Path(db): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(body)?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let v = json_of(body)?;
     let list = v
         .as_array()
         .ok_or_else(|| bad("expected a JSON array of answers"))?;
@@ -503,8 +507,7 @@ async fn set_rule(
     Path(db): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(body)?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let v = json_of(body)?;
     let collection = str_field(&v, "collection")?.to_string();
     let prefix = v
         .get("prefix")
@@ -638,8 +641,7 @@ async fn create_syncgroup(
     State(api): State<DbApi>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(body)?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let v = json_of(body)?;
     let db = str_field(&v, "db")?.to_string();
     let collections = v
         .get("collections")
@@ -693,8 +695,7 @@ async fn join(
     Path((db, name)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(body)?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let v = json_of(body)?;
     let admin = parse_admin(str_field(&v, "admin")?)?;
     tributary_replica::types::check_name("database", &db)?;
     tributary_replica::types::check_name("syncgroup", &name)?;
@@ -756,8 +757,7 @@ async fn eject(
     Path((db, name)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_of(body)?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let v = json_of(body)?;
     let member = NodeId::parse(str_field(&v, "member")?)?;
     let d = db.clone();
     api.replicas

@@ -476,7 +476,7 @@ impl Runtime {
                     self.retrieval.timeout(now);
                     self.push.timeout(now);
                     self.replica.timeout(&mut self.swarm, now);
-                    self.dial_members(now)?;
+                    self.dial_members(now);
                 }
                 Some(event) = self.replica.next_event() => {
                     self.replica.on_event(&mut self.swarm, Instant::now(), event);
@@ -661,10 +661,10 @@ impl Runtime {
 
     /// Dials the replica members that are not connected but that the overlay knows (by the
     /// Ethereum address of a known peer's key).
-    fn dial_members(&mut self, now: Instant) -> Result<(), NodeError> {
+    fn dial_members(&mut self, now: Instant) {
         let wanted = self.replica.members_to_dial(now);
         if wanted.is_empty() {
-            return Ok(());
+            return;
         }
         let found: Vec<(NodeKey, Vec<Vec<u8>>)> = self
             .overlay
@@ -695,7 +695,6 @@ impl Runtime {
                 debug!(%peer, "member dial: {e}");
             }
         }
-        Ok(())
     }
 
     /// Peers mDNS found on the local network: dialled if not connected (the overlay

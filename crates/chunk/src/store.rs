@@ -4,7 +4,7 @@
 //! | keyspace | key | value |
 //! |---|---|---|
 //! | `chunk.data` (large values) | address | span ‖ payload |
-//! | `chunk.pull` | bin (1 byte) ‖ bin id (u64 BE) | address |
+//! | `chunk.pull` | bin (1 byte) ‖ bin id (u64 BE) | address, and the [`Origin`] of a pulled chunk |
 //! | `chunk.meta` | `base`, `epoch`, `bin` ‖ bin | the overlay bins are relative to, the store's epoch, the last bin id of a bin |
 //! | `chunk.sync` | chosen by the caller | what pull-sync has synced (written with the chunks it covers) |
 //! | `chunk.cache` | address | `1`: the chunk in `chunk.data` is cached only, not in the pull index |
@@ -30,6 +30,12 @@
 //! counts them as not held, and a later put (pull-sync, push-sync, an upload) indexes them and
 //! drops the marker, so a chunk a node cached first still reaches its neighbourhood. There is
 //! no eviction yet: the cache grows with what the node reads.
+//!
+//! A chunk pull-sync brought from a peer carries that peer's [`Origin`] (its overlay and
+//! store epoch) in its pull entry, so that when the same peer pulls this bin, the chunks it
+//! gave are not offered back to it ([`ChunkStore::bin_from`] reports the origin; the serving
+//! side skips them). Without it, every chunk of a two-way sync is offered twice, once to the
+//! node that lacks it and once back to the node it came from: 32 bytes an offer for nothing.
 //!
 //! Only [`Chunk`]s enter: their address was checked against their content.
 
@@ -102,6 +108,38 @@ pub enum Put {
     },
     /// The chunk was already there.
     Existing,
+}
+
+/// The peer a pulled chunk came from, as its overlay address and store epoch hashed to 8
+/// bytes: a store re-created under the same overlay has another epoch, so the chunks it lost
+/// are offered to it again. (Two origins share a tag with probability 2⁻⁶⁴; the cost of that
+/// is one chunk not offered to one peer, which its other peers still offer.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origin(pub [u8; 8]);
+
+impl Origin {
+    /// The origin of chunks pulled from the store of `peer` in its `epoch`.
+    #[must_use]
+    pub fn of(peer: &Address, epoch: u64) -> Self {
+        let mut input = [0u8; 40];
+        input[..32].copy_from_slice(&peer.0);
+        input[32..].copy_from_slice(&epoch.to_be_bytes());
+        let digest = crate::bmt::keccak256(&input);
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&digest[..8]);
+        Self(tag)
+    }
+}
+
+/// One entry of a bin of the pull index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PullEntry {
+    /// Its bin id.
+    pub id: u64,
+    /// The chunk's address.
+    pub address: Address,
+    /// The peer it was pulled from, if it was.
+    pub origin: Option<Origin>,
 }
 
 fn bin_key(bin: u8) -> [u8; 4] {
@@ -310,26 +348,36 @@ impl ChunkStore {
     /// # Errors
     /// When the store fails; then none of the chunks was stored.
     pub fn put_many(&self, chunks: &[Chunk]) -> Result<Vec<Put>, ChunkStoreError> {
-        self.put_many_with_records(chunks, &[])
+        self.put_entries(chunks.iter().map(|c| (c, None)), chunks.len(), &[])
     }
 
-    /// As [`ChunkStore::put_many`], and sets each sync record `(key, value)` of `records` in
-    /// the same atomic batch (in order: a later one of the same key wins).
+    /// As [`ChunkStore::put_many`] for chunks pulled from peers, each with its [`Origin`], and
+    /// sets each sync record `(key, value)` of `records` in the same atomic batch (in order: a
+    /// later one of the same key wins).
     ///
     /// # Errors
     /// When the store fails (then neither the chunks nor the records were written), or a
     /// record's key is one the store cannot hold.
     pub fn put_many_with_records(
         &self,
-        chunks: &[Chunk],
+        chunks: &[(Chunk, Option<Origin>)],
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<Put>, ChunkStoreError> {
+        self.put_entries(chunks.iter().map(|(c, o)| (c, *o)), chunks.len(), records)
+    }
+
+    fn put_entries<'a>(
+        &self,
+        chunks: impl Iterator<Item = (&'a Chunk, Option<Origin>)>,
+        n: usize,
         records: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<Vec<Put>, ChunkStoreError> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = *last;
-        let mut batch = WriteBatch::with_capacity(chunks.len() * 3);
-        let mut outcomes = Vec::with_capacity(chunks.len());
+        let mut batch = WriteBatch::with_capacity(n * 3);
+        let mut outcomes = Vec::with_capacity(n);
         let mut seen = std::collections::HashSet::new();
-        for chunk in chunks {
+        for (chunk, origin) in chunks {
             let address = chunk.address();
             if !seen.insert(address) || self.indexed(&address)? {
                 outcomes.push(Put::Existing);
@@ -341,7 +389,16 @@ impl ChunkStore {
             // A cached chunk is indexed now; its data is written again (the same bytes).
             batch.delete(self.ks.cache, &address.0);
             batch.put(self.ks.data, &address.0, chunk.data());
-            batch.put(self.ks.pull, &pull_key(bin, id), &address.0);
+            let mut entry = [0u8; 40];
+            entry[..32].copy_from_slice(&address.0);
+            let len = match origin {
+                Some(o) => {
+                    entry[32..].copy_from_slice(&o.0);
+                    40
+                }
+                None => 32,
+            };
+            batch.put(self.ks.pull, &pull_key(bin, id), &entry[..len]);
             outcomes.push(Put::Stored { bin, id });
         }
         for (bin, id) in next.iter().enumerate() {
@@ -432,7 +489,7 @@ impl ChunkStore {
         bin: u8,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Address)>, ChunkStoreError> {
+    ) -> Result<Vec<PullEntry>, ChunkStoreError> {
         let mut out = Vec::new();
         for entry in self.store.scan_from(self.ks.pull, &pull_key(bin, from)) {
             let (key, value) = entry?;
@@ -444,13 +501,23 @@ impl ChunkStore {
                     .try_into()
                     .map_err(|_| ChunkStoreError::Corrupt("pull key"))?,
             );
+            let corrupt = || ChunkStoreError::Corrupt("pull entry");
             let address = Address(
                 value
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| ChunkStoreError::Corrupt("pull entry"))?,
+                    .get(..32)
+                    .and_then(|a| a.try_into().ok())
+                    .ok_or_else(corrupt)?,
             );
-            out.push((id, address));
+            let origin = match value.len() {
+                32 => None,
+                40 => Some(Origin(value[32..].try_into().map_err(|_| corrupt())?)),
+                _ => return Err(corrupt()),
+            };
+            out.push(PullEntry {
+                id,
+                address,
+                origin,
+            });
         }
         Ok(out)
     }
@@ -579,6 +646,10 @@ mod tests {
         assert_eq!(store.cursors().iter().sum::<u64>(), 4);
     }
 
+    fn pulled(chunks: &[Chunk], origin: Origin) -> Vec<(Chunk, Option<Origin>)> {
+        chunks.iter().map(|c| (c.clone(), Some(origin))).collect()
+    }
+
     #[test]
     fn epoch_cursors_have_and_sync_records() {
         let mem = MemStore::new();
@@ -592,10 +663,25 @@ mod tests {
         let record: &[u8] = b"peer-bin";
         store
             .put_many_with_records(
-                &chunks[..40],
+                &pulled(&chunks[..40], Origin::of(&Address([1; 32]), 3)),
                 &[(record.to_vec(), b"intervals v1".to_vec())],
             )
             .expect("put");
+        let origins: Vec<_> = (0..=MAX_PO)
+            .flat_map(|b| store.bin_from(b, 1, usize::MAX).expect("scan"))
+            .map(|e| e.origin)
+            .collect();
+        assert_eq!(origins.len(), 40);
+        assert!(
+            origins
+                .iter()
+                .all(|o| *o == Some(Origin::of(&Address([1; 32]), 3)))
+        );
+        assert_ne!(
+            Origin::of(&Address([1; 32]), 3),
+            Origin::of(&Address([1; 32]), 4),
+            "another epoch of the same peer is another origin"
+        );
         let cursors = store.cursors();
         assert_eq!(cursors.len(), BINS);
         assert_eq!(cursors.iter().sum::<u64>(), 40);
@@ -610,7 +696,10 @@ mod tests {
             Some(b"intervals v1".to_vec())
         );
         // A refused batch writes neither the chunks nor the record.
-        let refused = store.put_many_with_records(&chunks[40..], &[(Vec::new(), b"bad".to_vec())]);
+        let refused = store.put_many_with_records(
+            &pulled(&chunks[40..], Origin([0; 8])),
+            &[(Vec::new(), b"bad".to_vec())],
+        );
         assert!(refused.is_err());
         assert!(!store.have_many(&[chunks[45].address()]).expect("have")[0]);
         assert_eq!(store.cursors().iter().sum::<u64>(), 40);
@@ -654,7 +743,7 @@ mod tests {
                 listed
                     .iter()
                     .enumerate()
-                    .all(|(i, (id, _))| *id == i as u64 + 1),
+                    .all(|(i, e)| e.id == i as u64 + 1 && e.origin.is_none()),
                 "ids 1, 2, 3… in bin {bin}"
             );
             assert_eq!(store.last_bin_id(bin), in_bin.len() as u64);
@@ -679,7 +768,7 @@ mod tests {
         assert!(
             after
                 .iter()
-                .all(|(_, a)| moved.get(a).expect("get").is_some())
+                .all(|e| moved.get(&e.address).expect("get").is_some())
         );
     }
 }

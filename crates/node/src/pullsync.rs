@@ -23,7 +23,7 @@ use libp2p::{PeerId, Swarm};
 use prost::Message;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, warn};
-use tributary_chunk::store::{ChunkStore, ChunkStoreError};
+use tributary_chunk::store::{ChunkStore, ChunkStoreError, Origin};
 use tributary_chunk::{Address, Chunk};
 use tributary_stream::pull::{
     self, BinProgress, Fault, Output, PullConfig, PullStats, PullSync, Token,
@@ -55,7 +55,7 @@ type Verified = (u64, Result<Vec<Chunk>, Fault>);
 /// A request waiting for a serving slot.
 type Waiting = (Vec<u8>, ResponseChannel<Vec<u8>>);
 /// A store batch of the core: its token, chunks and sync records.
-type Batch = (Token, Vec<Chunk>, Vec<(Vec<u8>, Vec<u8>)>);
+type Batch = (Token, Vec<(Chunk, Option<Origin>)>, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// What a parked live Get is answered with: its channel, peer and request (served again when
 /// woken).
@@ -133,7 +133,7 @@ impl PullDriver {
             ..PullConfig::default()
         };
         Self {
-            core: PullSync::new(chunks.base(), config),
+            core: PullSync::new(chunks.base(), chunks.epoch(), config),
             chunks,
             peers: PeerMap::default(),
             outbound: HashMap::new(),
@@ -322,8 +322,10 @@ impl PullDriver {
         *self.serving_by_peer.entry(peer).or_default() += 1;
         let chunks = Arc::clone(&self.chunks);
         let tx = self.served_tx.clone();
+        // Handshaken (see `on_request`); a peer gone since is answered with nothing left out.
+        let requester = self.peers.overlay(&peer).unwrap_or(Address([0; 32]));
         tokio::task::spawn_blocking(move || {
-            let answer = serve::answer(&chunks, &request);
+            let answer = serve::answer(&chunks, &requester, &request);
             // The loop owns the receiver until it exits; a send after that is moot.
             let _ = tx.blocking_send((channel, peer, request, answer));
         });
@@ -440,9 +442,11 @@ impl PullDriver {
                 Output::Store {
                     token,
                     chunks,
+                    origin,
                     records,
                 } => {
-                    self.unwritten.push((token, chunks, records));
+                    let pulled = chunks.into_iter().map(|c| (c, origin)).collect();
+                    self.unwritten.push((token, pulled, records));
                     self.start_write();
                 }
                 Output::Penalize { peer, fault } => {

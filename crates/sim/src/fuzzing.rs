@@ -145,17 +145,20 @@ fn pull_inputs() -> Vec<Vec<u8>> {
             bin: 0,
             start: 1,
             end: 100,
+            epoch: 7,
         }),
         request::Message::Get(Get {
             bin: 1,
             start: 5,
             end: 0,
+            epoch: 0,
         }),
         request::Message::Want(Want {
             bin: 0,
             start: 1,
             count: 20,
             bitvector: bitvector::encode(20, [0, 3, 19]),
+            epoch: 7,
         }),
     ];
     let responses = [

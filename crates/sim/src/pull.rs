@@ -24,7 +24,7 @@ use tributary_stream::pull::{Fault, Output, PullConfig, PullSync};
 use tributary_stream::push::PushSync;
 use tributary_stream::retrieval::Retrieval;
 use tributary_stream::serve::{self, Answer, LiveWait, LiveWaits};
-use tributary_wire::pullsync::{Get, Request, Response, request, response};
+use tributary_wire::pullsync::{Response, response};
 
 use crate::{Frame, Sim, SimConfig, SimError};
 
@@ -45,6 +45,8 @@ pub enum Lie {
 struct Parked {
     from: usize,
     id: u64,
+    /// The Get, answered again as it came (its epoch included) once the bin grows.
+    request: Vec<u8>,
 }
 
 /// One node's chunk protocols: its pull-sync and retrieval cores over its chunk store.
@@ -77,7 +79,7 @@ impl PullNode {
             ..config.pull.clone()
         };
         Ok(Self {
-            core: PullSync::new(overlay, pull),
+            core: PullSync::new(overlay, chunks.epoch(), pull),
             fetch: Retrieval::new(overlay, config.retrieval.clone()),
             push: PushSync::new(overlay, light, config.push.clone()),
             chunks: Arc::new(chunks),
@@ -235,15 +237,22 @@ impl Sim {
 
     pub(crate) fn serve_pull(&mut self, at: usize, from: usize, id: u64, bytes: &[u8]) {
         let now = self.queue.now();
+        let requester = self.nodes[from]
+            .identity
+            .overlay(self.config.overlay.network_id);
         let Some(p) = self.nodes[at].pull.as_mut() else {
             return;
         };
-        let answer = serve::answer(&p.chunks, bytes);
+        let answer = serve::answer(&p.chunks, &requester, bytes);
         match answer {
             Ok(Answer::Wait { bin, start }) => {
                 let deadline = now + p.live_wait;
                 p.parked.park(LiveWait {
-                    token: Parked { from, id },
+                    token: Parked {
+                        from,
+                        id,
+                        request: bytes.to_vec(),
+                    },
                     bin,
                     start,
                     deadline,
@@ -267,12 +276,7 @@ impl Sim {
             return;
         };
         for w in p.parked.take_ready(&p.chunks) {
-            let get = Request::new(request::Message::Get(Get {
-                bin: u32::from(w.bin),
-                start: w.start,
-                end: 0,
-            }));
-            self.serve_pull(i, w.token.from, w.token.id, &get.encode_to_vec());
+            self.serve_pull(i, w.token.from, w.token.id, &w.token.request);
         }
     }
 
@@ -287,7 +291,7 @@ impl Sim {
         p.push.handle_timeout(now);
         for w in p.parked.take_expired(now) {
             let bytes = serve::empty_offer(w.start).encode_to_vec();
-            let Parked { from, id } = w.token;
+            let Parked { from, id, .. } = w.token;
             self.send(i, from, Frame::PullResponse { id, bytes });
         }
     }
@@ -336,11 +340,13 @@ impl Sim {
             Output::Store {
                 token,
                 chunks,
+                origin,
                 records,
             } => {
                 self.count_received(i, &chunks);
                 if let Some(p) = self.nodes[i].pull.as_mut() {
-                    p.chunks.put_many_with_records(&chunks, &records)?;
+                    let pulled: Vec<_> = chunks.into_iter().map(|c| (c, origin)).collect();
+                    p.chunks.put_many_with_records(&pulled, &records)?;
                     p.core.handle_stored(now, token, p.chunks.as_ref());
                 }
                 self.wake_parked(i);

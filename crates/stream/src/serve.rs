@@ -9,8 +9,8 @@
 //! ([`wake`]), or to answer it with [`empty_offer`] after a while.
 
 use prost::Message;
-use tributary_chunk::MAX_PO;
-use tributary_chunk::store::{ChunkStore, ChunkStoreError};
+use tributary_chunk::store::{ChunkStore, ChunkStoreError, Origin, PullEntry};
+use tributary_chunk::{Address, MAX_PO};
 use tributary_wire::pullsync::{
     Cursors, Delivery, Get, Offer, Request, Response, Want, bitvector, request, response,
 };
@@ -42,12 +42,12 @@ pub enum Answer {
     },
 }
 
-/// Answers one encoded request from `store`.
+/// Answers one encoded request of the peer whose overlay is `requester` from `store`.
 ///
 /// # Errors
 /// [`ServeError::Peer`] for a request that breaks the protocol, [`ServeError::Store`] when the
 /// store fails.
-pub fn answer(store: &ChunkStore, bytes: &[u8]) -> Result<Answer, ServeError> {
+pub fn answer(store: &ChunkStore, requester: &Address, bytes: &[u8]) -> Result<Answer, ServeError> {
     if bytes.len() > MAX_PULL_REQUEST_BYTES {
         return Err(ServeError::Peer("request too large"));
     }
@@ -60,8 +60,8 @@ pub fn answer(store: &ChunkStore, bytes: &[u8]) -> Result<Answer, ServeError> {
                 epoch: store.epoch(),
             }),
         ))),
-        Some(request::Message::Get(get)) => offer(store, &get),
-        Some(request::Message::Want(want)) => deliver(store, &want).map(Answer::Reply),
+        Some(request::Message::Get(get)) => offer(store, requester, &get),
+        Some(request::Message::Want(want)) => deliver(store, requester, &want).map(Answer::Reply),
     }
 }
 
@@ -88,35 +88,48 @@ fn bin(bin: u32) -> Result<u8, ServeError> {
         .ok_or(ServeError::Peer("bin out of range"))
 }
 
-fn offer(store: &ChunkStore, get: &Get) -> Result<Answer, ServeError> {
+/// `entries` less those `requester` (whose store epoch is `epoch`, 0 for none) gave this
+/// store. An offer and the Want answering it filter the same first [`PULL_BATCH`] entries
+/// from the same start (the index only grows within an epoch, and an entry's origin never
+/// changes), so the offered ones are a prefix of what the Want reads.
+fn not_theirs(mut entries: Vec<PullEntry>, requester: &Address, epoch: u64) -> Vec<PullEntry> {
+    if epoch != 0 {
+        let theirs = Origin::of(requester, epoch);
+        entries.retain(|e| e.origin != Some(theirs));
+    }
+    entries
+}
+
+fn offer(store: &ChunkStore, requester: &Address, get: &Get) -> Result<Answer, ServeError> {
     let b = bin(get.bin)?;
     if get.start == 0 || (get.end != 0 && get.end < get.start) {
         return Err(ServeError::Peer("empty or inverted range"));
     }
-    let mut entries = store.bin_from(b, get.start, PULL_BATCH)?;
+    let mut scanned = store.bin_from(b, get.start, PULL_BATCH)?;
     if get.end != 0 {
-        entries.retain(|(id, _)| *id <= get.end);
+        scanned.retain(|e| e.id <= get.end);
     }
-    let topmost = match entries.last() {
+    let topmost = match scanned.last() {
         None if get.end == 0 => {
             return Ok(Answer::Wait {
                 bin: b,
                 start: get.start,
             });
         }
-        Some(&(id, _)) if entries.len() == PULL_BATCH || get.end == 0 => id,
+        Some(e) if scanned.len() == PULL_BATCH || get.end == 0 => e.id,
         _ => get.end,
     };
+    let entries = not_theirs(scanned, requester, get.epoch);
     let mut addresses = Vec::with_capacity(entries.len() * 32);
-    for (_, address) in &entries {
-        addresses.extend_from_slice(&address.0);
+    for e in &entries {
+        addresses.extend_from_slice(&e.address.0);
     }
     Ok(Answer::Reply(Response::new(response::Message::Offer(
         Offer { topmost, addresses },
     ))))
 }
 
-fn deliver(store: &ChunkStore, want: &Want) -> Result<Response, ServeError> {
+fn deliver(store: &ChunkStore, requester: &Address, want: &Want) -> Result<Response, ServeError> {
     let b = bin(want.bin)?;
     let count = usize::try_from(want.count).map_err(|_| ServeError::Peer("count"))?;
     if want.start == 0 || count == 0 || count > PULL_BATCH {
@@ -129,15 +142,19 @@ fn deliver(store: &ChunkStore, want: &Want) -> Result<Response, ServeError> {
     if (count..want.bitvector.len() * 8).any(|i| bitvector::get(&want.bitvector, i)) {
         return Err(ServeError::Peer("bit set beyond the count"));
     }
-    let entries = store.bin_from(b, want.start, count)?;
+    let entries = not_theirs(
+        store.bin_from(b, want.start, PULL_BATCH)?,
+        requester,
+        want.epoch,
+    );
     let mut chunks = Vec::new();
     for i in (0..count).filter(|&i| bitvector::get(&want.bitvector, i)) {
-        let (_, address) = entries
+        let entry = entries
             .get(i)
             .ok_or(ServeError::Peer("want of an entry never offered"))?;
         // The index never points at a missing chunk (one batch writes both); if the store
         // lost it anyway, the delivery is short and the peer fetches it elsewhere.
-        if let Some(data) = store.get(address)? {
+        if let Some(data) = store.get(&entry.address)? {
             chunks.push(data);
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prost::Message;
-use tributary_chunk::store::ChunkStore;
+use tributary_chunk::store::{ChunkStore, Origin};
 use tributary_chunk::{Address, Chunk};
 use tributary_store::MemStore;
 use tributary_stream::pull::{Class, Fault, Output, PullConfig, PullSync, SyncRecord};
@@ -32,7 +32,8 @@ struct Node {
     core: PullSync,
     lie: Lie,
     /// Live Gets waiting upstream: (downstream, id, bin, start).
-    parked: Vec<(usize, u64, u8, u64)>,
+    /// Parked live Gets: requester, request id, bin, start, the Get as it came.
+    parked: Vec<(usize, u64, u8, u64, Vec<u8>)>,
 }
 
 enum Msg {
@@ -60,11 +61,14 @@ struct Net {
     sent: Vec<(usize, Class, bool, usize)>,
     /// Store writes held back (in order) instead of done at once.
     defer_stores: bool,
-    deferred: Vec<(usize, u64, Vec<Chunk>, Vec<SyncRecord>)>,
+    deferred: Vec<(usize, u64, Vec<Pulled>, Vec<SyncRecord>)>,
     /// Chunks delivered per (node, address).
     received: HashMap<(usize, Address), u32>,
     penalties: Vec<(usize, Address, Fault)>,
 }
+
+/// A chunk pulled from a peer, with its origin.
+type Pulled = (Chunk, Option<Origin>);
 
 fn chunk(seed: u32) -> Chunk {
     Chunk::new(8, &u64::from(seed).to_le_bytes()).expect("chunk")
@@ -83,11 +87,12 @@ impl Net {
             .map(|i| {
                 let mem = MemStore::new();
                 let store = open(&mem, i);
+                let core = PullSync::new(overlay(i), store.epoch(), PullConfig::default());
                 Node {
                     overlay: overlay(i),
                     mem,
                     store,
-                    core: PullSync::new(overlay(i), PullConfig::default()),
+                    core,
                     lie: Lie::Honest,
                     parked: Vec::new(),
                 }
@@ -116,7 +121,8 @@ impl Net {
 
     fn restart(&mut self, i: usize) {
         self.nodes[i].store = open(&self.nodes[i].mem, i);
-        self.nodes[i].core = PullSync::new(self.nodes[i].overlay, PullConfig::default());
+        let epoch = self.nodes[i].store.epoch();
+        self.nodes[i].core = PullSync::new(self.nodes[i].overlay, epoch, PullConfig::default());
         self.nodes[i].parked.clear();
         for n in &mut self.nodes {
             n.core.handle_disconnected(self.now, overlay(i));
@@ -138,24 +144,24 @@ impl Net {
     /// Answers the parked live Gets of node `i` that can be answered now.
     fn wake(&mut self, i: usize) {
         let parked = std::mem::take(&mut self.nodes[i].parked);
-        for (from, id, bin, start) in parked {
+        for (from, id, bin, start, get) in parked {
             if serve::wake(&self.nodes[i].store, bin, start) {
-                let get = Request::new(request::Message::Get(tributary_wire::pullsync::Get {
-                    bin: u32::from(bin),
-                    start,
-                    end: 0,
-                }));
-                self.serve(i, from, id, &get.encode_to_vec());
+                self.serve(i, from, id, &get);
             } else {
-                self.nodes[i].parked.push((from, id, bin, start));
+                self.nodes[i].parked.push((from, id, bin, start, get));
             }
         }
     }
 
     fn serve(&mut self, at: usize, from: usize, id: u64, bytes: &[u8]) {
         let node = &self.nodes[at];
-        match serve::answer(&node.store, bytes).expect("honest requests") {
-            Answer::Wait { bin, start } => self.nodes[at].parked.push((from, id, bin, start)),
+        let requester = self.nodes[from].overlay;
+        match serve::answer(&node.store, &requester, bytes).expect("honest requests") {
+            Answer::Wait { bin, start } => {
+                self.nodes[at]
+                    .parked
+                    .push((from, id, bin, start, bytes.to_vec()));
+            }
             Answer::Reply(mut response) => {
                 lie(node.lie, &mut response);
                 let bytes = response.encode_to_vec();
@@ -203,13 +209,15 @@ impl Net {
             Output::Store {
                 token,
                 chunks,
+                origin,
                 records,
             } => {
+                let chunks: Vec<_> = chunks.into_iter().map(|c| (c, origin)).collect();
                 if self.defer_stores {
                     self.deferred.push((i, token, chunks, records));
                     return;
                 }
-                for c in &chunks {
+                for (c, _) in &chunks {
                     *self.received.entry((i, c.address())).or_default() += 1;
                 }
                 self.nodes[i]
@@ -258,11 +266,14 @@ impl Net {
     fn flush_stores(&mut self) {
         self.defer_stores = false;
         for (i, token, chunks, records) in std::mem::take(&mut self.deferred) {
+            let origin = chunks.first().and_then(|(_, o)| *o);
+            let chunks = chunks.into_iter().map(|(c, _)| c).collect();
             self.carry_out(
                 i,
                 Output::Store {
                     token,
                     chunks,
+                    origin,
                     records,
                 },
             );
@@ -401,6 +412,140 @@ fn a_changed_upstream_epoch_resets_the_intervals() {
         0,
         "and nothing is fetched twice"
     );
+}
+
+#[test]
+fn chunks_are_not_offered_back_to_the_peer_they_came_from() {
+    let mut net = Net::new(3);
+    let history = chunks(0..1000);
+    net.upload(0, &history);
+    net.connect(0, 1);
+    net.settle();
+    assert!(net.has_all(1, &history));
+    // Node 0 pulls node 1's bins too, and finds them covered without one address offered.
+    assert_eq!(
+        net.nodes[0].core.stats().offered,
+        0,
+        "offered back to node 0"
+    );
+    let progress = net.nodes[0].core.progress();
+    assert!(
+        !progress.is_empty() && progress.iter().all(|p| p.historical_done),
+        "node 0's streams from node 1 ended: {progress:?}"
+    );
+    // Live: what node 1 pulls live is not offered back either.
+    let live = chunks(1000..1200);
+    net.upload(0, &live);
+    net.settle();
+    assert!(net.has_all(1, &live));
+    assert_eq!(net.nodes[0].core.stats().offered, 0, "live offers back");
+    // A third node is offered everything node 1 pulled from node 0.
+    net.connect(1, 2);
+    net.settle();
+    assert!(net.has_all(2, &history) && net.has_all(2, &live));
+    assert_eq!(net.nodes[2].core.stats().offered, 1200);
+    assert_eq!(
+        net.nodes[1].core.stats().offered,
+        1200,
+        "only node 0's offers"
+    );
+    // Node 0's store is lost and re-created (same identity, another epoch): node 1 offers it
+    // everything back.
+    for n in &mut net.nodes {
+        n.core.handle_disconnected(net.now, overlay(0));
+    }
+    net.nodes[0].mem = MemStore::new();
+    net.nodes[0].store = Arc::new(
+        ChunkStore::open_with_epoch(Arc::new(net.nodes[0].mem.clone()), overlay(0), || 77)
+            .expect("open"),
+    );
+    net.nodes[0].core = PullSync::new(overlay(0), 77, PullConfig::default());
+    net.connect(0, 1);
+    net.settle();
+    assert!(net.has_all(0, &history) && net.has_all(0, &live));
+}
+
+/// The answer to `request` from `requester`, as the upstream `store` sends it.
+fn reply(store: &ChunkStore, requester: &Address, request: request::Message) -> response::Message {
+    let bytes = Request::new(request).encode_to_vec();
+    match serve::answer(store, requester, &bytes).expect("a valid request") {
+        Answer::Reply(Response {
+            message: Some(message),
+        }) => message,
+        other => panic!("no answer: {other:?}"),
+    }
+}
+
+#[test]
+fn an_offer_and_its_want_leave_out_the_same_chunks() {
+    use tributary_wire::pullsync::{Get, Want, bitvector};
+    let store = open(&MemStore::new(), 0);
+    let peer = Address([9; 32]);
+    let theirs = Origin::of(&peer, 5);
+    // Every third chunk came from `peer` (in its epoch 5), the others from elsewhere.
+    let pulled: Vec<_> = chunks(0..900)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (c, (i % 3 == 0).then_some(theirs)))
+        .collect();
+    store.put_many_with_records(&pulled, &[]).expect("put");
+    let mut left_out = 0;
+    for bin in 0..=tributary_chunk::MAX_PO {
+        let cursor = store.last_bin_id(bin);
+        if cursor == 0 {
+            continue;
+        }
+        let scanned = store.bin_from(bin, 1, 128).expect("scan");
+        let expected: Vec<Address> = scanned
+            .iter()
+            .filter(|e| e.origin != Some(theirs))
+            .map(|e| e.address)
+            .collect();
+        left_out += scanned.len() - expected.len();
+        let get = |epoch| {
+            request::Message::Get(Get {
+                bin: u32::from(bin),
+                start: 1,
+                end: cursor,
+                epoch,
+            })
+        };
+        // From another epoch of the same peer (its store was re-created): all offered.
+        let response::Message::Offer(all) = reply(&store, &peer, get(6)) else {
+            panic!("an offer");
+        };
+        assert_eq!(all.addresses.len() / 32, scanned.len());
+        let response::Message::Offer(offer) = reply(&store, &peer, get(5)) else {
+            panic!("an offer");
+        };
+        assert_eq!(offer.topmost, all.topmost, "the same range is covered");
+        let offered: Vec<Address> = offer
+            .addresses
+            .chunks_exact(32)
+            .map(|a| Address(a.try_into().expect("32 bytes")))
+            .collect();
+        assert_eq!(offered, expected, "bin {bin}");
+        if offered.is_empty() {
+            continue;
+        }
+        let want = request::Message::Want(Want {
+            bin: u32::from(bin),
+            start: 1,
+            count: offered.len() as u32,
+            bitvector: bitvector::encode(offered.len(), 0..offered.len()),
+            epoch: 5,
+        });
+        let response::Message::Delivery(delivery) = reply(&store, &peer, want) else {
+            panic!("a delivery");
+        };
+        let delivered: Vec<Address> = delivery
+            .chunks
+            .iter()
+            .map(|c| Chunk::from_wire(c.clone()).expect("chunk").address())
+            .collect();
+        assert_eq!(delivered, offered, "the Want reads what the offer offered");
+    }
+    assert!(left_out > 100, "{left_out} left out");
 }
 
 #[test]
@@ -653,7 +798,7 @@ fn core_asking(
     wanted: fn(&request::Message) -> bool,
 ) -> (PullSync, u64, Request) {
     let now = Instant::now();
-    let mut core = PullSync::new(Address([9; 32]), PullConfig::default());
+    let mut core = PullSync::new(Address([9; 32]), own.epoch(), PullConfig::default());
     core.handle_connected(now, store.base(), false);
     while let Some(output) = core.poll_output() {
         let Output::Request { id, request, .. } = output else {
@@ -663,7 +808,9 @@ fn core_asking(
         if wanted(message) {
             return (core, id, request);
         }
-        if let Ok(Answer::Reply(r)) = serve::answer(store, &request.encode_to_vec()) {
+        if let Ok(Answer::Reply(r)) =
+            serve::answer(store, &Address([9; 32]), &request.encode_to_vec())
+        {
             core.handle_response(now, id, &r.encode_to_vec(), own);
         }
     }
@@ -680,7 +827,7 @@ fn an_offer_naming_a_chunk_twice_is_refused() {
     // Answer the Get honestly but with its first address doubled.
     let Ok(Answer::Reply(Response {
         message: Some(response::Message::Offer(mut offer)),
-    })) = serve::answer(&store, &get.encode_to_vec())
+    })) = serve::answer(&store, &Address([9; 32]), &get.encode_to_vec())
     else {
         panic!("an offer");
     };
@@ -705,7 +852,7 @@ proptest::proptest! {
         let mem = MemStore::new();
         let store = open(&mem, 0);
         store.put_many(&chunks(0..300)).expect("put");
-        let _ = serve::answer(&store, &bytes);
+        let _ = serve::answer(&store, &Address([9; 32]), &bytes);
         let empty = open(&MemStore::new(), 1);
         let kinds: [fn(&request::Message) -> bool; 3] = [
             |m| matches!(m, request::Message::Cursors(_)),

@@ -80,6 +80,10 @@ pub struct Get {
     /// Last bin id, 0 for open-ended.
     #[prost(uint64, tag = "3")]
     pub end: u64,
+    /// The requester's own store epoch (0: none): chunks the upstream pulled from it in
+    /// that epoch are not offered.
+    #[prost(uint64, tag = "4")]
+    pub epoch: u64,
 }
 
 /// `Offer`: addresses in bin-id order and the highest bin id covered.
@@ -108,6 +112,9 @@ pub struct Want {
     /// Bit i (LSB first) wants the i-th entry.
     #[prost(bytes = "vec", tag = "4")]
     pub bitvector: Vec<u8>,
+    /// The epoch of the Get that brought the offer.
+    #[prost(uint64, tag = "5")]
+    pub epoch: u64,
 }
 
 /// `Delivery`: the wanted chunks, in bit order.

@@ -54,6 +54,7 @@ impl PullSync {
             self.outputs.push_back(Output::Store {
                 token,
                 chunks: Vec::new(),
+                origin: None,
                 records: vec![r],
             });
         }

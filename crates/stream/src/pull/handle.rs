@@ -11,11 +11,13 @@ use super::*;
 use crate::record::FIRST_BIN_ID;
 
 impl PullSync {
-    /// A core for the node at overlay `own`, with no peers, at depth 0.
+    /// A core for the node at overlay `own` whose chunk store is in `epoch`, with no peers,
+    /// at depth 0.
     #[must_use]
-    pub fn new(own: Address, config: PullConfig) -> Self {
+    pub fn new(own: Address, epoch: u64, config: PullConfig) -> Self {
         Self {
             own,
+            epoch,
             config,
             depth: 0,
             peers: HashMap::new(),

@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use tributary_chunk::store::{ChunkStore, ChunkStoreError};
+use tributary_chunk::store::{ChunkStore, ChunkStoreError, Origin};
 use tributary_chunk::{Address, Chunk, MAX_PO};
 use tributary_wire::pullsync::{Request, Response, response};
 use tributary_wire::{MAX_PULL_MESSAGE_BYTES, PULL_BATCH};
@@ -147,6 +147,9 @@ pub enum Output {
         token: Token,
         /// Verified chunks.
         chunks: Vec<Chunk>,
+        /// The peer they were pulled from, for the pull index (`None` when `chunks` is
+        /// empty): that peer is not offered them back.
+        origin: Option<Origin>,
         /// Sync records for the chunk store's `chunk.sync` keyspace.
         records: Vec<SyncRecord>,
     },
@@ -344,6 +347,8 @@ struct Unwritten {
 #[derive(Debug)]
 pub struct PullSync {
     own: Address,
+    /// This node's store epoch, sent with every Get and Want (see `Get.epoch`).
+    epoch: u64,
     config: PullConfig,
     depth: u8,
     peers: HashMap<Address, Peer>,

@@ -54,6 +54,7 @@ impl PullSync {
             bin: u32::from(bin),
             start,
             end,
+            epoch: self.epoch,
         };
         let r = Request::new(request::Message::Get(get));
         self.request(

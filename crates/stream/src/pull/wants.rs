@@ -66,6 +66,7 @@ impl PullSync {
                 start: o.start,
                 count: u32::try_from(count).unwrap_or(u32::MAX),
                 bitvector: bitvector::encode(count, o.wanted.iter().copied()),
+                epoch: self.epoch,
             };
             let class = o.lane.class();
             self.stats.wanted += o.wanted.len() as u64;
@@ -127,6 +128,7 @@ impl PullSync {
                 o.remaining.remove(address);
             }
         }
+        let peer = o.peer;
         let mut records = Vec::new();
         let completes = !o.short && o.remaining.iter().all(|a| job.chunks.contains(a));
         if completes && let Some((key, record)) = self.record_offer(offer) {
@@ -134,9 +136,15 @@ impl PullSync {
             records.push(record);
         }
         self.jobs.insert(token, job);
+        let origin = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.cursors.as_ref())
+            .map(|(epoch, _)| Origin::of(&peer, *epoch));
         self.outputs.push_back(Output::Store {
             token,
             chunks: verified,
+            origin,
             records,
         });
         for address in missing {

@@ -23,7 +23,7 @@
 //!   the requester. A member that fails (timeout, refusal) is backed off, doubling from
 //!   [`BACKOFF_BASE`] to [`BACKOFF_MAX`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -200,7 +200,7 @@ enum Job {
     Prepared {
         db: String,
         request: Option<DeltaRequest>,
-        members: HashSet<NodeId>,
+        groups: Groups,
     },
     Served {
         channel: ResponseChannel<Vec<u8>>,
@@ -256,6 +256,12 @@ struct DbState {
     prefer: Option<PeerId>,
     again: bool,
     members: HashSet<NodeId>,
+    /// The joined members of each syncgroup of the database, from the last round.
+    groups: Groups,
+    /// Per syncgroup, when an answer of one of its members last ended complete; from
+    /// `since` (when the database was tracked) if none has yet.
+    caught_up: HashMap<String, Instant>,
+    since: Instant,
     news_due: Option<Instant>,
     last_news: Option<Instant>,
     /// When the last round asked a member.
@@ -270,6 +276,9 @@ impl DbState {
             prefer: None,
             again: false,
             members: HashSet::new(),
+            groups: Groups::new(),
+            caught_up: HashMap::new(),
+            since: now,
             news_due: None,
             last_news: None,
             last_round: None,
@@ -490,10 +499,10 @@ impl ReplicaDriver {
             let inputs = guarded(|| replicas.call_blocking(|r| round_inputs(r, &db)))
                 .and_then(|r| r.map_err(|e| e.to_string()));
             let job = match inputs {
-                Ok((request, members)) => Job::Prepared {
+                Ok((request, groups)) => Job::Prepared {
                     db,
                     request,
-                    members,
+                    groups,
                 },
                 Err(e) => {
                     warn!(db, "replica round not prepared: {e}");
@@ -988,8 +997,8 @@ impl ReplicaDriver {
             Job::Prepared {
                 db,
                 request,
-                members,
-            } => self.on_prepared(swarm, now, &db, request, members),
+                groups,
+            } => self.on_prepared(swarm, now, &db, request, groups),
             Job::RoundFailed { db } => {
                 self.counters.rounds_failed += 1;
                 self.round_done(now, &db, None);
@@ -1051,7 +1060,7 @@ impl ReplicaDriver {
         now: Instant,
         db: &str,
         request: Option<DeltaRequest>,
-        members: HashSet<NodeId>,
+        groups: Groups,
     ) {
         let Some(request) = request else {
             // No syncgroup joined any more (left, ejected): nothing to sync; a later create
@@ -1060,12 +1069,15 @@ impl ReplicaDriver {
             self.last_sync.retain(|(d, _), _| d != db);
             return;
         };
+        let members: HashSet<NodeId> = groups.values().flatten().copied().collect();
         self.last_sync
             .retain(|(d, n), _| d != db || members.contains(n));
         let Some(state) = self.dbs.get_mut(db) else {
             return;
         };
         state.members = members;
+        state.caught_up.retain(|name, _| groups.contains_key(name));
+        state.groups = groups;
         let prefer = state.prefer.take();
         let Some((peer, node)) = self.pick(now, db, prefer) else {
             self.round_done(now, db, None);
@@ -1204,6 +1216,13 @@ impl ReplicaDriver {
             return;
         }
         self.backoff.remove(&node);
+        if !more && let Some(state) = self.dbs.get_mut(db) {
+            for (name, members) in &state.groups {
+                if members.contains(&node) {
+                    state.caught_up.insert(name.clone(), now);
+                }
+            }
+        }
         if more {
             self.counters.continuations += 1;
         }
@@ -1250,9 +1269,32 @@ impl ReplicaDriver {
         self.on_job(swarm, now, event.0);
     }
 
-    /// The driver's metrics.
+    /// Per (database, syncgroup): seconds since an answer of one of its members last ended
+    /// complete (see the `tributary_replica_syncgroup_lag_seconds` help).
+    fn lags(&self, now: Instant) -> Metric {
+        let mut samples = Vec::new();
+        for (db, state) in &self.dbs {
+            // A syncgroup with no other member has nothing to lag behind.
+            for (name, _) in state.groups.iter().filter(|(_, m)| !m.is_empty()) {
+                let at = state.caught_up.get(name).copied().unwrap_or(state.since);
+                let labels = vec![("db", db.clone()), ("syncgroup", name.clone())];
+                samples.push((labels, now.saturating_duration_since(at).as_secs_f64()));
+            }
+        }
+        samples.sort_by(|a, b| a.0.cmp(&b.0));
+        Metric {
+            name: "tributary_replica_syncgroup_lag_seconds",
+            help: "Per syncgroup, seconds since a sync with one of its members last ended with \
+                   nothing more to send (every write that member held then is here); counted \
+                   from when the database was first synced here if none has.",
+            kind: "gauge",
+            samples,
+        }
+    }
+
+    /// The driver's metrics at `now`.
     #[must_use]
-    pub fn metrics(&self) -> Vec<Metric> {
+    pub fn metrics(&self, now: Instant) -> Vec<Metric> {
         let c = &self.counters;
         #[expect(
             clippy::cast_precision_loss,
@@ -1331,6 +1373,7 @@ impl ReplicaDriver {
                 "Peers disconnected for bad replica messages or records.",
                 c.penalized,
             ),
+            self.lags(now),
         ]
     }
 }
@@ -1340,25 +1383,25 @@ pub struct JobEvent(Job);
 
 /// What a round needs: the request (`None` if no syncgroup is joined) and the members of the
 /// database's joined syncgroups (this node left out).
-fn round_inputs(
-    r: &Replica,
-    db: &str,
-) -> Result<(Option<DeltaRequest>, HashSet<NodeId>), ReplicaError> {
+/// The joined members (this node left out) of each syncgroup of a database.
+type Groups = BTreeMap<String, HashSet<NodeId>>;
+
+fn round_inputs(r: &Replica, db: &str) -> Result<(Option<DeltaRequest>, Groups), ReplicaError> {
     let req = r.delta_request(db)?;
     let request = (!req.knowledge.is_empty()).then_some(req);
-    let mut members = HashSet::new();
+    let mut groups = Groups::new();
     for name in r.syncgroup_names(db).unwrap_or_default() {
         if let Ok(info) = r.syncgroup(db, &name) {
-            members.extend(
-                info.members
-                    .iter()
-                    .filter(|(_, s)| *s == MemberState::Joined)
-                    .map(|(id, _)| *id),
-            );
+            let members = info
+                .members
+                .iter()
+                .filter(|(id, s)| *s == MemberState::Joined && *id != r.id())
+                .map(|(id, _)| *id)
+                .collect();
+            groups.insert(name, members);
         }
     }
-    members.remove(&r.id());
-    Ok((request, members))
+    Ok((request, groups))
 }
 
 fn reply(message: replica_reply::Message) -> Vec<u8> {

@@ -940,7 +940,7 @@ impl Runtime {
                 metrics.extend(self.pull.metrics());
                 metrics.extend(self.retrieval.metrics());
                 metrics.extend(self.push.metrics());
-                metrics.extend(self.replica.metrics());
+                metrics.extend(self.replica.metrics(Instant::now()));
                 let _ = tx.send(metrics);
             }
             Query::PullProgress(tx) => {

@@ -99,6 +99,7 @@ fn dirs(n: usize) -> Vec<tempfile::TempDir> {
 #[test]
 fn writes_on_each_member_arrive_on_the_others_and_a_batch_arrives_whole() {
     let dirs = dirs(3);
+    let created = Instant::now();
     let nodes = group(&dirs, &[1, 2], &[]);
     for (i, node) in nodes.iter().enumerate() {
         let path = format!("/db/demo/notes/from-{i}");
@@ -155,6 +156,20 @@ fn writes_on_each_member_arrive_on_the_others_and_a_batch_arrives_whole() {
     assert_eq!(value(&nodes[0], "/db/demo/notes/huge"), None);
     let applied = c.metric("tributary_replica_records_applied_total");
     assert!(applied >= 102.0, "records applied on C: {applied}");
+    // The syncgroup's lag counts from when C first synced the database, and falls back near
+    // zero at each round that ends complete (every 3 s ± 25%).
+    let sample = "tributary_replica_syncgroup_lag_seconds{db=\"demo\",syncgroup=\"sg\"} ";
+    let lag = || -> f64 {
+        let text = c.get_text("/metrics");
+        let line = text.lines().find(|l| l.starts_with(sample));
+        let value = line.and_then(|l| l[sample.len()..].parse().ok());
+        value.unwrap_or_else(|| panic!("no lag of syncgroup sg in:\n{text}"))
+    };
+    eventually(
+        LIMIT,
+        "a lag under 1 s, 6 s after the syncgroup was made",
+        || created.elapsed() > Duration::from_secs(6) && lag() < 1.0,
+    );
 }
 
 #[test]

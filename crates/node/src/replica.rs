@@ -5,11 +5,13 @@
 //! - **The engine** ([`tributary_replica::Replica`]) reads and writes the node's store, so
 //!   every call runs on the blocking pool under one mutex ([`Replicas::call`]), never on the
 //!   event loop.
-//! - **Rounds.** Per database with a joined syncgroup, the driver runs one round at a time: it
-//!   reads its knowledge (blocking), asks one connected member picked at random (a member that
-//!   sent news, or that answered with `more`, first), applies the frames (blocking), and waits
-//!   [`SYNC_INTERVAL`] (with jitter) before the next. One request covers every syncgroup of
-//!   the database the two share, so a round per database, not per syncgroup.
+//! - **Rounds.** When to sync and with whom is decided by the sans-IO scheduler of the engine
+//!   crate ([`tributary_replica::schedule::Scheduler`], which the simulator runs too); this
+//!   driver carries out its actions. Per database with a joined syncgroup, one round at a
+//!   time: read its knowledge (blocking), ask one connected member picked at random (a member
+//!   that sent news, or that answered with `more`, first), apply the frames (blocking), and
+//!   wait [`SYNC_INTERVAL`] (with jitter) before the next. One request covers every syncgroup
+//!   of the database the two share, so a round per database, not per syncgroup.
 //! - **News.** After a local write the API tells the loop; the loop sends `News` to the
 //!   connected members of that database (at most every [`NEWS_GAP`]), and a member that gets
 //!   it starts a round with the sender at once (or right after the round it is in). News
@@ -23,7 +25,7 @@
 //!   the requester. A member that fails (timeout, refusal) is backed off, doubling from
 //!   [`BACKOFF_BASE`] to [`BACKOFF_MAX`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +36,7 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 use tributary_replica::delta::Applied;
+use tributary_replica::schedule::{Action, Groups, Outcome, ScheduleConfig, Scheduler};
 use tributary_replica::syncgroup::{JoinGrant, MemberState};
 use tributary_replica::types::check_name;
 use tributary_replica::{NodeId, Replica, ReplicaError};
@@ -248,44 +251,6 @@ enum ApplyError {
     Failed(String),
 }
 
-/// One database's rounds.
-#[derive(Debug)]
-struct DbState {
-    busy: bool,
-    next_round: Instant,
-    prefer: Option<PeerId>,
-    again: bool,
-    members: HashSet<NodeId>,
-    /// The joined members of each syncgroup of the database, from the last round.
-    groups: Groups,
-    /// Per syncgroup, when an answer of one of its members last ended complete; from
-    /// `since` (when the database was tracked) if none has yet.
-    caught_up: HashMap<String, Instant>,
-    since: Instant,
-    news_due: Option<Instant>,
-    last_news: Option<Instant>,
-    /// When the last round asked a member.
-    last_round: Option<Instant>,
-}
-
-impl DbState {
-    fn new(now: Instant) -> Self {
-        Self {
-            busy: false,
-            next_round: now,
-            prefer: None,
-            again: false,
-            members: HashSet::new(),
-            groups: Groups::new(),
-            caught_up: HashMap::new(),
-            since: now,
-            news_due: None,
-            last_news: None,
-            last_round: None,
-        }
-    }
-}
-
 enum Outbound {
     Delta {
         db: String,
@@ -297,7 +262,9 @@ enum Outbound {
         name: String,
         tx: oneshot::Sender<Joined>,
     },
-    News,
+    News {
+        node: NodeId,
+    },
 }
 
 struct WaitingJoin {
@@ -309,8 +276,6 @@ struct WaitingJoin {
 
 #[derive(Debug, Default)]
 struct Counters {
-    rounds: u64,
-    rounds_failed: u64,
     records_applied: u64,
     records_received: u64,
     records_sent: u64,
@@ -319,32 +284,27 @@ struct Counters {
     resolved: u64,
     served: u64,
     busy: u64,
-    news_sent: u64,
     news_received: u64,
     penalized: u64,
-    continuations: u64,
 }
 
 /// The replica half of the runtime; see the module documentation.
 pub struct ReplicaDriver {
     replicas: Replicas,
-    dbs: HashMap<String, DbState>,
+    /// When to sync and with whom (the sans-IO core the simulator runs too).
+    sched: Scheduler,
     peers: HashMap<PeerId, NodeId>,
     nodes: HashMap<NodeId, PeerId>,
-    backoff: HashMap<NodeId, (u32, Instant)>,
     outbound: HashMap<OutboundRequestId, (PeerId, Outbound)>,
     waiting: Vec<WaitingJoin>,
     serving: usize,
     /// Peers with an answer being computed (one each, so no peer takes every slot).
     serving_peers: HashSet<PeerId>,
-    /// Peers with a news in flight, and the databases whose news waits for it to end.
-    news_in_flight: HashMap<PeerId, HashSet<String>>,
     jobs_tx: mpsc::Sender<Job>,
     jobs_rx: mpsc::Receiver<Job>,
     last_sync: HashMap<(String, NodeId), LastSync>,
     /// Members not connected that were looked up to dial, and when.
     member_dials: HashMap<NodeId, Instant>,
-    rng: u64,
     counters: Counters,
 }
 
@@ -353,22 +313,27 @@ impl ReplicaDriver {
     #[must_use]
     pub fn new(replicas: Replicas, seed: u64) -> Self {
         let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
+        let config = ScheduleConfig {
+            interval: SYNC_INTERVAL,
+            news_gap: NEWS_GAP,
+            busy_retry: BUSY_RETRY,
+            backoff_base: BACKOFF_BASE,
+            backoff_max: BACKOFF_MAX,
+            max_databases: MAX_DATABASES,
+        };
         let driver = Self {
             replicas,
-            dbs: HashMap::new(),
+            sched: Scheduler::new(config, seed),
             peers: HashMap::new(),
             nodes: HashMap::new(),
-            backoff: HashMap::new(),
             outbound: HashMap::new(),
             waiting: Vec::new(),
             serving: 0,
             serving_peers: HashSet::new(),
-            news_in_flight: HashMap::new(),
             jobs_tx,
             jobs_rx,
             last_sync: HashMap::new(),
             member_dials: HashMap::new(),
-            rng: seed | 1,
             counters: Counters::default(),
         };
         driver.load_databases();
@@ -391,21 +356,6 @@ impl ReplicaDriver {
         });
     }
 
-    fn random(&mut self) -> u64 {
-        // splitmix64: enough to spread picks; the seed comes from the node.
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn interval(&mut self) -> Duration {
-        // 75 % to 125 % of the interval, so members do not sync in lockstep.
-        let ms = u64::try_from(SYNC_INTERVAL.as_millis()).unwrap_or(3000);
-        Duration::from_millis(ms * 3 / 4 + self.random() % (ms / 2 + 1))
-    }
-
     /// The shared engine.
     #[must_use]
     pub fn replicas(&self) -> &Replicas {
@@ -421,6 +371,7 @@ impl ReplicaDriver {
     pub fn connected(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId, node: NodeId) {
         self.peers.insert(peer, node);
         self.nodes.insert(node, peer);
+        self.sched.connected(node);
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
             .partition(|w| w.peer == peer);
@@ -432,21 +383,17 @@ impl ReplicaDriver {
 
     /// A peer went away.
     pub fn disconnected(&mut self, peer: &PeerId) {
-        self.news_in_flight.remove(peer);
         if let Some(node) = self.peers.remove(peer) {
             self.nodes.remove(&node);
+            self.sched.disconnected(&node);
         }
     }
 
     /// The earliest deadline: a round, a news, a join giving up.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let rounds = self
-            .dbs
-            .values()
-            .flat_map(|d| [(!d.busy).then_some(d.next_round), d.news_due])
-            .flatten();
-        rounds.chain(self.waiting.iter().map(|w| w.deadline)).min()
+        let joins = self.waiting.iter().map(|w| w.deadline);
+        self.sched.poll_timeout().into_iter().chain(joins).min()
     }
 
     /// Starts the rounds and news that are due, and gives up joins past their deadline.
@@ -462,39 +409,57 @@ impl ReplicaDriver {
                 JOIN_TIMEOUT.as_secs()
             ))));
         }
-        let due: Vec<String> = self
-            .dbs
-            .iter()
-            .filter(|(_, d)| !d.busy && d.next_round <= now)
-            .map(|(db, _)| db.clone())
-            .collect();
-        for db in due {
-            self.prepare(&db);
-        }
-        let news: Vec<String> = self
-            .dbs
-            .iter()
-            .filter(|(_, d)| d.news_due.is_some_and(|t| t <= now))
-            .map(|(db, _)| db.clone())
-            .collect();
-        for db in news {
-            self.send_news(swarm, now, &db);
-        }
-        // Kept a while after it ends, so the next failure doubles it; then forgotten.
-        self.backoff
-            .retain(|_, (_, until)| now < *until + BACKOFF_MAX);
+        self.sched.handle_timeout(now);
+        self.drain(swarm, now);
     }
 
-    /// Reads `db`'s request off the loop; the round goes on in [`Job::Prepared`].
-    fn prepare(&mut self, db: &str) {
-        let Some(state) = self.dbs.get_mut(db) else {
-            return;
-        };
-        state.busy = true;
-        state.again = false;
+    /// Carries out what the scheduler asks: reads for a round (blocking), GetDeltas and
+    /// news to members (a member no longer connected fails at once).
+    fn drain(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant) {
+        while let Some(action) = self.sched.poll_action() {
+            match action {
+                Action::Prepare { db } => self.prepare(db),
+                Action::Ask {
+                    db,
+                    member,
+                    request,
+                } => {
+                    let Some(&peer) = self.nodes.get(&member) else {
+                        self.sched.answered(now, &db, member, Outcome::Failed);
+                        continue;
+                    };
+                    let bytes = ReplicaRequest {
+                        message: Some(replica_request::Message::Delta(request.clone())),
+                    }
+                    .encode_to_vec();
+                    let id = swarm.behaviour_mut().replica.send_request(&peer, bytes);
+                    let outbound = Outbound::Delta {
+                        db,
+                        node: member,
+                        request,
+                    };
+                    self.outbound.insert(id, (peer, outbound));
+                }
+                Action::News { member, db } => {
+                    let Some(&peer) = self.nodes.get(&member) else {
+                        self.sched.news_done(member);
+                        continue;
+                    };
+                    let bytes = ReplicaRequest {
+                        message: Some(replica_request::Message::News(News { db })),
+                    }
+                    .encode_to_vec();
+                    let id = swarm.behaviour_mut().replica.send_request(&peer, bytes);
+                    self.outbound
+                        .insert(id, (peer, Outbound::News { node: member }));
+                }
+            }
+        }
+    }
+
+    fn prepare(&self, db: String) {
         let replicas = self.replicas.clone();
         let tx = self.jobs_tx.clone();
-        let db = db.to_string();
         tokio::task::spawn_blocking(move || {
             let inputs = guarded(|| replicas.call_blocking(|r| round_inputs(r, &db)))
                 .and_then(|r| r.map_err(|e| e.to_string()));
@@ -513,80 +478,23 @@ impl ReplicaDriver {
         });
     }
 
-    /// The API wrote to `db`: tell its members soon (a database without a syncgroup has no
-    /// state here and no one to tell).
+    /// The API wrote to `db`: tell its members soon (a database without a syncgroup is not
+    /// scheduled and has no one to tell).
     pub fn local_write(&mut self, now: Instant, db: &str) {
-        let Some(state) = self.dbs.get_mut(db) else {
-            return;
-        };
-        let due = state.last_news.map_or(now, |t| (t + NEWS_GAP).max(now));
-        state.news_due = Some(state.news_due.map_or(due, |d| d.min(due)));
+        self.sched.local_write(now, db);
     }
 
     /// The API created or joined a syncgroup of `db`: its rounds start now.
     pub fn track(&mut self, now: Instant, db: &str) {
-        if let Some(state) = self.db_state(now, db) {
-            state.next_round = state.next_round.min(now);
-        }
-    }
-
-    fn db_state(&mut self, now: Instant, db: &str) -> Option<&mut DbState> {
-        if !self.dbs.contains_key(db) && self.dbs.len() >= MAX_DATABASES {
+        if !self.sched.track(now, db) {
             warn!(db, "not synced: {MAX_DATABASES} databases are already");
-            return None;
-        }
-        Some(
-            self.dbs
-                .entry(db.to_string())
-                .or_insert_with(|| DbState::new(now)),
-        )
-    }
-
-    fn send_news(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant, db: &str) {
-        let Some(state) = self.dbs.get_mut(db) else {
-            return;
-        };
-        state.news_due = None;
-        state.last_news = Some(now);
-        let targets: Vec<PeerId> = state
-            .members
-            .iter()
-            .filter_map(|n| self.nodes.get(n).copied())
-            .collect();
-        for peer in targets {
-            // One news in flight per peer: a later one waits for it to end.
-            if let Some(waiting) = self.news_in_flight.get_mut(&peer) {
-                waiting.insert(db.to_string());
-                continue;
-            }
-            self.news_in_flight.insert(peer, HashSet::new());
-            self.send_one_news(swarm, peer, db);
         }
     }
 
-    fn send_one_news(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId, db: &str) {
-        self.counters.news_sent += 1;
-        let bytes = ReplicaRequest {
-            message: Some(replica_request::Message::News(News { db: db.into() })),
-        }
-        .encode_to_vec();
-        let id = swarm.behaviour_mut().replica.send_request(&peer, bytes);
-        self.outbound.insert(id, (peer, Outbound::News));
-    }
-
-    /// A news to `peer` ended: the next one waiting for it goes.
-    fn news_done(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId) {
-        let Some(waiting) = self.news_in_flight.remove(&peer) else {
-            return;
-        };
-        if !self.peers.contains_key(&peer) {
-            return; // gone (or penalized): a request now would dial it again
-        }
-        let mut waiting = waiting.into_iter();
-        if let Some(db) = waiting.next() {
-            self.news_in_flight.insert(peer, waiting.collect());
-            self.send_one_news(swarm, peer, &db);
-        }
+    /// A news to `node` ended: the next one waiting for it goes.
+    fn news_done(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant, node: NodeId) {
+        self.sched.news_done(node);
+        self.drain(swarm, now);
     }
 
     /// Joins `db`/`name` through `admin`; the answer goes to `tx`.
@@ -739,7 +647,7 @@ impl ReplicaDriver {
                 .behaviour_mut()
                 .replica
                 .send_response(channel, reply(replica_reply::Message::Ack(Ack {})));
-            self.on_news(now, peer, node, &news.db);
+            self.on_news(now, node, &news.db);
             return;
         }
         if self.serving >= MAX_SERVING || self.serving_peers.contains(&peer) {
@@ -788,25 +696,11 @@ impl ReplicaDriver {
         });
     }
 
-    /// News from a member: a round with it soon. Only from a member of a database synced
-    /// here, and at most one news-driven round start per [`NEWS_GAP`], so news cannot make
-    /// the node run rounds back to back.
-    fn on_news(&mut self, now: Instant, peer: PeerId, node: NodeId, db: &str) {
-        if check_name("database", db).is_err() {
-            return;
-        }
-        let Some(state) = self.dbs.get_mut(db) else {
-            return;
-        };
-        if !state.members.contains(&node) {
-            return;
-        }
-        state.prefer = Some(peer);
-        if state.busy {
-            state.again = true;
-        } else {
-            let earliest = state.last_round.map_or(now, |t| (t + NEWS_GAP).max(now));
-            state.next_round = state.next_round.min(earliest);
+    /// News from a member: a round with it soon (the scheduler takes news only from a member
+    /// of a database synced here, and starts at most one round per [`NEWS_GAP`]).
+    fn on_news(&mut self, now: Instant, node: NodeId, db: &str) {
+        if check_name("database", db).is_ok() {
+            self.sched.news(now, node, db);
         }
     }
 
@@ -822,7 +716,7 @@ impl ReplicaDriver {
             return;
         };
         match outbound {
-            Outbound::News => self.news_done(swarm, peer),
+            Outbound::News { node } => self.news_done(swarm, now, node),
             // Decoded with the apply, off the loop: a reply may be 36 MiB.
             Outbound::Delta { db, node, request } => self.apply(db, peer, node, request, bytes),
             Outbound::Join { db, name, tx } => match ReplicaReply::decode(bytes.as_slice()) {
@@ -920,7 +814,7 @@ impl ReplicaDriver {
         why: &str,
     ) {
         match outbound {
-            Outbound::News => self.news_done(swarm, peer),
+            Outbound::News { node } => self.news_done(swarm, now, node),
             Outbound::Join { tx, .. } => {
                 let _ = tx.send(Err(JoinError::Unreachable(format!(
                     "the admin {peer}: {why}"
@@ -928,80 +822,33 @@ impl ReplicaDriver {
             }
             Outbound::Delta { db, node, .. } => {
                 debug!(%peer, db, "sync failed: {why}");
-                self.counters.rounds_failed += 1;
-                self.back_off(now, node);
-                self.round_done(now, &db, None);
+                self.sched.answered(now, &db, node, Outcome::Failed);
+                self.drain(swarm, now);
             }
         }
-    }
-
-    /// Backs a member off: 2 s, doubling to 60 s. The count goes up at most once per
-    /// back-off, so a burst of failures at one moment counts once.
-    fn back_off(&mut self, now: Instant, node: NodeId) {
-        let entry = self.backoff.entry(node).or_insert((0, now));
-        if entry.1 > now {
-            return;
-        }
-        entry.0 = entry.0.saturating_add(1);
-        let wait = BACKOFF_BASE
-            .saturating_mul(1 << entry.0.min(6).saturating_sub(1))
-            .min(BACKOFF_MAX);
-        entry.1 = now + wait;
     }
 
     fn penalize(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant, peer: PeerId, why: &str) {
         warn!(%peer, "refused peer: {why}");
         self.counters.penalized += 1;
         if let Some(&node) = self.peers.get(&peer) {
-            self.back_off(now, node);
+            self.sched.penalized(now, node);
         }
         let _ = swarm.disconnect_peer_id(peer);
-    }
-
-    /// A round of `db` ended; the next one is due at once if news came or the answer went
-    /// on (`next` is then the peer to ask), else after the interval.
-    fn round_done(&mut self, now: Instant, db: &str, next: Option<PeerId>) {
-        let interval = self.interval();
-        let Some(state) = self.dbs.get_mut(db) else {
-            return;
-        };
-        state.busy = false;
-        if next.is_some() {
-            state.prefer = next;
-        }
-        state.next_round = if next.is_some() {
-            now
-        } else if state.again {
-            // News came during the round: the next one soon, but not sooner than the gap.
-            state.last_round.map_or(now, |t| (t + NEWS_GAP).max(now))
-        } else {
-            now + interval
-        };
-        state.again = false;
     }
 
     /// Carries out a blocking job's result.
     fn on_job(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant, job: Job) {
         match job {
-            Job::Databases(dbs) => {
-                for db in dbs {
-                    // Spread over the first interval, so they do not all ask at once.
-                    let offset = Duration::from_millis(
-                        self.random() % u64::try_from(SYNC_INTERVAL.as_millis()).unwrap_or(3000),
-                    );
-                    if let Some(state) = self.db_state(now, &db) {
-                        state.next_round = now + offset;
-                    }
-                }
-            }
+            Job::Databases(dbs) => self.sched.databases(now, dbs),
             Job::Prepared {
                 db,
                 request,
                 groups,
             } => self.on_prepared(swarm, now, &db, request, groups),
             Job::RoundFailed { db } => {
-                self.counters.rounds_failed += 1;
-                self.round_done(now, &db, None);
+                self.sched.prepare_failed(now, &db);
+                self.drain(swarm, now);
             }
             Job::Served {
                 channel,
@@ -1012,10 +859,8 @@ impl ReplicaDriver {
             } => {
                 self.serving = self.serving.saturating_sub(1);
                 self.serving_peers.remove(&peer);
-                if let (Some(db), Some(&node)) = (member_of, self.peers.get(&peer))
-                    && let Some(state) = self.db_state(now, &db)
-                {
-                    state.members.insert(node);
+                if let (Some(db), Some(&node)) = (member_of, self.peers.get(&peer)) {
+                    self.sched.add_member(&db, node);
                 }
                 self.counters.served += 1;
                 self.counters.records_sent += records;
@@ -1039,15 +884,7 @@ impl ReplicaDriver {
                 if result.is_ok() {
                     self.replicas.changed();
                     let admin = self.peers.get(&peer).copied();
-                    if let Some(state) = self.db_state(now, &db) {
-                        state.members.extend(admin);
-                        state.prefer = Some(peer);
-                        if state.busy {
-                            state.again = true;
-                        } else {
-                            state.next_round = now;
-                        }
-                    }
+                    self.sched.joined(now, &db, admin);
                 }
                 let _ = tx.send(result);
             }
@@ -1062,84 +899,17 @@ impl ReplicaDriver {
         request: Option<DeltaRequest>,
         groups: Groups,
     ) {
-        let Some(request) = request else {
+        if request.is_some() {
+            let members: HashSet<&NodeId> = groups.values().flatten().collect();
+            self.last_sync
+                .retain(|(d, n), _| d != db || members.contains(n));
+        } else {
             // No syncgroup joined any more (left, ejected): nothing to sync; a later create
             // or join tracks the database again.
-            self.dbs.remove(db);
             self.last_sync.retain(|(d, _), _| d != db);
-            return;
-        };
-        let members: HashSet<NodeId> = groups.values().flatten().copied().collect();
-        self.last_sync
-            .retain(|(d, n), _| d != db || members.contains(n));
-        let Some(state) = self.dbs.get_mut(db) else {
-            return;
-        };
-        state.members = members;
-        state.caught_up.retain(|name, _| groups.contains_key(name));
-        state.groups = groups;
-        let prefer = state.prefer.take();
-        let Some((peer, node)) = self.pick(now, db, prefer) else {
-            self.round_done(now, db, None);
-            return;
-        };
-        if let Some(state) = self.dbs.get_mut(db) {
-            state.last_round = Some(now);
         }
-        self.counters.rounds += 1;
-        let bytes = ReplicaRequest {
-            message: Some(replica_request::Message::Delta(request.clone())),
-        }
-        .encode_to_vec();
-        let id = swarm.behaviour_mut().replica.send_request(&peer, bytes);
-        self.outbound.insert(
-            id,
-            (
-                peer,
-                Outbound::Delta {
-                    db: db.into(),
-                    node,
-                    request,
-                },
-            ),
-        );
-    }
-
-    /// The member to ask: `prefer` if it is a connected member not backed off, else one at
-    /// random among those.
-    fn pick(&mut self, now: Instant, db: &str, prefer: Option<PeerId>) -> Option<(PeerId, NodeId)> {
-        let members = &self.dbs.get(db)?.members;
-        // One GetDeltas in flight per peer: a responder answers one at a time per peer.
-        let asked: HashSet<PeerId> = self
-            .outbound
-            .values()
-            .filter(|(_, o)| matches!(o, Outbound::Delta { .. }))
-            .map(|(p, _)| *p)
-            .collect();
-        let ready = |node: &NodeId| {
-            self.backoff
-                .get(node)
-                .is_none_or(|(_, until)| *until <= now)
-                && self.nodes.get(node).is_none_or(|p| !asked.contains(p))
-        };
-        if let Some(peer) = prefer
-            && let Some(&node) = self.peers.get(&peer)
-            && members.contains(&node)
-            && ready(&node)
-        {
-            return Some((peer, node));
-        }
-        let mut candidates: Vec<(PeerId, NodeId)> = members
-            .iter()
-            .filter(|n| ready(n))
-            .filter_map(|n| Some((*self.nodes.get(n)?, *n)))
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        candidates.sort_unstable_by_key(|(_, n)| *n);
-        let i = usize::try_from(self.random() % candidates.len() as u64).unwrap_or(0);
-        Some(candidates[i])
+        self.sched.prepared(now, db, request, groups);
+        self.drain(swarm, now);
     }
 
     fn on_applied(
@@ -1174,59 +944,38 @@ impl ReplicaDriver {
             });
         entry.at_ms = now_ms();
         entry.records = applied.new;
-        match error {
-            Some(ApplyError::Busy) => {
-                let jitter = Duration::from_millis(self.random() % 300);
-                self.round_done(now, db, None);
-                if let Some(state) = self.dbs.get_mut(db) {
-                    state.next_round = now + BUSY_RETRY + jitter;
-                }
-                return;
-            }
+        let result = match error {
+            Some(ApplyError::Busy) => Outcome::Busy,
             Some(ApplyError::Fault(why)) => {
                 self.penalize(swarm, now, peer, &why);
-                self.round_done(now, db, None);
-                return;
+                Outcome::Fault
             }
             Some(ApplyError::Failed(why)) => {
                 warn!(%peer, db, "sync not applied: {why}");
-                self.counters.rounds_failed += 1;
-                self.back_off(now, node);
-                self.round_done(now, db, None);
-                return;
+                Outcome::Failed
             }
-            None => {}
-        }
-        if let Some(why) = sender_fault(&applied) {
-            self.penalize(swarm, now, peer, &why);
-            self.round_done(now, db, None);
-            return;
-        }
-        if !applied.refused.is_empty() {
-            // Refusals that need not be the sender's doing (a record of a writer since
-            // ejected, a clock far ahead): asked of another member next.
-            self.back_off(now, node);
-            self.round_done(now, db, None);
-            return;
-        }
-        if more && applied.records == 0 {
-            // An honest answer says `more` only after a full budget of records.
-            self.penalize(swarm, now, peer, "an answer that goes on without records");
-            self.round_done(now, db, None);
-            return;
-        }
-        self.backoff.remove(&node);
-        if !more && let Some(state) = self.dbs.get_mut(db) {
-            for (name, members) in &state.groups {
-                if members.contains(&node) {
-                    state.caught_up.insert(name.clone(), now);
+            None => {
+                if let Some(why) = sender_fault(&applied) {
+                    self.penalize(swarm, now, peer, &why);
+                    Outcome::Fault
+                } else if !applied.refused.is_empty() {
+                    // Refusals that need not be the sender's doing (a record of a writer
+                    // since ejected, a clock far ahead): asked of another member next.
+                    Outcome::Failed
+                } else if more && applied.records == 0 {
+                    // An honest answer says `more` only after a full budget of records.
+                    let why = "an answer that goes on without records";
+                    self.penalize(swarm, now, peer, why);
+                    Outcome::Fault
+                } else if more {
+                    Outcome::More
+                } else {
+                    Outcome::Complete
                 }
             }
-        }
-        if more {
-            self.counters.continuations += 1;
-        }
-        self.round_done(now, db, more.then_some(peer));
+        };
+        self.sched.answered(now, db, node, result);
+        self.drain(swarm, now);
     }
 
     /// Members of the databases synced here that are not connected, each at most once per
@@ -1235,14 +984,12 @@ impl ReplicaDriver {
     pub fn members_to_dial(&mut self, now: Instant) -> HashSet<NodeId> {
         self.member_dials
             .retain(|_, at| now.saturating_duration_since(*at) < MEMBER_DIAL_EVERY);
-        let mut out = HashSet::new();
-        for state in self.dbs.values() {
-            for node in &state.members {
-                if !self.nodes.contains_key(node) && !self.member_dials.contains_key(node) {
-                    out.insert(*node);
-                }
-            }
-        }
+        let out: HashSet<NodeId> = self
+            .sched
+            .unconnected_members()
+            .into_iter()
+            .filter(|n| !self.nodes.contains_key(n) && !self.member_dials.contains_key(n))
+            .collect();
         for node in &out {
             self.member_dials.insert(*node, now);
         }
@@ -1272,16 +1019,12 @@ impl ReplicaDriver {
     /// Per (database, syncgroup): seconds since an answer of one of its members last ended
     /// complete (see the `tributary_replica_syncgroup_lag_seconds` help).
     fn lags(&self, now: Instant) -> Metric {
-        let mut samples = Vec::new();
-        for (db, state) in &self.dbs {
-            // A syncgroup with no other member has nothing to lag behind.
-            for (name, _) in state.groups.iter().filter(|(_, m)| !m.is_empty()) {
-                let at = state.caught_up.get(name).copied().unwrap_or(state.since);
-                let labels = vec![("db", db.clone()), ("syncgroup", name.clone())];
-                samples.push((labels, now.saturating_duration_since(at).as_secs_f64()));
-            }
-        }
-        samples.sort_by(|a, b| a.0.cmp(&b.0));
+        let samples = self
+            .sched
+            .lags(now)
+            .into_iter()
+            .map(|(db, name, lag)| (vec![("db", db), ("syncgroup", name)], lag.as_secs_f64()))
+            .collect();
         Metric {
             name: "tributary_replica_syncgroup_lag_seconds",
             help: "Per syncgroup, seconds since a sync with one of its members last ended with \
@@ -1296,6 +1039,7 @@ impl ReplicaDriver {
     #[must_use]
     pub fn metrics(&self, now: Instant) -> Vec<Metric> {
         let c = &self.counters;
+        let sched = self.sched.stats();
         #[expect(
             clippy::cast_precision_loss,
             reason = "metric values are approximate by nature"
@@ -1306,12 +1050,12 @@ impl ReplicaDriver {
             m(
                 "tributary_replica_rounds_total",
                 "Sync rounds started.",
-                c.rounds,
+                sched.rounds,
             ),
             m(
                 "tributary_replica_rounds_failed_total",
-                "Sync rounds that failed (timeout, refusal, apply error).",
-                c.rounds_failed,
+                "Sync rounds that failed (timeout, refusal, apply error, a peer at fault).",
+                sched.rounds_failed,
             ),
             m(
                 "tributary_replica_records_received_total",
@@ -1356,7 +1100,7 @@ impl ReplicaDriver {
             m(
                 "tributary_replica_news_sent_total",
                 "News sent.",
-                c.news_sent,
+                sched.news_sent,
             ),
             m(
                 "tributary_replica_news_received_total",
@@ -1366,7 +1110,7 @@ impl ReplicaDriver {
             m(
                 "tributary_replica_continuations_total",
                 "Answers that went on (more) and were asked again at once.",
-                c.continuations,
+                sched.continuations,
             ),
             m(
                 "tributary_replica_penalized_total",
@@ -1383,9 +1127,6 @@ pub struct JobEvent(Job);
 
 /// What a round needs: the request (`None` if no syncgroup is joined) and the members of the
 /// database's joined syncgroups (this node left out).
-/// The joined members (this node left out) of each syncgroup of a database.
-type Groups = BTreeMap<String, HashSet<NodeId>>;
-
 fn round_inputs(r: &Replica, db: &str) -> Result<(Option<DeltaRequest>, Groups), ReplicaError> {
     let req = r.delta_request(db)?;
     let request = (!req.knowledge.is_empty()).then_some(req);

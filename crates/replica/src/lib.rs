@@ -27,6 +27,7 @@ pub mod prune;
 pub mod record;
 mod replica;
 pub mod resolve;
+pub mod schedule;
 pub mod syncgroup;
 pub mod types;
 pub mod watch;

@@ -2,22 +2,28 @@
 //! ([`tributary_replica::Replica`]) over its own in-memory store, on the simulator's clock,
 //! latencies, loss, partitions and crashes, with its own wall-clock skew.
 //!
-//! A sync is the GetDeltas exchange as messages: the initiator's request travels to a member
-//! picked at random among its syncgroups' members; the responder's frames travel back one
-//! after another, each after its own latency; a lost frame ends the exchange, as a dropped
-//! connection would (later frames never arrive). The initiator applies every frame that
-//! arrives in one store write, exactly as the node does. A crash drops the engine and keeps
-//! the store; the restarted engine reopens from it. A liar alters the values of the records
-//! it sends (the signatures then fail), and every refusal is entered in a penalty ledger.
+//! When each node syncs and with whom is decided by the node's own round scheduler
+//! ([`tributary_replica::schedule::Scheduler`], the code the node runtime runs): rounds at
+//! its interval with a member picked at random, news to the members after a local write and
+//! an early round at the receiver, back-off of members whose answers fail or lie. Every
+//! other node counts as connected; what a partition or a crashed node drops shows up as a
+//! timeout. A sync is the GetDeltas exchange as messages: the request travels to the member;
+//! the responder's frames travel back one after another, each after its own latency; a lost
+//! frame ends the exchange, as a dropped connection would (later frames never arrive, and
+//! the initiator's ask times out). The initiator applies every frame that arrives in one store
+//! write, exactly as the node does. A crash drops the engine and the scheduler and keeps the
+//! store; the restarted engine reopens from it. A liar alters the values of the records it
+//! sends (the signatures then fail), and every refusal is entered in a penalty ledger.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tributary_overlay::Identity;
-use tributary_replica::syncgroup::Spec;
+use tributary_replica::schedule::{Action, Groups, Outcome, ScheduleConfig, Scheduler};
+use tributary_replica::syncgroup::{MemberState, Spec};
 use tributary_replica::{NodeId, Op, Replica, ReplicaConfig, ReplicaError};
 use tributary_store::MemStore;
 use tributary_wire::replica::{DeltaFrame, DeltaRequest};
@@ -57,8 +63,10 @@ pub struct ReplicaSimConfig {
     pub latency_max: Duration,
     /// Probability that a message is lost.
     pub loss: f64,
-    /// Each node starts a sync this often (with jitter).
+    /// Each node's round interval (its scheduler adds ±25%).
     pub sync_every: Duration,
+    /// How long an ask or a news waits for its answer.
+    pub ask_timeout: Duration,
     /// Pruning by common knowledge on every node.
     pub prune: bool,
     /// Frame size target (small, so answers take several frames).
@@ -75,26 +83,44 @@ impl Default for ReplicaSimConfig {
             latency_max: Duration::from_millis(50),
             loss: 0.0,
             sync_every: Duration::from_secs(2),
+            ask_timeout: Duration::from_secs(5),
             prune: true,
             frame_bytes: 2048,
         }
     }
 }
 
+/// An exchange: the initiator, its ask's number and its epoch when it asked.
+#[derive(Clone, Copy, Debug)]
+struct Exchange {
+    node: usize,
+    ask: u64,
+    epoch: u64,
+}
+
 enum Event {
-    Sync(usize),
+    /// Node `i`'s scheduler deadline (stale if another was set since).
+    Wake(usize, Instant),
     Request {
         to: usize,
-        from: usize,
         req: DeltaRequest,
-        epoch: u64,
+        ex: Exchange,
     },
     Frame {
-        to: usize,
         from: usize,
         req: DeltaRequest,
         frame: DeltaFrame,
-        epoch: u64,
+        ex: Exchange,
+    },
+    AskTimeout(Exchange),
+    News {
+        to: usize,
+        from: usize,
+        db: String,
+    },
+    NewsDone {
+        member: NodeId,
+        ex: Exchange,
     },
 }
 
@@ -107,13 +133,25 @@ struct SimNode {
     liar: bool,
     /// Bumped at each crash: frames of an exchange begun before it are dropped.
     epoch: u64,
+    sched: Scheduler,
+    /// Asks in flight: number → (database, member).
+    asks: BTreeMap<u64, (String, NodeId)>,
+    next_ask: u64,
+    /// The deadline a `Wake` is queued for.
+    wake_at: Option<Instant>,
 }
 
 /// Counters of a run.
 #[derive(Clone, Debug, Default)]
 pub struct ReplicaStats {
-    /// Exchanges started.
+    /// Exchanges started (members asked).
     pub syncs: u64,
+    /// News sent.
+    pub news: u64,
+    /// Asks that ended without a complete answer (lost, cut, refused, timed out).
+    pub failed: u64,
+    /// Asks per member asked.
+    pub asked: BTreeMap<usize, u64>,
     /// Frames applied.
     pub frames: u64,
     /// Records applied as new versions.
@@ -137,6 +175,13 @@ pub struct ReplicaSim {
     stats: ReplicaStats,
 }
 
+fn schedule_config(config: &ReplicaSimConfig) -> ScheduleConfig {
+    ScheduleConfig {
+        interval: config.sync_every,
+        ..ScheduleConfig::default()
+    }
+}
+
 fn engine_config(config: &ReplicaSimConfig) -> ReplicaConfig {
     ReplicaConfig {
         prune: config.prune,
@@ -153,7 +198,7 @@ impl ReplicaSim {
     pub fn new(config: ReplicaSimConfig) -> Result<Self, ReplicaError> {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let mut nodes = Vec::with_capacity(config.nodes);
-        for _ in 0..config.nodes {
+        for i in 0..config.nodes {
             let mut secret = [0u8; 32];
             rng.fill(&mut secret[..]);
             secret[0] = secret[0].max(1) & 0x7f;
@@ -169,6 +214,10 @@ impl ReplicaSim {
                 partition: 0,
                 liar: false,
                 epoch: 0,
+                sched: Scheduler::new(schedule_config(&config), config.seed ^ i as u64),
+                asks: BTreeMap::new(),
+                next_ask: 0,
+                wake_at: None,
             });
         }
         let mut sim = Self {
@@ -180,10 +229,32 @@ impl ReplicaSim {
         };
         sim.setup_groups()?;
         for i in 0..sim.nodes.len() {
-            let first = sim.jitter(sim.config.sync_every);
-            sim.queue.push(sim.queue.now() + first, Event::Sync(i));
+            sim.start_scheduler(i)?;
         }
         Ok(sim)
+    }
+
+    /// Node `i`'s scheduler starts afresh: every other node connected, its databases spread
+    /// over the first interval.
+    fn start_scheduler(&mut self, i: usize) -> Result<(), ReplicaError> {
+        let ids: Vec<NodeId> = (0..self.nodes.len()).map(|n| self.id(n)).collect();
+        let now = self.queue.now();
+        let seed = self.config.seed ^ (i as u64) ^ (self.nodes[i].epoch << 32);
+        let node = &mut self.nodes[i];
+        node.sched = Scheduler::new(schedule_config(&self.config), seed);
+        node.asks.clear();
+        node.wake_at = None;
+        for (n, id) in ids.into_iter().enumerate() {
+            if n != i {
+                node.sched.connected(id);
+            }
+        }
+        let dbs = match node.replica.as_ref() {
+            Some(r) => r.synced_databases()?,
+            None => Vec::new(),
+        };
+        node.sched.databases(now, dbs);
+        self.drive(i)
     }
 
     fn setup_groups(&mut self) -> Result<(), ReplicaError> {
@@ -210,10 +281,6 @@ impl ReplicaSim {
             }
         }
         Ok(())
-    }
-
-    fn jitter(&mut self, every: Duration) -> Duration {
-        every.mul_f64(0.5 + self.rng.random::<f64>())
     }
 
     /// The node id of node `i`.
@@ -284,7 +351,7 @@ impl ReplicaSim {
             n.identity.clone(),
             engine_config(&self.config),
         )?);
-        Ok(())
+        self.start_scheduler(i)
     }
 
     /// Node `i` writes `value` to `key` of `collection`; `Ok(false)` if it is down.
@@ -303,7 +370,15 @@ impl ReplicaSim {
             return Ok(false);
         };
         r.put(now, DB, collection, key, value)?;
+        self.wrote(i)?;
         Ok(true)
+    }
+
+    /// A local write on node `i`: its scheduler tells the members.
+    fn wrote(&mut self, i: usize) -> Result<(), ReplicaError> {
+        let now = self.queue.now();
+        self.nodes[i].sched.local_write(now, DB);
+        self.drive(i)
     }
 
     /// Node `i` writes `ops` as one batch.
@@ -316,6 +391,7 @@ impl ReplicaSim {
             return Ok(false);
         };
         r.batch(now, DB, ops)?;
+        self.wrote(i)?;
         Ok(true)
     }
 
@@ -363,78 +439,148 @@ impl ReplicaSim {
     }
 
     fn handle(&mut self, event: Event) -> Result<(), ReplicaError> {
+        let now = self.queue.now();
         match event {
-            Event::Sync(i) => self.start_sync(i)?,
-            Event::Request {
-                to,
-                from,
-                req,
-                epoch,
-            } => self.serve(to, from, &req, epoch)?,
+            Event::Wake(i, at) => {
+                if self.nodes[i].wake_at == Some(at) {
+                    self.nodes[i].wake_at = None;
+                    self.nodes[i].sched.handle_timeout(now);
+                    self.drive(i)?;
+                }
+            }
+            Event::Request { to, req, ex } => self.serve(to, &req, ex)?,
             Event::Frame {
-                to,
                 from,
                 req,
                 frame,
-                epoch,
-            } => self.take_frame(to, from, &req, &frame, epoch)?,
+                ex,
+            } => self.take_frame(from, &req, &frame, ex)?,
+            Event::AskTimeout(ex) => {
+                if self.nodes[ex.node].epoch == ex.epoch {
+                    self.end_ask(ex, Outcome::Failed)?;
+                }
+            }
+            Event::News { to, from, db } => {
+                if self.is_up(to) {
+                    let sender = self.id(from);
+                    self.nodes[to].sched.news(now, sender, &db);
+                    self.drive(to)?;
+                }
+            }
+            Event::NewsDone { member, ex } => {
+                if self.nodes[ex.node].epoch == ex.epoch {
+                    self.nodes[ex.node].sched.news_done(member);
+                    self.drive(ex.node)?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Node `i` picks a random member of one of its syncgroups and sends its request.
-    fn start_sync(&mut self, i: usize) -> Result<(), ReplicaError> {
-        let next = self.jitter(self.config.sync_every);
-        self.queue.push(self.queue.now() + next, Event::Sync(i));
-        let Some(r) = self.nodes[i].replica.as_ref() else {
-            return Ok(());
-        };
-        let me = r.id();
-        let mut peers = BTreeSet::new();
-        for name in r.syncgroup_names(DB)? {
-            let info = r.syncgroup(DB, &name)?;
-            peers.extend(
-                info.members
-                    .iter()
-                    .map(|(id, _)| *id)
-                    .filter(|id| *id != me),
-            );
-        }
-        let peers: Vec<NodeId> = peers.into_iter().collect();
-        if peers.is_empty() {
+    /// Carries out node `i`'s scheduler actions and queues its next deadline.
+    fn drive(&mut self, i: usize) -> Result<(), ReplicaError> {
+        if !self.is_up(i) {
             return Ok(());
         }
-        let pick = peers[self.rng.random_range(0..peers.len())];
-        let Some(to) = (0..self.nodes.len()).find(|&n| self.id(n) == pick) else {
-            return Ok(());
-        };
-        let req = r.delta_request(DB)?;
+        while let Some(action) = self.nodes[i].sched.poll_action() {
+            match action {
+                Action::Prepare { db } => {
+                    let now = self.queue.now();
+                    let (request, groups) = match self.nodes[i].replica.as_ref() {
+                        Some(r) => round_inputs(r, &db)?,
+                        None => (None, Groups::new()),
+                    };
+                    self.nodes[i].sched.prepared(now, &db, request, groups);
+                }
+                Action::Ask {
+                    db,
+                    member,
+                    request,
+                } => self.ask(i, db, member, request),
+                Action::News { member, db } => self.tell(i, member, db),
+            }
+        }
+        if let Some(at) = self.nodes[i].sched.poll_timeout()
+            && self.nodes[i].wake_at.is_none_or(|w| at < w)
+        {
+            let at = at.max(self.queue.now());
+            self.nodes[i].wake_at = Some(at);
+            self.queue.push(at, Event::Wake(i, at));
+        }
+        Ok(())
+    }
+
+    fn index_of(&self, id: NodeId) -> Option<usize> {
+        (0..self.nodes.len()).find(|&n| self.id(n) == id)
+    }
+
+    /// Node `i` asks `member`: the request travels (or is lost), and the ask times out unless
+    /// the last frame comes first.
+    fn ask(&mut self, i: usize, db: String, member: NodeId, req: DeltaRequest) {
         self.stats.syncs += 1;
+        let node = &mut self.nodes[i];
+        let ask = node.next_ask;
+        node.next_ask += 1;
+        node.asks.insert(ask, (db, member));
+        let ex = Exchange {
+            node: i,
+            ask,
+            epoch: node.epoch,
+        };
+        let timeout = self.queue.now() + self.config.ask_timeout;
+        self.queue.push(timeout, Event::AskTimeout(ex));
+        let Some(to) = self.index_of(member) else {
+            return;
+        };
+        *self.stats.asked.entry(to).or_default() += 1;
         if let Some(at) = self.deliver_at()
             && self.reachable(i, to)
         {
-            let epoch = self.nodes[i].epoch;
-            self.queue.push(
-                at,
-                Event::Request {
-                    to,
-                    from: i,
-                    req,
-                    epoch,
-                },
-            );
+            self.queue.push(at, Event::Request { to, req, ex });
         }
-        Ok(())
+    }
+
+    /// Node `i` tells `member` of news; the news ends after a round trip, or at the timeout
+    /// if it is lost.
+    fn tell(&mut self, i: usize, member: NodeId, db: String) {
+        self.stats.news += 1;
+        let ex = Exchange {
+            node: i,
+            ask: 0,
+            epoch: self.nodes[i].epoch,
+        };
+        let delivered = self.index_of(member).filter(|&to| self.reachable(i, to));
+        match (delivered, self.deliver_at()) {
+            (Some(to), Some(at)) => {
+                let back = at + (at - self.queue.now());
+                self.queue.push(at, Event::News { to, from: i, db });
+                self.queue.push(back, Event::NewsDone { member, ex });
+            }
+            _ => {
+                let timeout = self.queue.now() + self.config.ask_timeout;
+                self.queue.push(timeout, Event::NewsDone { member, ex });
+            }
+        }
+    }
+
+    /// Ends an ask of node `ex.node` (if it is still open) with `outcome`.
+    fn end_ask(&mut self, ex: Exchange, outcome: Outcome) -> Result<(), ReplicaError> {
+        let Some((db, member)) = self.nodes[ex.node].asks.remove(&ex.ask) else {
+            return Ok(());
+        };
+        if outcome != Outcome::Complete {
+            self.stats.failed += 1;
+        }
+        let now = self.queue.now();
+        self.nodes[ex.node]
+            .sched
+            .answered(now, &db, member, outcome);
+        self.drive(ex.node)
     }
 
     /// The responder answers: its frames go back one after another.
-    fn serve(
-        &mut self,
-        at: usize,
-        initiator: usize,
-        req: &DeltaRequest,
-        epoch: u64,
-    ) -> Result<(), ReplicaError> {
+    fn serve(&mut self, at: usize, req: &DeltaRequest, ex: Exchange) -> Result<(), ReplicaError> {
+        let initiator = ex.node;
         if !self.reachable(at, initiator) {
             return Ok(());
         }
@@ -467,11 +613,10 @@ impl ReplicaSim {
             self.queue.push(
                 t,
                 Event::Frame {
-                    to: initiator,
                     from: at,
                     req: req.clone(),
                     frame,
-                    epoch,
+                    ex,
                 },
             );
         }
@@ -480,13 +625,14 @@ impl ReplicaSim {
 
     fn take_frame(
         &mut self,
-        at: usize,
         from: usize,
         req: &DeltaRequest,
         frame: &DeltaFrame,
-        epoch: u64,
+        ex: Exchange,
     ) -> Result<(), ReplicaError> {
-        if !self.reachable(at, from) || self.nodes[at].epoch != epoch {
+        let at = ex.node;
+        let open = self.nodes[at].asks.contains_key(&ex.ask);
+        if !open || !self.reachable(at, from) || self.nodes[at].epoch != ex.epoch {
             return Ok(());
         }
         let now = self.now_ms(at);
@@ -501,6 +647,10 @@ impl ReplicaSim {
         self.stats.duplicates += applied.duplicates;
         if !applied.refused.is_empty() {
             *self.stats.penalties.entry(from).or_default() += applied.refused.len() as u64;
+            return self.end_ask(ex, Outcome::Fault);
+        }
+        if frame.last {
+            self.end_ask(ex, Outcome::Complete)?;
         }
         Ok(())
     }
@@ -555,4 +705,23 @@ impl ReplicaSim {
             .as_ref()
             .map_or(Ok(0), |r| r.log_len(DB))
     }
+}
+
+/// What a round of node `r` asks with: its GetDeltas request (`None` without a syncgroup
+/// joined) and the joined members of each syncgroup, itself left out (as the node reads them).
+fn round_inputs(r: &Replica, db: &str) -> Result<(Option<DeltaRequest>, Groups), ReplicaError> {
+    let req = r.delta_request(db)?;
+    let request = (!req.knowledge.is_empty()).then_some(req);
+    let mut groups = Groups::new();
+    for name in r.syncgroup_names(db)? {
+        let info = r.syncgroup(db, &name)?;
+        let members = info
+            .members
+            .iter()
+            .filter(|(id, s)| *s == MemberState::Joined && *id != r.id())
+            .map(|(id, _)| *id)
+            .collect();
+        groups.insert(name, members);
+    }
+    Ok((request, groups))
 }

@@ -119,8 +119,14 @@ fn fifty_nodes_converge_through_partitions_skew_and_crashes() {
     let took = settle(&mut sim, Duration::from_secs(600));
     let stats = sim.stats();
     println!(
-        "{written} writes; converged {took:?} after the last; {} syncs, {} frames, {} records applied, {} conflicts, {} messages lost",
-        stats.syncs, stats.frames, stats.records, stats.conflicts, stats.lost
+        "{written} writes; converged {took:?} after the last; {} syncs ({} failed), {} news, {} frames, {} records applied, {} conflicts, {} messages lost",
+        stats.syncs,
+        stats.failed,
+        stats.news,
+        stats.frames,
+        stats.records,
+        stats.conflicts,
+        stats.lost
     );
     assert!(
         stats.penalties.is_empty(),
@@ -212,6 +218,15 @@ fn forged_records_are_refused_and_the_liar_penalized() {
         [5],
         "only the liar"
     );
+    // Each lie backs the liar off at the node it lied to (2 s doubling to 60 s: asked at
+    // most 7 times in 120 s), where an honest member is asked about 60 times.
+    let asked = |n: usize| stats.asked.get(&n).copied().unwrap_or(0);
+    println!("asks of each node: {:?}", stats.asked);
+    assert!(
+        asked(5) <= 5 * 7 && (0..5).all(|n| asked(n) > 40),
+        "the liar is backed off: {:?}",
+        stats.asked
+    );
     for i in 0..5 {
         let rows = sim.rows(i, "c").expect("rows");
         assert_eq!(
@@ -300,4 +315,36 @@ fn a_causally_later_write_with_an_older_clock_wins() {
             "node {i}"
         );
     }
+}
+
+#[test]
+fn news_brings_a_write_to_every_member_long_before_the_next_round() {
+    let seed = seed(17);
+    let plans = vec![GroupPlan {
+        members: (0..10).collect(),
+        collection: "c".into(),
+    }];
+    let mut sim = ReplicaSim::new(ReplicaSimConfig {
+        seed,
+        nodes: 10,
+        groups: plans,
+        // Rounds every 60 s: only news can bring a write within a second.
+        sync_every: Duration::from_secs(60),
+        ..ReplicaSimConfig::default()
+    })
+    .expect("sim");
+    sim.run_for(Duration::from_secs(120)).expect("run");
+    for writer in [0, 7] {
+        let value = format!("from {writer}").into_bytes();
+        sim.write(writer, "c", "k", &value).expect("write");
+        sim.run_for(Duration::from_secs(1)).expect("run");
+        for i in 0..10 {
+            assert_eq!(
+                sim.rows(i, "c").expect("rows"),
+                [("k".to_string(), Some(value.clone()))],
+                "node {i}, a second after node {writer} wrote"
+            );
+        }
+    }
+    println!("{} news, {} syncs", sim.stats().news, sim.stats().syncs);
 }

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{NodeProcess, cli_fails, cli_ok, run_cli};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn get(api: &str, key: &str) -> Option<String> {
     let out = run_cli(&["db", "get", "--api", api, "demo", "notes", key], None);
@@ -124,6 +124,32 @@ fn three_nodes_driven_from_the_command_line_and_one_killed_mid_conflict() {
     ]))
     .expect("json");
     assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
+    // A scan over several pages: every row, once, in key order.
+    let lines: String = (0..2500)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"op": "put", "collection": "bulk", "key": format!("r{i:05}"), "value": "x"})
+            )
+        })
+        .collect();
+    let file = dir("bulk.jsonl");
+    std::fs::write(&file, lines).expect("write");
+    cli_ok(&[
+        "db",
+        "batch",
+        "--api",
+        &a.2,
+        "demo",
+        file.to_str().expect("utf-8"),
+    ]);
+    let listed = cli_ok(&["db", "scan", "--api", &a.2, "demo", "bulk"]);
+    let keys: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    let expected: Vec<String> = (0..2500).map(|i| format!("r{i:05}")).collect();
+    assert_eq!(keys, expected, "every row once, in order");
 
     cli_fails(
         &["db", "put", "--api", &a.2, "bad name", "notes", "k", "v"],

@@ -6,7 +6,7 @@
 //! | `PUT /db/{db}/{collection}/{key}` | sets the row to the body; `{"version"}` |
 //! | `GET /db/{db}/{collection}/{key}[?meta=true]` | the value (`404` if absent or deleted); `meta=true`: `{"value", "version", "deleted", "conflict"}` |
 //! | `DELETE /db/{db}/{collection}/{key}` | deletes the row (`404` if it has none) |
-//! | `GET /db/{db}/{collection}[?prefix=P]` | the rows (deleted ones left out), in key order |
+//! | `GET /db/{db}/{collection}[?prefix=P&after=K&limit=N]` | a page of the rows in key order (a deleted one only if in conflict: `deleted: true` and the conflicting heads), after key `K`: at most `N` (default and most [`MAX_SCAN_ROWS`]) and about [`MAX_SCAN_BYTES`] of values; header `x-tributary-more: true` if rows may follow (ask again with `after` = the last key) |
 //! | `POST /db/{db}/batch` | JSON lines `{"op": "put"\|"delete", "collection", "key", "value"\|"value_hex"}`, applied atomically |
 //! | `GET /db/{db}/watch[?from=MARKER]` | newline-delimited JSON changes after the marker; stays open for new ones (a blank line every 15 s while idle) |
 //! | `GET /db/{db}/conflicts[?wait=true]` | conflicts by closure; `wait=true` waits up to 30 s for one |
@@ -42,13 +42,20 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tributary_replica::resolve::{Choice, Conflict, Rule};
 use tributary_replica::syncgroup::{MemberState, Spec};
 use tributary_replica::types::{MAX_BATCH_BYTES, MAX_VALUE_LEN};
-use tributary_replica::{NodeId, Op, ReplicaError, RowState};
+use tributary_replica::{NodeId, Op, Page, ReplicaError, RowState};
 
 use crate::replica::{Admin, JOIN_TIMEOUT, REQUEST_TIMEOUT, Replicas, now_ms};
 use crate::runtime::Query as LoopQuery;
 
 /// Watch streams open at once; more get `503`.
 pub const MAX_WATCHERS: usize = 64;
+/// Rows of a scan page at most (the default of `limit`).
+pub const MAX_SCAN_ROWS: usize = 10_000;
+/// Value bytes after which a scan page ends (a page holds at least one row): a scan answer
+/// stays within a few times this, whatever the collection holds.
+pub const MAX_SCAN_BYTES: usize = 16 << 20;
+/// The header that says whether rows may follow a scan page.
+pub const MORE_HEADER: &str = "x-tributary-more";
 /// Changes a watch stream reads per store read.
 pub const WATCH_PAGE: usize = 256;
 /// `conflicts?wait=true` requests waiting at once; more get `503`.
@@ -358,16 +365,31 @@ async fn scan(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let prefix = query.get("prefix").cloned().unwrap_or_default();
-    let rows = api
+    let after = query.get("after").cloned();
+    let limit = match query.get("limit") {
+        None => MAX_SCAN_ROWS,
+        Some(n) => n
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_SCAN_ROWS).contains(n))
+            .ok_or_else(|| bad(format!("limit must be 1 to {MAX_SCAN_ROWS}")))?,
+    };
+    let (rows, more) = api
         .replicas
-        .call(move |r| r.scan(&db, &collection, &prefix))
+        .call(move |r| {
+            let page = Page {
+                after: after.as_deref(),
+                rows: limit,
+                bytes: MAX_SCAN_BYTES,
+            };
+            r.scan_page(&db, &collection, &prefix, &page)
+        })
         .await??;
-    let rows: Vec<Value> = rows
-        .iter()
-        .filter(|(_, s)| s.value.is_some())
-        .map(|(k, s)| row_json(k, s))
-        .collect();
-    Ok(axum::Json(Value::Array(rows)).into_response())
+    // Every row the engine gives is shown (a deleted one only comes in conflict), so the
+    // page's last key is where the next page starts.
+    let rows: Vec<Value> = rows.iter().map(|(k, s)| row_json(k, s)).collect();
+    let more = if more { "true" } else { "false" };
+    Ok(([(MORE_HEADER, more)], axum::Json(Value::Array(rows))).into_response())
 }
 
 async fn batch(

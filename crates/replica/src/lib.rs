@@ -34,7 +34,7 @@ pub mod watch;
 
 pub use keys::WatchEntry;
 pub use record::{Record, RowId};
-pub use replica::{Op, Replica, ReplicaConfig, RowState};
+pub use replica::{Op, Page, Replica, ReplicaConfig, RowState};
 pub use types::{NodeId, Version};
 
 use tributary_store::StoreError;

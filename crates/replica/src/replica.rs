@@ -75,6 +75,17 @@ impl Op {
     }
 }
 
+/// Which page of a scan ([`Replica::scan_page`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Page<'a> {
+    /// The last key of the page before (`None`: the first page).
+    pub after: Option<&'a str>,
+    /// Rows at most.
+    pub rows: usize,
+    /// Value bytes after which the page ends.
+    pub bytes: usize,
+}
+
 /// What a read sees of a row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RowState {
@@ -311,26 +322,59 @@ impl Replica {
         collection: &str,
         prefix: &str,
     ) -> Result<Vec<(String, RowState)>, ReplicaError> {
+        let page = Page {
+            after: None,
+            rows: usize::MAX,
+            bytes: usize::MAX,
+        };
+        Ok(self.scan_page(db, collection, prefix, &page)?.0)
+    }
+
+    /// A page of [`Replica::scan`]: the rows after `page.after` (from the first if `None`),
+    /// at most `page.rows` of them, and no more once their values reach `page.bytes` (a page
+    /// holds at least one row); and whether rows follow it.
+    ///
+    /// # Errors
+    /// Bad names or a store failure.
+    pub fn scan_page(
+        &self,
+        db: &str,
+        collection: &str,
+        prefix: &str,
+        page: &Page<'_>,
+    ) -> Result<(Vec<(String, RowState)>, bool), ReplicaError> {
         check_name("database", db)?;
         check_name("collection", collection)?;
-        let start = row_key(&RowId {
-            db: db.into(),
-            collection: collection.into(),
-            key: prefix.into(),
-        });
-        let mut out = Vec::new();
-        for item in self.store.scan_from(self.ks.heads, &start) {
+        let row = |key: &str| {
+            row_key(&RowId {
+                db: db.into(),
+                collection: collection.into(),
+                key: key.into(),
+            })
+        };
+        let start = row(prefix);
+        let after = page.after.map(row).filter(|a| *a >= start);
+        let from = after.clone().unwrap_or_else(|| start.clone());
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        for item in self.store.scan_from(self.ks.heads, &from) {
             let (k, v) = item?;
             if !k.starts_with(&start) {
                 break;
             }
+            if after.as_ref() == Some(&k) {
+                continue;
+            }
+            if out.len() >= page.rows || (bytes >= page.bytes && !out.is_empty()) {
+                return Ok((out, true));
+            }
             let row = keys::parse_row_key(&k).ok_or(ReplicaError::Corrupt("row key"))?;
             let heads = versions_of(&decode::<Heads>("heads", &v)?)?;
             if let Some(state) = self.visible(&row, &heads)? {
+                bytes = bytes.saturating_add(state.value.as_ref().map_or(0, Vec::len));
                 out.push((row.key, state));
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     /// What a reader sees of a row with these heads.

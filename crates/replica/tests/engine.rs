@@ -22,6 +22,68 @@ fn pair() -> (tributary_replica::Replica, tributary_replica::Replica) {
 }
 
 #[test]
+fn scans_come_in_pages_by_rows_and_by_bytes() {
+    use tributary_replica::Page;
+    let (mut a, _) = replica(1);
+    for i in 0..25 {
+        a.put(1000 + i, DB, "notes", &format!("k{i:02}"), b"ten bytes!")
+            .expect("put");
+    }
+    a.put(2000, DB, "notesx", "k00", b"another collection")
+        .expect("put");
+    a.delete(2001, DB, "notes", "k05").expect("delete");
+    let pages = |rows, bytes| {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = Page {
+                after: after.as_deref(),
+                rows,
+                bytes,
+            };
+            let (got, more) = a.scan_page(DB, "notes", "k", &page).expect("page");
+            after = got.last().map(|(k, _)| k.clone());
+            out.push(got.len());
+            if !more {
+                return out;
+            }
+        }
+    };
+    assert_eq!(pages(10, usize::MAX), [10, 10, 4]);
+    assert_eq!(pages(100, 25), [3, 3, 3, 3, 3, 3, 3, 3]);
+    assert_eq!(pages(100, 0), [1; 24], "a page holds at least one row");
+    let all: Vec<String> = a
+        .scan(DB, "notes", "")
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(all.len(), 24);
+    let after_last = Page {
+        after: Some("k24"),
+        rows: 10,
+        bytes: usize::MAX,
+    };
+    assert_eq!(
+        a.scan_page(DB, "notes", "", &after_last).expect("page"),
+        (Vec::new(), false)
+    );
+    let before_prefix = Page {
+        after: Some("a"),
+        rows: 2,
+        bytes: usize::MAX,
+    };
+    let (got, more) = a
+        .scan_page(DB, "notes", "k1", &before_prefix)
+        .expect("page");
+    assert_eq!(
+        got.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["k10", "k11"]
+    );
+    assert!(more);
+}
+
+#[test]
 fn local_writes_reads_and_bad_input() {
     let (mut a, _) = replica(1);
     a.put(1000, DB, "notes", "k1", b"one").expect("put");

@@ -27,6 +27,9 @@ fn segment(text: &str) -> String {
     out
 }
 
+/// Rows asked for per scan page.
+const SCAN_PAGE: usize = 1000;
+
 struct Api {
     base: String,
     agent: ureq::Agent,
@@ -47,6 +50,11 @@ impl Api {
 
     /// Sends a request; the body of a 2xx answer, or the node's error message.
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>> {
+        Ok(self.call_paged(method, path, body)?.0)
+    }
+
+    /// As [`Api::call`], and whether the answer says more follows (a scan page).
+    fn call_paged(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(Vec<u8>, bool)> {
         let url = format!("{}{path}", self.base);
         let result = match (method, body) {
             ("PUT", Some(b)) => self.agent.put(&url).send(b),
@@ -57,6 +65,10 @@ impl Api {
         };
         let mut response = result.with_context(|| format!("cannot reach the node at {url}"))?;
         let status = response.status().as_u16();
+        let more = response
+            .headers()
+            .get(tributary_node::db_api::MORE_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"true");
         let bytes = response
             .body_mut()
             .with_config()
@@ -70,7 +82,30 @@ impl Api {
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             bail!("the node answered {status}: {message}");
         }
-        Ok(bytes)
+        Ok((bytes, more))
+    }
+
+    /// Every row of a scan, page by page (each page printed by `each` as it comes).
+    fn scan(&self, path: &str, mut each: impl FnMut(&Value) -> Result<()>) -> Result<()> {
+        let mut after: Option<String> = None;
+        loop {
+            let page_path = match &after {
+                Some(key) => format!("{path}&after={}", segment(key)),
+                None => path.to_string(),
+            };
+            let (bytes, more) = self.call_paged("GET", &page_path, None)?;
+            let rows: Value =
+                serde_json::from_slice(&bytes).context("the node's answer is not JSON")?;
+            let rows = rows.as_array().context("the node's scan is not a list")?;
+            for row in rows {
+                each(row)?;
+            }
+            let last = rows.last().and_then(|r| r["key"].as_str());
+            match (more, last) {
+                (true, Some(key)) => after = Some(key.to_string()),
+                _ => return Ok(()),
+            }
+        }
     }
 
     fn json(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Value> {
@@ -157,22 +192,24 @@ pub fn run_db(addr: &str, cmd: DbCommand) -> Result<()> {
             ..
         } => {
             let path = format!(
-                "/db/{}/{}?prefix={}",
+                "/db/{}/{}?prefix={}&limit={SCAN_PAGE}",
                 segment(&db),
                 segment(&collection),
                 segment(&prefix)
             );
-            let rows = api.json("GET", &path, None)?;
             if json {
-                println!("{rows}");
+                let mut rows = Vec::new();
+                api.scan(&path, |row| {
+                    rows.push(row.clone());
+                    Ok(())
+                })?;
+                println!("{}", Value::Array(rows));
             } else {
-                for row in rows.as_array().into_iter().flatten() {
-                    println!(
-                        "{}\t{}",
-                        row["key"].as_str().unwrap_or(""),
-                        shown(row, hex)?
-                    );
-                }
+                api.scan(&path, |row| {
+                    let key = row["key"].as_str().unwrap_or("");
+                    println!("{key}\t{}", shown(row, hex)?);
+                    Ok(())
+                })?;
             }
         }
         DbCommand::Batch { db, file, hex, .. } => batch(&api, &db, &file, hex)?,

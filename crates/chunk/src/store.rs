@@ -36,6 +36,7 @@
 //! gave are not offered back to it ([`ChunkStore::bin_from`] reports the origin; the serving
 //! side skips them). Without it, every chunk of a two-way sync is offered twice, once to the
 //! node that lacks it and once back to the node it came from: 32 bytes an offer for nothing.
+//! A re-index (another base) drops the origins: those chunks are offered back once more.
 //!
 //! Only [`Chunk`]s enter: their address was checked against their content.
 

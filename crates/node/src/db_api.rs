@@ -51,8 +51,9 @@ use crate::runtime::Query as LoopQuery;
 pub const MAX_WATCHERS: usize = 64;
 /// Rows of a scan page at most (the default of `limit`).
 pub const MAX_SCAN_ROWS: usize = 10_000;
-/// Value bytes after which a scan page ends (a page holds at least one row): a scan answer
-/// stays within a few times this, whatever the collection holds.
+/// Value bytes (conflicting heads' included) after which a scan page ends (a page holds at
+/// least one row): a scan answer is at most about twice this (values as hex) plus one row,
+/// whatever the collection holds.
 pub const MAX_SCAN_BYTES: usize = 16 << 20;
 /// The header that says whether rows may follow a scan page.
 pub const MORE_HEADER: &str = "x-tributary-more";

@@ -1029,7 +1029,7 @@ impl ReplicaDriver {
             name: "tributary_replica_syncgroup_lag_seconds",
             help: "Per syncgroup, seconds since a sync with one of its members last ended with \
                    nothing more to send (every write that member held then is here); counted \
-                   from when the database was first synced here if none has.",
+                   from when this process began syncing the database if none has.",
             kind: "gauge",
             samples,
         }
@@ -1054,7 +1054,7 @@ impl ReplicaDriver {
             ),
             m(
                 "tributary_replica_rounds_failed_total",
-                "Sync rounds that failed (timeout, refusal, apply error, a peer at fault).",
+                "Sync rounds that failed (timeout, refusal, records refused, apply error, a peer at fault).",
                 sched.rounds_failed,
             ),
             m(

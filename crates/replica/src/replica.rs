@@ -331,8 +331,8 @@ impl Replica {
     }
 
     /// A page of [`Replica::scan`]: the rows after `page.after` (from the first if `None`),
-    /// at most `page.rows` of them, and no more once their values reach `page.bytes` (a page
-    /// holds at least one row); and whether rows follow it.
+    /// at most `page.rows` of them, and no more once their values (conflicting heads' values
+    /// included) reach `page.bytes` (a page holds at least one row); and whether rows follow.
     ///
     /// # Errors
     /// Bad names or a store failure.
@@ -370,7 +370,9 @@ impl Replica {
             let row = keys::parse_row_key(&k).ok_or(ReplicaError::Corrupt("row key"))?;
             let heads = versions_of(&decode::<Heads>("heads", &v)?)?;
             if let Some(state) = self.visible(&row, &heads)? {
-                bytes = bytes.saturating_add(state.value.as_ref().map_or(0, Vec::len));
+                let conflicts = state.conflict.iter().flatten().map(Vec::len);
+                let size = state.value.as_ref().map_or(0, Vec::len) + conflicts.sum::<usize>();
+                bytes = bytes.saturating_add(size);
                 out.push((row.key, state));
             }
         }

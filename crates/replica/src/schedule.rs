@@ -22,7 +22,8 @@
 //!   member is asked again within 0.3–0.6 s, not backed off. One GetDeltas is in flight per
 //!   member.
 //! - **Lag.** Per syncgroup, when an answer of one of its members last ended complete
-//!   ([`Scheduler::lags`]).
+//!   ([`Scheduler::lags`]); before any has, since the scheduler began tracking the database
+//!   (its start, or the create or join).
 //!
 //! Everything is ordered (B-tree maps) and the randomness is seeded, so the same inputs give
 //! the same actions: the simulator runs this very code.
@@ -33,6 +34,13 @@ use std::time::{Duration, Instant};
 use tributary_wire::replica::DeltaRequest;
 
 use crate::NodeId;
+
+/// splitmix64's output function: enough to spread picks.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
 /// The joined members (this node left out) of each syncgroup of a database.
 pub type Groups = BTreeMap<String, BTreeSet<NodeId>>;
@@ -187,19 +195,17 @@ impl Scheduler {
             asking: BTreeSet::new(),
             backoff: BTreeMap::new(),
             news_in_flight: BTreeMap::new(),
-            rng: seed | 1,
+            // Mixed once, so that nearby seeds (the simulator's node indices) do not give
+            // nearby streams.
+            rng: mix(seed),
             actions: VecDeque::new(),
             stats: ScheduleStats::default(),
         }
     }
 
     fn random(&mut self) -> u64 {
-        // splitmix64: enough to spread picks.
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mix(self.rng)
     }
 
     fn millis(d: Duration) -> u64 {
@@ -497,6 +503,12 @@ impl Scheduler {
 
     /// Starts the rounds and sends the news that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // A back-off is remembered for the longest back-off after it ends (so repeated
+        // failures double it), then forgotten: the map does not grow with every peer ever
+        // penalized, and a member that recovered starts again from the base.
+        let keep = self.config.backoff_max;
+        self.backoff
+            .retain(|_, (_, until)| now < until.checked_add(keep).unwrap_or(*until));
         let due: Vec<String> = self
             .dbs
             .iter_mut()
@@ -554,7 +566,8 @@ impl Scheduler {
     }
 
     /// Per (database, syncgroup with another member): how long since an answer of one of its
-    /// members last ended complete, or since the database was scheduled if none has.
+    /// members last ended complete, or since this scheduler began tracking the database if
+    /// none has.
     #[must_use]
     pub fn lags(&self, now: Instant) -> Vec<(String, String, Duration)> {
         let mut out = Vec::new();
@@ -666,6 +679,16 @@ mod tests {
             !s.backoff.contains_key(&node(1)),
             "a complete answer clears it"
         );
+        // A back-off ends and, the longest back-off later, is forgotten.
+        let later = now + Duration::from_secs(10);
+        s.penalized(later, node(1));
+        s.handle_timeout(later + Duration::from_secs(61));
+        assert!(
+            s.backoff.contains_key(&node(1)),
+            "kept a while after it ends"
+        );
+        s.handle_timeout(later + Duration::from_secs(63));
+        assert!(!s.backoff.contains_key(&node(1)), "then forgotten");
     }
 
     #[test]
@@ -731,7 +754,7 @@ mod tests {
             out
         };
         assert_eq!(picks(5), picks(5));
-        assert_ne!(picks(5), picks(6));
+        assert_ne!(picks(4), picks(5), "neighbouring seeds give other picks");
         assert!(picks(5).iter().collect::<BTreeSet<_>>().len() >= 4);
         let mut s = Scheduler::new(ScheduleConfig::default(), 1);
         s.track(t0, "db");

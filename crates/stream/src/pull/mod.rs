@@ -148,7 +148,7 @@ pub enum Output {
         /// Verified chunks.
         chunks: Vec<Chunk>,
         /// The peer they were pulled from, for the pull index (`None` when `chunks` is
-        /// empty): that peer is not offered them back.
+        /// empty, or the peer's epoch is not known): that peer is not offered them back.
         origin: Option<Origin>,
         /// Sync records for the chunk store's `chunk.sync` keyspace.
         records: Vec<SyncRecord>,

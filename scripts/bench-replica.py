@@ -73,6 +73,13 @@ def scan(api, path):
         after = page[-1]["key"]
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def lo_bytes():
     with open("/proc/net/dev") as f:
         for line in f:
@@ -142,6 +149,7 @@ def main():
         procs.append(b)
         api_b = b_info["api"]
         lo_before = lo_bytes()
+        cpu_before = (cpu_seconds(a.pid), cpu_seconds(b.pid))
         start = time.time()
         ok("POST", api_b, "/syncgroups/bench/sg/join", json.dumps({"admin": boot}).encode())
         while metric(api_b, "tributary_replica_records_applied_total") < ROWS:
@@ -149,12 +157,14 @@ def main():
                 sys.exit(f"B did not converge within {TIMEOUT} s")
             time.sleep(0.05)
         took = time.time() - start
+        cpu = (cpu_seconds(a.pid) - cpu_before[0], cpu_seconds(b.pid) - cpu_before[1])
         lo = lo_bytes() - lo_before
         payload = sum(len(key(i)) + VALUE for i in range(ROWS))
         rows = scan(api_b, "/db/bench/rows?prefix=row-")
         assert len(rows) == ROWS, f"B holds {len(rows)} rows"
         print(f"B joined and converged in {took:.2f} s: {ROWS / took:,.0f} records/s applied; "
               f"loopback {lo:,} bytes over {payload:,} payload bytes = {lo / payload:.2f}x")
+        print(f"CPU during the join and sync (user + system): A {cpu[0]:.2f} s, B {cpu[1]:.2f} s")
 
         latencies = []
         for n in range(WRITES):

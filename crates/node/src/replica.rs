@@ -36,8 +36,10 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 use tributary_replica::delta::Applied;
-use tributary_replica::schedule::{Action, Groups, Outcome, ScheduleConfig, Scheduler};
-use tributary_replica::syncgroup::{JoinGrant, MemberState};
+use tributary_replica::schedule::{
+    Action, Groups, Outcome, ScheduleConfig, Scheduler, round_inputs,
+};
+use tributary_replica::syncgroup::JoinGrant;
 use tributary_replica::types::check_name;
 use tributary_replica::{NodeId, Replica, ReplicaError};
 use tributary_wire::REPLICA_REPLY_BUDGET;
@@ -1124,26 +1126,6 @@ impl ReplicaDriver {
 
 /// A blocking job's result, for the runtime's loop.
 pub struct JobEvent(Job);
-
-/// What a round needs: the request (`None` if no syncgroup is joined) and the members of the
-/// database's joined syncgroups (this node left out).
-fn round_inputs(r: &Replica, db: &str) -> Result<(Option<DeltaRequest>, Groups), ReplicaError> {
-    let req = r.delta_request(db)?;
-    let request = (!req.knowledge.is_empty()).then_some(req);
-    let mut groups = Groups::new();
-    for name in r.syncgroup_names(db).unwrap_or_default() {
-        if let Ok(info) = r.syncgroup(db, &name) {
-            let members = info
-                .members
-                .iter()
-                .filter(|(id, s)| *s == MemberState::Joined && *id != r.id())
-                .map(|(id, _)| *id)
-                .collect();
-            groups.insert(name, members);
-        }
-    }
-    Ok((request, groups))
-}
 
 fn reply(message: replica_reply::Message) -> Vec<u8> {
     ReplicaReply {

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use tributary_wire::replica::DeltaRequest;
 
-use crate::NodeId;
+use crate::syncgroup::MemberState;
+use crate::{NodeId, Replica, ReplicaError};
 
 /// splitmix64's output function: enough to spread picks.
 fn mix(mut z: u64) -> u64 {
@@ -585,6 +586,31 @@ impl Scheduler {
     pub fn stats(&self) -> ScheduleStats {
         self.stats
     }
+}
+
+/// What [`Action::Prepare`] asks the caller to read from the engine, for
+/// [`Scheduler::prepared`]: the database's GetDeltas request (`None` if no syncgroup of it is
+/// joined) and the joined members of each of its syncgroups, this node left out. A syncgroup
+/// that cannot be read is left out of the round.
+///
+/// # Errors
+/// When the request cannot be read.
+pub fn round_inputs(r: &Replica, db: &str) -> Result<(Option<DeltaRequest>, Groups), ReplicaError> {
+    let req = r.delta_request(db)?;
+    let request = (!req.knowledge.is_empty()).then_some(req);
+    let mut groups = Groups::new();
+    for name in r.syncgroup_names(db).unwrap_or_default() {
+        if let Ok(info) = r.syncgroup(db, &name) {
+            let members = info
+                .members
+                .iter()
+                .filter(|(id, s)| *s == MemberState::Joined && *id != r.id())
+                .map(|(id, _)| *id)
+                .collect();
+            groups.insert(name, members);
+        }
+    }
+    Ok((request, groups))
 }
 
 #[cfg(test)]

@@ -22,8 +22,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tributary_overlay::Identity;
-use tributary_replica::schedule::{Action, Groups, Outcome, ScheduleConfig, Scheduler};
-use tributary_replica::syncgroup::{MemberState, Spec};
+use tributary_replica::schedule::{
+    Action, Groups, Outcome, ScheduleConfig, Scheduler, round_inputs,
+};
+use tributary_replica::syncgroup::Spec;
 use tributary_replica::{NodeId, Op, Replica, ReplicaConfig, ReplicaError};
 use tributary_store::MemStore;
 use tributary_wire::replica::{DeltaFrame, DeltaRequest};
@@ -705,23 +707,4 @@ impl ReplicaSim {
             .as_ref()
             .map_or(Ok(0), |r| r.log_len(DB))
     }
-}
-
-/// What a round of node `r` asks with: its GetDeltas request (`None` without a syncgroup
-/// joined) and the joined members of each syncgroup, itself left out (as the node reads them).
-fn round_inputs(r: &Replica, db: &str) -> Result<(Option<DeltaRequest>, Groups), ReplicaError> {
-    let req = r.delta_request(db)?;
-    let request = (!req.knowledge.is_empty()).then_some(req);
-    let mut groups = Groups::new();
-    for name in r.syncgroup_names(db)? {
-        let info = r.syncgroup(db, &name)?;
-        let members = info
-            .members
-            .iter()
-            .filter(|(id, s)| *s == MemberState::Joined && *id != r.id())
-            .map(|(id, _)| *id)
-            .collect();
-        groups.insert(name, members);
-    }
-    Ok((request, groups))
 }

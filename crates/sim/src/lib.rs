@@ -11,18 +11,20 @@
 //! ([`tributary_stream::retrieval::Retrieval`]) and the push-sync core
 //! ([`tributary_stream::push::PushSync`]) over a chunk store on the node's in-memory store,
 //! told of the overlay's peers and depth as the runtime tells them (see [`pull`],
-//! [`retrieval`] and [`push`]). The transport it stands in for is a connection-oriented one like libp2p's: a
-//! dial either opens a connection, seen by both ends at once, or fails after a delay; a closed
-//! connection is seen by both ends at once; messages on a connection arrive in order or not
-//! at all, and none survive the connection.
+//! [`retrieval`] and [`push`]). The transport is the network every simulator of this crate
+//! runs on (`net`: links, latency, loss, partitions, crashes, one seeded random stream and one
+//! event loop; the state-sync simulator [`statesync`] and the replica simulator [`replica`]
+//! run on it too), used connection-oriented as libp2p is: a dial either opens a connection,
+//! seen by both ends at once, or fails after a delay; a closed connection is seen by both ends
+//! at once; messages on a connection arrive in order or not at all, and none survive the
+//! connection.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tributary_chunk::Address;
 use tributary_overlay::{Health, Identity, NodeKey, Output, Overlay, OverlayConfig, OverlayError};
 use tributary_store::{KvStore, MemStore};
@@ -31,9 +33,10 @@ use tributary_stream::push::PushConfig;
 use tributary_stream::retrieval::RetrievalConfig;
 use tributary_wire::overlay::PeerRecord;
 
-use crate::queue::EventQueue;
+use crate::net::{Check, LinkConfig, Net, NetStats, Protocol};
 
 pub mod fuzzing;
+mod net;
 pub mod pull;
 pub mod push;
 mod queue;
@@ -105,8 +108,10 @@ impl SimConfig {
     }
 }
 
-#[derive(Debug)]
+/// The simulator's own events, beside the messages the network carries.
+#[derive(Clone, Copy, Debug)]
 enum Event {
+    /// A dial from `from` reaches `to` (or finds it down or partitioned away).
     Connect {
         from: usize,
         to: usize,
@@ -114,12 +119,6 @@ enum Event {
     DialFailed {
         from: usize,
         key: NodeKey,
-    },
-    Deliver {
-        from: usize,
-        to: usize,
-        epoch: u64,
-        frame: Frame,
     },
     Timer {
         node: usize,
@@ -157,7 +156,7 @@ struct SimNode {
 pub struct SimStats {
     /// Messages sent.
     pub sent: u64,
-    /// Messages lost (dropped by the loss rate or by a partition).
+    /// Messages lost (dropped by the loss rate, or cut by a closed link).
     pub lost: u64,
     /// Messages delivered.
     pub delivered: u64,
@@ -172,36 +171,29 @@ pub struct SimStats {
 /// A simulated network of overlay nodes.
 pub struct Sim {
     config: SimConfig,
-    rng: StdRng,
-    queue: EventQueue<Event>,
+    net: Net<Frame, Event>,
     nodes: Vec<SimNode>,
     by_key: HashMap<NodeKey, usize>,
-    links: BTreeMap<(usize, usize), u64>,
-    next_epoch: u64,
-    group: Vec<u32>,
     stats: SimStats,
     ledger: pull::PullLedger,
     retrievals: retrieval::RetrievalLedger,
     pushes: push::PushLedger,
 }
 
-fn pair(a: usize, b: usize) -> (usize, usize) {
-    (a.min(b), a.max(b))
-}
-
 impl Sim {
     /// An empty network.
     #[must_use]
     pub fn new(config: SimConfig) -> Self {
+        let links = LinkConfig {
+            latency_min: config.latency_min,
+            latency_max: config.latency_max,
+            loss: config.loss,
+        };
         Self {
-            rng: StdRng::seed_from_u64(config.seed),
+            net: Net::new(config.seed, links),
             config,
-            queue: EventQueue::new(),
             nodes: Vec::new(),
             by_key: HashMap::new(),
-            links: BTreeMap::new(),
-            next_epoch: 0,
-            group: Vec::new(),
             stats: SimStats::default(),
             ledger: pull::PullLedger::default(),
             retrievals: retrieval::RetrievalLedger::default(),
@@ -212,13 +204,23 @@ impl Sim {
     /// Virtual time since the start.
     #[must_use]
     pub fn elapsed(&self) -> Duration {
-        self.queue.elapsed()
+        self.net.elapsed()
     }
 
     /// Counters so far.
     #[must_use]
     pub fn stats(&self) -> SimStats {
-        self.stats
+        let NetStats {
+            sent,
+            lost,
+            delivered,
+        } = self.net.stats();
+        SimStats {
+            sent,
+            lost,
+            delivered,
+            ..self.stats
+        }
     }
 
     /// Number of nodes, dead or alive.
@@ -245,12 +247,13 @@ impl Sim {
     /// When its core cannot start.
     pub fn add_node(&mut self, light: bool) -> Result<usize, SimError> {
         let identity = loop {
-            let secret: [u8; 32] = self.rng.random();
-            if let Ok(id) = Identity::from_secret(&secret, self.rng.random()) {
+            let secret: [u8; 32] = self.net.rng().random();
+            let nonce = self.net.rng().random();
+            if let Ok(id) = Identity::from_secret(&secret, nonce) {
                 break id;
             }
         };
-        let index = self.nodes.len();
+        let index = self.net.add_node();
         self.by_key.insert(identity.node_key(), index);
         self.nodes.push(SimNode {
             identity,
@@ -263,7 +266,6 @@ impl Sim {
             bootnode: None,
             next_bootstrap: None,
         });
-        self.group.push(0);
         self.start_node(index)?;
         Ok(index)
     }
@@ -281,7 +283,7 @@ impl Sim {
             .identity
             .sign_record(config.network_id, vec![underlay], timestamp)
             .map_err(OverlayError::OwnRecord)?;
-        let now = self.queue.now();
+        let now = self.net.now();
         node.core = Some(Overlay::new(now, config, &record, node.store.as_ref())?);
         node.timer = None;
         let overlay = node.identity.overlay(self.config.overlay.network_id);
@@ -292,13 +294,13 @@ impl Sim {
             &self.config,
         )?);
         self.push(
-            self.queue.now(),
+            self.net.now(),
             Event::Timer {
                 node: i,
-                at: self.queue.now(),
+                at: self.net.now(),
             },
         );
-        self.nodes[i].timer = Some(self.queue.now());
+        self.nodes[i].timer = Some(self.net.now());
         Ok(())
     }
 
@@ -314,8 +316,8 @@ impl Sim {
         let Some(to) = self.nodes[from].bootnode else {
             return;
         };
-        self.nodes[from].next_bootstrap = Some(self.queue.now() + BOOTSTRAP_RETRY);
-        let at = self.queue.now() + self.latency();
+        self.nodes[from].next_bootstrap = Some(self.net.now() + BOOTSTRAP_RETRY);
+        let at = self.net.now() + self.net.latency();
         self.push(at, Event::Connect { from, to });
     }
 
@@ -324,13 +326,8 @@ impl Sim {
         self.nodes[i].core = None;
         self.nodes[i].pull = None;
         self.nodes[i].timer = None;
-        let peers: Vec<usize> = self
-            .links
-            .keys()
-            .filter_map(|&(a, b)| (a == i).then_some(b).or((b == i).then_some(a)))
-            .collect();
-        for peer in peers {
-            self.close(i, peer)?;
+        for peer in self.net.crash(i) {
+            self.closed(i, peer)?;
         }
         Ok(())
     }
@@ -342,6 +339,7 @@ impl Sim {
     pub fn restart(&mut self, i: usize) -> Result<(), SimError> {
         self.nodes[i].bootnode = None;
         if self.nodes[i].core.is_none() {
+            self.net.restart(i);
             self.start_node(i)?;
         }
         Ok(())
@@ -350,28 +348,20 @@ impl Sim {
     /// Splits the network: node `i` goes to group `groups[i]`; links across groups close and
     /// nothing crosses them until [`Sim::heal`].
     pub fn partition(&mut self, groups: &[u32]) -> Result<(), SimError> {
-        self.group = groups.to_vec();
-        self.group.resize(self.nodes.len(), 0);
-        let cut: Vec<(usize, usize)> = self
-            .links
-            .keys()
-            .copied()
-            .filter(|&(a, b)| self.group[a] != self.group[b])
-            .collect();
-        for (a, b) in cut {
-            self.close(a, b)?;
+        for (a, b) in self.net.partition(groups) {
+            self.closed(a, b)?;
         }
         Ok(())
     }
 
     /// Sets the probability that a message is lost from now on.
     pub fn set_loss(&mut self, loss: f64) {
-        self.config.loss = loss;
+        self.net.set_loss(loss);
     }
 
     /// Ends a partition.
     pub fn heal(&mut self) {
-        self.group.iter_mut().for_each(|g| *g = 0);
+        self.net.heal();
     }
 
     /// The overlays of every running full node.
@@ -412,22 +402,10 @@ impl Sim {
         limit: Duration,
         mut done: impl FnMut(&Self) -> bool,
     ) -> Result<bool, SimError> {
-        let end = self.queue.at(limit);
-        loop {
-            if done(self) {
-                return Ok(true);
-            }
-            let check = (self.queue.now() + Duration::from_secs(1)).min(end);
-            while self.queue.next_at().is_some_and(|t| t <= check) {
-                if let Some(event) = self.queue.pop() {
-                    self.dispatch(event)?;
-                }
-            }
-            self.queue.advance_to(check);
-            if check >= end {
-                return Ok(done(self));
-            }
-        }
+        let end = self.net.at(limit);
+        net::run(self, end, Check::Every(Duration::from_secs(1)), |sim| {
+            Ok(done(sim))
+        })
     }
 
     /// Runs for `span` of virtual time.
@@ -440,23 +418,11 @@ impl Sim {
     }
 
     fn push(&mut self, at: Instant, event: Event) {
-        self.queue.push(at, event);
+        self.net.schedule(at, event);
     }
 
-    fn latency(&mut self) -> Duration {
-        queue::latency(
-            &mut self.rng,
-            self.config.latency_min,
-            self.config.latency_max,
-        )
-    }
-
-    fn alive(&self, i: usize) -> bool {
-        self.nodes[i].core.is_some()
-    }
-
-    fn dispatch(&mut self, event: Event) -> Result<(), SimError> {
-        let now = self.queue.now();
+    fn on_event(&mut self, event: Event) -> Result<(), SimError> {
+        let now = self.net.now();
         match event {
             Event::Connect { from, to } => self.on_connect(from, to)?,
             Event::DialFailed { from, key } => {
@@ -465,41 +431,6 @@ impl Sim {
                     core.handle_dial_failed(now, key);
                 }
                 self.drain(from)?;
-            }
-            Event::Deliver {
-                from,
-                to,
-                epoch,
-                frame,
-            } => {
-                if self.links.get(&pair(from, to)) != Some(&epoch) {
-                    self.stats.lost += 1;
-                    return Ok(());
-                }
-                self.stats.delivered += 1;
-                match frame {
-                    Frame::Overlay(bytes) => {
-                        let key = self.nodes[from].identity.node_key();
-                        if let Some(core) = self.nodes[to].core.as_mut() {
-                            core.handle_message(now, key, &bytes);
-                        }
-                    }
-                    Frame::PullRequest { id, bytes } => self.serve_pull(to, from, id, &bytes),
-                    Frame::PullResponse { id, bytes } => {
-                        if let Some(p) = self.nodes[to].pull.as_mut() {
-                            p.core.handle_response(now, id, &bytes, p.chunks.as_ref());
-                        }
-                    }
-                    Frame::RetrievalRequest { id, bytes } => {
-                        self.serve_retrieval(to, from, id, &bytes);
-                    }
-                    Frame::RetrievalResponse { id, bytes } => {
-                        self.on_retrieval_response(to, id, &bytes);
-                    }
-                    Frame::PushRequest { id, bytes } => self.serve_push(to, from, id, &bytes),
-                    Frame::PushResponse { id, bytes } => self.on_push_response(to, id, &bytes),
-                }
-                self.drain(to)?;
             }
             Event::Timer { node, at } => {
                 if self.nodes[node].timer != Some(at) {
@@ -520,22 +451,48 @@ impl Sim {
         Ok(())
     }
 
+    fn on_frame(&mut self, from: usize, to: usize, frame: Frame) -> Result<(), SimError> {
+        let now = self.net.now();
+        match frame {
+            Frame::Overlay(bytes) => {
+                let key = self.nodes[from].identity.node_key();
+                if let Some(core) = self.nodes[to].core.as_mut() {
+                    core.handle_message(now, key, &bytes);
+                }
+            }
+            Frame::PullRequest { id, bytes } => self.serve_pull(to, from, id, &bytes),
+            Frame::PullResponse { id, bytes } => {
+                if let Some(p) = self.nodes[to].pull.as_mut() {
+                    p.core.handle_response(now, id, &bytes, p.chunks.as_ref());
+                }
+            }
+            Frame::RetrievalRequest { id, bytes } => {
+                self.serve_retrieval(to, from, id, &bytes);
+            }
+            Frame::RetrievalResponse { id, bytes } => {
+                self.on_retrieval_response(to, id, &bytes);
+            }
+            Frame::PushRequest { id, bytes } => self.serve_push(to, from, id, &bytes),
+            Frame::PushResponse { id, bytes } => self.on_push_response(to, id, &bytes),
+        }
+        self.drain(to)
+    }
+
     fn on_connect(&mut self, from: usize, to: usize) -> Result<(), SimError> {
-        if !self.alive(from) {
+        if !self.net.is_up(from) {
             return Ok(());
         }
-        if !self.alive(to) || self.group[from] != self.group[to] {
-            let key = self.nodes[to].identity.node_key();
-            let at = self.queue.now() + self.config.dial_failure;
-            self.push(at, Event::DialFailed { from, key });
-            return Ok(());
+        match self.net.connect(from, to) {
+            None => {
+                let key = self.nodes[to].identity.node_key();
+                let at = self.net.now() + self.config.dial_failure;
+                self.push(at, Event::DialFailed { from, key });
+                return Ok(());
+            }
+            Some(false) => return Ok(()),
+            Some(true) => {}
         }
-        if self.links.contains_key(&pair(from, to)) {
-            return Ok(());
-        }
-        self.next_epoch += 1;
-        self.links.insert(pair(from, to), self.next_epoch);
-        let now = self.queue.now();
+        let now = self.net.now();
         let (from_key, to_key) = (
             self.nodes[from].identity.node_key(),
             self.nodes[to].identity.node_key(),
@@ -552,10 +509,15 @@ impl Sim {
 
     /// Closes the link between `a` and `b`, telling both running ends.
     fn close(&mut self, a: usize, b: usize) -> Result<(), SimError> {
-        if self.links.remove(&pair(a, b)).is_none() {
-            return Ok(());
+        if self.net.close(a, b) {
+            self.closed(a, b)?;
         }
-        let now = self.queue.now();
+        Ok(())
+    }
+
+    /// Tells both running ends of the link between `a` and `b` that it closed.
+    fn closed(&mut self, a: usize, b: usize) -> Result<(), SimError> {
+        let now = self.net.now();
         for (me, other) in [(a, b), (b, a)] {
             let key = self.nodes[other].identity.node_key();
             if let Some(core) = self.nodes[me].core.as_mut() {
@@ -588,7 +550,7 @@ impl Sim {
             && self.nodes[i].timer.is_none_or(|t| at < t)
         {
             self.nodes[i].timer = Some(at);
-            self.push(at.max(self.queue.now()), Event::Timer { node: i, at });
+            self.push(at.max(self.net.now()), Event::Timer { node: i, at });
         }
         Ok(())
     }
@@ -597,11 +559,11 @@ impl Sim {
         match output {
             Output::Dial { key, .. } => {
                 let Some(&to) = self.by_key.get(&key) else {
-                    let at = self.queue.now() + self.config.dial_failure;
+                    let at = self.net.now() + self.config.dial_failure;
                     self.push(at, Event::DialFailed { from: i, key });
                     return Ok(());
                 };
-                let at = self.queue.now() + self.latency();
+                let at = self.net.now() + self.net.latency();
                 self.push(at, Event::Connect { from: i, to });
             }
             Output::Send { to, message } => {
@@ -618,7 +580,7 @@ impl Sim {
             }
             Output::PeerConnected { overlay, light, .. } => {
                 self.stats.handshakes += 1;
-                let now = self.queue.now();
+                let now = self.net.now();
                 let pull_sync = self.config.pull_sync;
                 if let Some(p) = self.nodes[i].pull.as_mut() {
                     if pull_sync {
@@ -629,7 +591,7 @@ impl Sim {
                 }
             }
             Output::PeerDisconnected { overlay, .. } => {
-                let now = self.queue.now();
+                let now = self.net.now();
                 if let Some(p) = self.nodes[i].pull.as_mut() {
                     p.disconnected(now, overlay);
                 }
@@ -641,25 +603,7 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, to: usize, frame: Frame) {
-        self.stats.sent += 1;
-        let Some(&epoch) = self.links.get(&pair(from, to)) else {
-            self.stats.lost += 1;
-            return;
-        };
-        if self.rng.random::<f64>() < self.config.loss {
-            self.stats.lost += 1;
-            return;
-        }
-        let at = self.queue.now() + self.latency();
-        self.push(
-            at,
-            Event::Deliver {
-                from,
-                to,
-                epoch,
-                frame,
-            },
-        );
+        self.net.send(from, to, frame);
     }
 
     /// Sends raw bytes from node `from` to node `to` on their connection, as a misbehaving
@@ -671,7 +615,7 @@ impl Sim {
     /// Whether nodes `a` and `b` have a connection.
     #[must_use]
     pub fn linked(&self, a: usize, b: usize) -> bool {
-        self.links.contains_key(&pair(a, b))
+        self.net.linked(a, b)
     }
 
     /// A record signed by node `i`'s key (for tests that forge or replay records).
@@ -687,6 +631,24 @@ impl Sim {
         self.nodes[i]
             .identity
             .sign_record(network_id, underlays, EPOCH_SECS)
+    }
+}
+
+impl Protocol for Sim {
+    type Message = Frame;
+    type Local = Event;
+    type Error = SimError;
+
+    fn net(&mut self) -> &mut Net<Frame, Event> {
+        &mut self.net
+    }
+
+    fn on_message(&mut self, from: usize, to: usize, frame: Frame) -> Result<(), SimError> {
+        self.on_frame(from, to, frame)
+    }
+
+    fn on_local(&mut self, event: Event) -> Result<(), SimError> {
+        self.on_event(event)
     }
 }
 

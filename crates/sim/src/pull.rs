@@ -236,7 +236,7 @@ impl Sim {
     }
 
     pub(crate) fn serve_pull(&mut self, at: usize, from: usize, id: u64, bytes: &[u8]) {
-        let now = self.queue.now();
+        let now = self.net.now();
         let requester = self.nodes[from]
             .identity
             .overlay(self.config.overlay.network_id);
@@ -282,7 +282,7 @@ impl Sim {
 
     /// The pull core's deadlines, and parked Gets answered empty.
     pub(crate) fn pull_timeout(&mut self, i: usize) {
-        let now = self.queue.now();
+        let now = self.net.now();
         let Some(p) = self.nodes[i].pull.as_mut() else {
             return;
         };
@@ -298,7 +298,7 @@ impl Sim {
 
     /// Tells the pull core the overlay's depth, then carries out its outputs.
     pub(crate) fn drain_pull(&mut self, i: usize) -> Result<(), SimError> {
-        let now = self.queue.now();
+        let now = self.net.now();
         let depth = self.nodes[i].core.as_ref().map(|c| c.table().depth());
         let overlay = self.nodes[i]
             .core
@@ -327,7 +327,7 @@ impl Sim {
     }
 
     fn carry_out_pull(&mut self, i: usize, output: Output) -> Result<(), SimError> {
-        let now = self.queue.now();
+        let now = self.net.now();
         match output {
             Output::Request {
                 peer, id, request, ..

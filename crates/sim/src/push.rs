@@ -49,7 +49,7 @@ impl Sim {
     /// # Errors
     /// When the node's store fails.
     pub fn push_upload(&mut self, i: usize, chunks: &[Chunk]) -> Result<Vec<u64>, SimError> {
-        let now = self.queue.now();
+        let now = self.net.now();
         let mut tokens = Vec::with_capacity(chunks.len());
         if let Some(p) = self.nodes[i].pull.as_mut() {
             p.chunks.put_many(chunks)?;
@@ -84,7 +84,7 @@ impl Sim {
 
     /// A push from node `from` arrives at node `at`.
     pub(crate) fn serve_push(&mut self, at: usize, from: usize, id: u64, bytes: &[u8]) {
-        let now = self.queue.now();
+        let now = self.net.now();
         let network_id = self.config.overlay.network_id;
         let from_overlay = self.nodes[from].identity.overlay(network_id);
         // A malformed push: none of the simulated cores sends one.
@@ -112,7 +112,7 @@ impl Sim {
 
     /// An answer to node `at`'s push `id` arrives.
     pub(crate) fn on_push_response(&mut self, at: usize, id: u64, bytes: &[u8]) {
-        let now = self.queue.now();
+        let now = self.net.now();
         let network_id = self.config.overlay.network_id;
         let receipt = push::decode_receipt(bytes).and_then(|r| {
             r.map(|wire| {

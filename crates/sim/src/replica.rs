@@ -6,11 +6,14 @@
 //! ([`tributary_replica::schedule::Scheduler`], the code the node runtime runs): rounds at
 //! its interval with a member picked at random, news to the members after a local write and
 //! an early round at the receiver, back-off of members whose answers fail or lie. Every
-//! other node counts as connected; what a partition or a crashed node drops shows up as a
-//! timeout. A sync is the GetDeltas exchange as messages: the request travels to the member;
-//! the responder's frames travel back one after another, each after its own latency; a lost
-//! frame ends the exchange, as a dropped connection would (later frames never arrive, and
-//! the initiator's ask times out). The initiator applies every frame that arrives in one store
+//! other node counts as connected to the scheduler, and the simulator's network
+//! ([`crate::net`], the one every simulator runs on) opens a link on the first message to a
+//! reachable member, as the node dials a member it asks; what a partition or a crashed node
+//! drops shows up as a timeout. A sync is the GetDeltas exchange as messages on that link:
+//! the request travels to the member; the responder's frames travel back in order, each
+//! after its own latency; a lost frame ends the exchange, as a dropped connection would
+//! (later frames are not sent, and the initiator's ask times out). News is a message
+//! answered by an acknowledgement; a news without one ends at the timeout. The initiator applies every frame that arrives in one store
 //! write, exactly as the node does. A crash drops the engine and the scheduler and keeps the
 //! store; the restarted engine reopens from it. A liar alters the values of the records it
 //! sends (the signatures then fail), and every refusal is entered in a penalty ledger.
@@ -19,8 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tributary_overlay::Identity;
 use tributary_replica::schedule::{
     Action, Groups, Outcome, ScheduleConfig, Scheduler, round_inputs,
@@ -30,7 +32,7 @@ use tributary_replica::{NodeId, Op, Replica, ReplicaConfig, ReplicaError};
 use tributary_store::MemStore;
 use tributary_wire::replica::{DeltaFrame, DeltaRequest};
 
-use crate::queue::{EventQueue, latency};
+use crate::net::{self, Check, LinkConfig, Net, Protocol};
 
 /// A collection's rows as a node reads them: key and value (`None`: deleted).
 pub type Rows = Vec<(String, Option<Vec<u8>>)>;
@@ -94,36 +96,35 @@ impl Default for ReplicaSimConfig {
 
 /// An exchange: the initiator, its ask's number and its epoch when it asked.
 #[derive(Clone, Copy, Debug)]
-struct Exchange {
+pub(crate) struct Exchange {
     node: usize,
     ask: u64,
     epoch: u64,
 }
 
-enum Event {
-    /// Node `i`'s scheduler deadline (stale if another was set since).
-    Wake(usize, Instant),
-    Request {
-        to: usize,
-        req: DeltaRequest,
-        ex: Exchange,
-    },
+/// What travels between replica nodes.
+pub(crate) enum Message {
+    /// A GetDeltas request of exchange `ex`.
+    Request { req: DeltaRequest, ex: Exchange },
+    /// One frame of the answer to `req`.
     Frame {
-        from: usize,
         req: DeltaRequest,
         frame: DeltaFrame,
         ex: Exchange,
     },
+    /// "I have news" about `db`; `ex.ask` numbers it.
+    News { db: String, ex: Exchange },
+    /// The news of `ex` arrived.
+    NewsAck { ex: Exchange },
+}
+
+/// The simulator's own events.
+#[derive(Clone, Copy)]
+pub(crate) enum Local {
+    /// Node `i`'s scheduler deadline (stale if another was set since).
+    Wake(usize, Instant),
     AskTimeout(Exchange),
-    News {
-        to: usize,
-        from: usize,
-        db: String,
-    },
-    NewsDone {
-        member: NodeId,
-        ex: Exchange,
-    },
+    NewsTimeout(Exchange),
 }
 
 struct SimNode {
@@ -131,13 +132,15 @@ struct SimNode {
     identity: Identity,
     replica: Option<Replica>,
     skew_ms: i64,
-    partition: u32,
     liar: bool,
     /// Bumped at each crash: frames of an exchange begun before it are dropped.
     epoch: u64,
     sched: Scheduler,
     /// Asks in flight: number → (database, member).
     asks: BTreeMap<u64, (String, NodeId)>,
+    /// News in flight: number → member told.
+    news: BTreeMap<u64, NodeId>,
+    /// The number of the next ask or news.
     next_ask: u64,
     /// The deadline a `Wake` is queued for.
     wake_at: Option<Instant>,
@@ -162,7 +165,7 @@ pub struct ReplicaStats {
     pub duplicates: u64,
     /// Conflicts found.
     pub conflicts: u64,
-    /// Messages lost or cut.
+    /// Messages lost: by the loss rate, or cut by a partition or a crash.
     pub lost: u64,
     /// Refusals per sender.
     pub penalties: BTreeMap<usize, u64>,
@@ -171,8 +174,7 @@ pub struct ReplicaStats {
 /// The simulation.
 pub struct ReplicaSim {
     config: ReplicaSimConfig,
-    queue: EventQueue<Event>,
-    rng: StdRng,
+    net: Net<Message, Local>,
     nodes: Vec<SimNode>,
     stats: ReplicaStats,
 }
@@ -198,11 +200,17 @@ impl ReplicaSim {
     /// # Errors
     /// When an engine cannot open or a syncgroup cannot be set up.
     pub fn new(config: ReplicaSimConfig) -> Result<Self, ReplicaError> {
-        let mut rng = StdRng::seed_from_u64(config.seed);
+        let links = LinkConfig {
+            latency_min: config.latency_min,
+            latency_max: config.latency_max,
+            loss: config.loss,
+        };
+        let mut net = Net::new(config.seed, links);
         let mut nodes = Vec::with_capacity(config.nodes);
         for i in 0..config.nodes {
+            net.add_node();
             let mut secret = [0u8; 32];
-            rng.fill(&mut secret[..]);
+            net.rng().fill(&mut secret[..]);
             secret[0] = secret[0].max(1) & 0x7f;
             let identity =
                 Identity::from_secret(&secret, [0; 32]).map_err(|_| ReplicaError::Signing)?;
@@ -213,18 +221,17 @@ impl ReplicaSim {
                 identity,
                 replica: Some(replica),
                 skew_ms: 0,
-                partition: 0,
                 liar: false,
                 epoch: 0,
                 sched: Scheduler::new(schedule_config(&config), config.seed ^ i as u64),
                 asks: BTreeMap::new(),
+                news: BTreeMap::new(),
                 next_ask: 0,
                 wake_at: None,
             });
         }
         let mut sim = Self {
-            queue: EventQueue::new(),
-            rng,
+            net,
             nodes,
             stats: ReplicaStats::default(),
             config,
@@ -240,11 +247,12 @@ impl ReplicaSim {
     /// over the first interval.
     fn start_scheduler(&mut self, i: usize) -> Result<(), ReplicaError> {
         let ids: Vec<NodeId> = (0..self.nodes.len()).map(|n| self.id(n)).collect();
-        let now = self.queue.now();
+        let now = self.net.now();
         let seed = self.config.seed ^ (i as u64) ^ (self.nodes[i].epoch << 32);
         let node = &mut self.nodes[i];
         node.sched = Scheduler::new(schedule_config(&self.config), seed);
         node.asks.clear();
+        node.news.clear();
         node.wake_at = None;
         for (n, id) in ids.into_iter().enumerate() {
             if n != i {
@@ -308,7 +316,7 @@ impl ReplicaSim {
     /// Node `i`'s wall clock, in ms (virtual time plus its skew).
     #[must_use]
     pub fn now_ms(&self, i: usize) -> u64 {
-        let base = EPOCH_MS + u64::try_from(self.queue.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let base = EPOCH_MS + u64::try_from(self.net.elapsed().as_millis()).unwrap_or(u64::MAX);
         base.saturating_add_signed(self.nodes[i].skew_ms)
     }
 
@@ -324,22 +332,19 @@ impl ReplicaSim {
 
     /// Puts each node in partition `groups[i]`; messages cross no partition.
     pub fn partition(&mut self, groups: &[u32]) {
-        for (n, g) in self.nodes.iter_mut().zip(groups) {
-            n.partition = *g;
-        }
+        self.net.partition(groups);
     }
 
     /// Heals every partition.
     pub fn heal(&mut self) {
-        for n in &mut self.nodes {
-            n.partition = 0;
-        }
+        self.net.heal();
     }
 
-    /// Crashes node `i`: its engine is dropped, its store kept.
+    /// Crashes node `i`: its engine is dropped, its store kept, its links closed.
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].replica = None;
         self.nodes[i].epoch += 1;
+        self.net.crash(i);
     }
 
     /// Restarts node `i` from its store.
@@ -353,6 +358,7 @@ impl ReplicaSim {
             n.identity.clone(),
             engine_config(&self.config),
         )?);
+        self.net.restart(i);
         self.start_scheduler(i)
     }
 
@@ -378,7 +384,7 @@ impl ReplicaSim {
 
     /// A local write on node `i`: its scheduler tells the members.
     fn wrote(&mut self, i: usize) -> Result<(), ReplicaError> {
-        let now = self.queue.now();
+        let now = self.net.now();
         self.nodes[i].sched.local_write(now, DB);
         self.drive(i)
     }
@@ -399,14 +405,17 @@ impl ReplicaSim {
 
     /// The counters so far.
     #[must_use]
-    pub fn stats(&self) -> &ReplicaStats {
-        &self.stats
+    pub fn stats(&self) -> ReplicaStats {
+        ReplicaStats {
+            lost: self.net.stats().lost,
+            ..self.stats.clone()
+        }
     }
 
     /// Virtual time since the start.
     #[must_use]
     pub fn elapsed(&self) -> Duration {
-        self.queue.elapsed()
+        self.net.elapsed()
     }
 
     /// Runs events for `d` of virtual time.
@@ -414,69 +423,58 @@ impl ReplicaSim {
     /// # Errors
     /// When an engine fails (a store error: a bug, the in-memory store does not fail).
     pub fn run_for(&mut self, d: Duration) -> Result<(), ReplicaError> {
-        let until = self.queue.now() + d;
-        while self.queue.next_at().is_some_and(|at| at <= until) {
-            let Some(event) = self.queue.pop() else { break };
-            self.handle(event)?;
-        }
-        self.queue.advance_to(until);
-        Ok(())
+        let until = self.net.now() + d;
+        net::run(self, until, Check::Every(d), |_| Ok(false)).map(|_| ())
     }
 
-    fn reachable(&self, a: usize, b: usize) -> bool {
-        self.nodes[a].partition == self.nodes[b].partition && self.is_up(a) && self.is_up(b)
-    }
-
-    fn deliver_at(&mut self) -> Option<Instant> {
-        if self.rng.random::<f64>() < self.config.loss {
-            self.stats.lost += 1;
-            return None;
-        }
-        let l = latency(
-            &mut self.rng,
-            self.config.latency_min,
-            self.config.latency_max,
-        );
-        Some(self.queue.now() + l)
-    }
-
-    fn handle(&mut self, event: Event) -> Result<(), ReplicaError> {
-        let now = self.queue.now();
+    fn local_event(&mut self, event: Local) -> Result<(), ReplicaError> {
+        let now = self.net.now();
         match event {
-            Event::Wake(i, at) => {
+            Local::Wake(i, at) => {
                 if self.nodes[i].wake_at == Some(at) {
                     self.nodes[i].wake_at = None;
                     self.nodes[i].sched.handle_timeout(now);
                     self.drive(i)?;
                 }
             }
-            Event::Request { to, req, ex } => self.serve(to, &req, ex)?,
-            Event::Frame {
-                from,
-                req,
-                frame,
-                ex,
-            } => self.take_frame(from, &req, &frame, ex)?,
-            Event::AskTimeout(ex) => {
+            Local::AskTimeout(ex) => {
                 if self.nodes[ex.node].epoch == ex.epoch {
                     self.end_ask(ex, Outcome::Failed)?;
                 }
             }
-            Event::News { to, from, db } => {
-                if self.is_up(to) {
-                    let sender = self.id(from);
-                    self.nodes[to].sched.news(now, sender, &db);
-                    self.drive(to)?;
-                }
-            }
-            Event::NewsDone { member, ex } => {
-                if self.nodes[ex.node].epoch == ex.epoch {
-                    self.nodes[ex.node].sched.news_done(member);
-                    self.drive(ex.node)?;
-                }
-            }
+            Local::NewsTimeout(ex) => self.end_news(ex)?,
         }
         Ok(())
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, msg: Message) -> Result<(), ReplicaError> {
+        match msg {
+            Message::Request { req, ex } => self.serve(to, &req, ex),
+            Message::Frame { req, frame, ex } => self.take_frame(from, &req, &frame, ex),
+            Message::News { db, ex } => {
+                if self.is_up(to) {
+                    let sender = self.id(from);
+                    let now = self.net.now();
+                    self.nodes[to].sched.news(now, sender, &db);
+                    self.net.send(to, from, Message::NewsAck { ex });
+                    self.drive(to)?;
+                }
+                Ok(())
+            }
+            Message::NewsAck { ex } => self.end_news(ex),
+        }
+    }
+
+    /// Ends a news of node `ex.node` (if it is still open).
+    fn end_news(&mut self, ex: Exchange) -> Result<(), ReplicaError> {
+        if self.nodes[ex.node].epoch != ex.epoch {
+            return Ok(());
+        }
+        let Some(member) = self.nodes[ex.node].news.remove(&ex.ask) else {
+            return Ok(());
+        };
+        self.nodes[ex.node].sched.news_done(member);
+        self.drive(ex.node)
     }
 
     /// Carries out node `i`'s scheduler actions and queues its next deadline.
@@ -487,7 +485,7 @@ impl ReplicaSim {
         while let Some(action) = self.nodes[i].sched.poll_action() {
             match action {
                 Action::Prepare { db } => {
-                    let now = self.queue.now();
+                    let now = self.net.now();
                     let (request, groups) = match self.nodes[i].replica.as_ref() {
                         Some(r) => round_inputs(r, &db)?,
                         None => (None, Groups::new()),
@@ -505,9 +503,9 @@ impl ReplicaSim {
         if let Some(at) = self.nodes[i].sched.poll_timeout()
             && self.nodes[i].wake_at.is_none_or(|w| at < w)
         {
-            let at = at.max(self.queue.now());
+            let at = at.max(self.net.now());
             self.nodes[i].wake_at = Some(at);
-            self.queue.push(at, Event::Wake(i, at));
+            self.net.schedule(at, Local::Wake(i, at));
         }
         Ok(())
     }
@@ -529,39 +527,31 @@ impl ReplicaSim {
             ask,
             epoch: node.epoch,
         };
-        let timeout = self.queue.now() + self.config.ask_timeout;
-        self.queue.push(timeout, Event::AskTimeout(ex));
+        let timeout = self.net.now() + self.config.ask_timeout;
+        self.net.schedule(timeout, Local::AskTimeout(ex));
         let Some(to) = self.index_of(member) else {
             return;
         };
         *self.stats.asked.entry(to).or_default() += 1;
-        if let Some(at) = self.deliver_at()
-            && self.reachable(i, to)
-        {
-            self.queue.push(at, Event::Request { to, req, ex });
-        }
+        self.net.send_dialing(i, to, Message::Request { req, ex });
     }
 
-    /// Node `i` tells `member` of news; the news ends after a round trip, or at the timeout
-    /// if it is lost.
+    /// Node `i` tells `member` of news; the news ends at its acknowledgement, or at the
+    /// timeout if either is lost.
     fn tell(&mut self, i: usize, member: NodeId, db: String) {
         self.stats.news += 1;
+        let node = &mut self.nodes[i];
         let ex = Exchange {
             node: i,
-            ask: 0,
-            epoch: self.nodes[i].epoch,
+            ask: node.next_ask,
+            epoch: node.epoch,
         };
-        let delivered = self.index_of(member).filter(|&to| self.reachable(i, to));
-        match (delivered, self.deliver_at()) {
-            (Some(to), Some(at)) => {
-                let back = at + (at - self.queue.now());
-                self.queue.push(at, Event::News { to, from: i, db });
-                self.queue.push(back, Event::NewsDone { member, ex });
-            }
-            _ => {
-                let timeout = self.queue.now() + self.config.ask_timeout;
-                self.queue.push(timeout, Event::NewsDone { member, ex });
-            }
+        node.next_ask += 1;
+        node.news.insert(ex.ask, member);
+        let timeout = self.net.now() + self.config.ask_timeout;
+        self.net.schedule(timeout, Local::NewsTimeout(ex));
+        if let Some(to) = self.index_of(member) {
+            self.net.send_dialing(i, to, Message::News { db, ex });
         }
     }
 
@@ -573,7 +563,7 @@ impl ReplicaSim {
         if outcome != Outcome::Complete {
             self.stats.failed += 1;
         }
-        let now = self.queue.now();
+        let now = self.net.now();
         self.nodes[ex.node]
             .sched
             .answered(now, &db, member, outcome);
@@ -583,9 +573,6 @@ impl ReplicaSim {
     /// The responder answers: its frames go back one after another.
     fn serve(&mut self, at: usize, req: &DeltaRequest, ex: Exchange) -> Result<(), ReplicaError> {
         let initiator = ex.node;
-        if !self.reachable(at, initiator) {
-            return Ok(());
-        }
         let initiator_id = self.id(initiator);
         let liar = self.nodes[at].liar;
         let Some(r) = self.nodes[at].replica.as_ref() else {
@@ -605,22 +592,15 @@ impl ReplicaSim {
             }
             frames.push(frame);
         }
-        let mut t = self.queue.now();
         for frame in frames {
-            let Some(arrive) = self.deliver_at() else {
+            let req = req.clone();
+            if !self
+                .net
+                .send(at, initiator, Message::Frame { req, frame, ex })
+            {
                 // A lost frame: the connection is gone, and every later frame with it.
                 break;
-            };
-            t = t.max(arrive);
-            self.queue.push(
-                t,
-                Event::Frame {
-                    from: at,
-                    req: req.clone(),
-                    frame,
-                    ex,
-                },
-            );
+            }
         }
         Ok(())
     }
@@ -634,7 +614,7 @@ impl ReplicaSim {
     ) -> Result<(), ReplicaError> {
         let at = ex.node;
         let open = self.nodes[at].asks.contains_key(&ex.ask);
-        if !open || !self.reachable(at, from) || self.nodes[at].epoch != ex.epoch {
+        if !open || self.nodes[at].epoch != ex.epoch {
             return Ok(());
         }
         let now = self.now_ms(at);
@@ -706,5 +686,23 @@ impl ReplicaSim {
             .replica
             .as_ref()
             .map_or(Ok(0), |r| r.log_len(DB))
+    }
+}
+
+impl Protocol for ReplicaSim {
+    type Message = Message;
+    type Local = Local;
+    type Error = ReplicaError;
+
+    fn net(&mut self) -> &mut Net<Message, Local> {
+        &mut self.net
+    }
+
+    fn on_message(&mut self, from: usize, to: usize, msg: Message) -> Result<(), ReplicaError> {
+        self.deliver(from, to, msg)
+    }
+
+    fn on_local(&mut self, event: Local) -> Result<(), ReplicaError> {
+        self.local_event(event)
     }
 }

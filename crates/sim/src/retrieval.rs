@@ -41,7 +41,7 @@ impl Sim {
     pub fn retrieve(&mut self, i: usize, address: Address) -> Result<u64, SimError> {
         self.retrievals.next_token += 1;
         let token = self.retrievals.next_token;
-        let now = self.queue.now();
+        let now = self.net.now();
         if let Some(p) = self.nodes[i].pull.as_mut() {
             // The simulated store holds only verified chunks.
             if let Some(chunk) = p
@@ -132,7 +132,7 @@ impl Sim {
 
     /// A retrieval request from node `from` arrives at node `at`.
     pub(crate) fn serve_retrieval(&mut self, at: usize, from: usize, id: u64, bytes: &[u8]) {
-        let now = self.queue.now();
+        let now = self.net.now();
         let from_overlay = self.nodes[from]
             .identity
             .overlay(self.config.overlay.network_id);
@@ -172,7 +172,7 @@ impl Sim {
 
     /// An answer to node `at`'s retrieval request `id` arrives.
     pub(crate) fn on_retrieval_response(&mut self, at: usize, id: u64, bytes: &[u8]) {
-        let now = self.queue.now();
+        let now = self.net.now();
         if let Some(p) = self.nodes[at].pull.as_mut() {
             p.fetch
                 .handle_delivery(now, id, retrieval::decode_delivery(bytes));

@@ -2,25 +2,29 @@
 //! each of the ways of avalanchego's `Test_Sync_Result_Correct_Root`, stay silent or flake,
 //! over links with latency and loss, with the target moving and the client crashing.
 //!
-//! Every server answers from one source database (its answers are then corrupted as its
-//! [`ServerKind`] kind says); a request or answer may be lost, and a request with no answer within
-//! [`SyncConfig::timeout`] fails. A crash drops the client with its requests in flight; the
-//! restart opens a new client on the same store, as `tributary state sync` does after a kill.
+//! The client is node 0 of the simulator's network ([`crate::net`], the one every simulator
+//! runs on) and server `k` its node `k + 1`; the client dials a server with its first
+//! request. Every server answers from one source database (its answers are then corrupted as
+//! its [`ServerKind`] kind says); a request or answer may be lost, and a request with no
+//! answer within [`SyncConfig::timeout`] fails. A crash drops the client and closes its
+//! links, with the requests and answers in flight on them; the restart opens a new client on
+//! the same store, as `tributary state sync` does after a kill.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
+use prost::Message as _;
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tributary_merkle::{BatchOp, Config, Hash, MerkleDb};
 use tributary_statesync::client::{Client, ClientConfig, ClientError};
 use tributary_statesync::server::{Reply, handle};
 use tributary_store::MemStore;
 use tributary_wire::sync::{self as pb, change_proof_response, request};
 
-use crate::queue::{self, EventQueue};
+use crate::net::{self, Check, LinkConfig, Net, Protocol};
+use crate::queue;
 
 /// How a server answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -136,37 +140,37 @@ impl SyncStats {
     }
 }
 
+/// What travels between the client and a server.
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Message {
     Request {
-        life: u64,
         id: u64,
-        peer: usize,
         bytes: Vec<u8>,
     },
     Answer {
-        life: u64,
         id: u64,
         bytes: Vec<u8>,
         keys: Option<(Hash, Vec<Vec<u8>>)>,
     },
-    Timeout {
-        life: u64,
-        id: u64,
-    },
+}
+
+/// The simulator's own events.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Event {
+    Timeout { life: u64, id: u64 },
     Wake,
     Crash,
     Restart,
-    MoveTarget {
-        new_keys: usize,
-    },
+    MoveTarget { new_keys: usize },
 }
+
+/// The client's node on the network (server `k` is node `k + 1`).
+const CLIENT: usize = 0;
 
 /// A client, its servers and the links between them.
 pub struct SyncSim {
     config: SyncConfig,
-    rng: StdRng,
-    queue: EventQueue<Event>,
+    net: Net<Message, Event>,
     source: MerkleDb,
     servers: Vec<ServerKind>,
     next_lie: usize,
@@ -210,14 +214,21 @@ impl SyncSim {
         keys: usize,
         servers: Vec<ServerKind>,
     ) -> Result<Self, ClientError> {
-        let mut rng = StdRng::seed_from_u64(config.seed);
+        let links = LinkConfig {
+            latency_min: config.latency_min,
+            latency_max: config.latency_max,
+            loss: config.loss,
+        };
+        let mut net = Net::new(config.seed, links);
+        for _ in 0..=servers.len() {
+            net.add_node();
+        }
         let source = open(&Arc::new(MemStore::new()))?;
-        source.commit(random_pairs(&mut rng, keys))?;
+        source.commit(random_pairs(net.rng(), keys))?;
         let target = source.root();
         let mut sim = Self {
             config,
-            rng,
-            queue: EventQueue::new(),
+            net,
             source,
             servers,
             next_lie: 0,
@@ -236,8 +247,11 @@ impl SyncSim {
 
     /// What happened so far.
     #[must_use]
-    pub fn stats(&self) -> &SyncStats {
-        &self.stats
+    pub fn stats(&self) -> SyncStats {
+        SyncStats {
+            lost: self.net.stats().lost,
+            ..self.stats.clone()
+        }
     }
 
     /// The roots the target has been, in order.
@@ -271,14 +285,14 @@ impl SyncSim {
     /// Virtual time since the start.
     #[must_use]
     pub fn elapsed(&self) -> Duration {
-        self.queue.elapsed()
+        self.net.elapsed()
     }
 
     /// At virtual time `at`, the source changes (a third of its keys changed, a third deleted,
     /// `new_keys / 3` added) and the client is told the new target.
     pub fn move_target_at(&mut self, at: Duration, new_keys: usize) {
-        let at = self.queue.at(at);
-        self.queue.push(at, Event::MoveTarget { new_keys });
+        let at = self.net.at(at);
+        self.net.schedule(at, Event::MoveTarget { new_keys });
     }
 
     /// Runs until the client is done, or `limit` of virtual time has passed. Returns whether
@@ -287,19 +301,8 @@ impl SyncSim {
     /// # Errors
     /// A client failure (a database error, or finishing at another root than the target).
     pub fn run(&mut self, limit: Duration) -> Result<bool, ClientError> {
-        let end = self.queue.at(limit);
-        loop {
-            if self.is_done()? {
-                return Ok(true);
-            }
-            match self.queue.next_at() {
-                Some(at) if at <= end => {}
-                _ => return Ok(false),
-            }
-            if let Some(event) = self.queue.pop() {
-                self.dispatch(event)?;
-            }
-        }
+        let end = self.net.at(limit);
+        net::run(self, end, Check::EveryEvent, Self::is_done)
     }
 
     fn is_done(&self) -> Result<bool, ClientError> {
@@ -320,8 +323,9 @@ impl SyncSim {
         self.client = Some(client);
         self.life += 1;
         if let Some((lo, hi)) = self.config.crash_every {
-            let after = queue::latency(&mut self.rng, lo, hi);
-            self.queue.push(self.queue.now() + after, Event::Crash);
+            let after = queue::latency(self.net.rng(), lo, hi);
+            let at = self.net.now() + after;
+            self.net.schedule(at, Event::Crash);
         }
         self.pump();
         Ok(())
@@ -329,7 +333,7 @@ impl SyncSim {
 
     /// Sends what the client wants sent and arms its wake-up.
     fn pump(&mut self) {
-        let now = self.queue.now();
+        let now = self.net.now();
         let Some(client) = self.client.as_mut() else {
             return;
         };
@@ -341,24 +345,15 @@ impl SyncSim {
         for out in sends {
             self.waiting.insert(out.id);
             let life = self.life;
-            self.queue.push(
+            self.net.schedule(
                 now + self.config.timeout,
                 Event::Timeout { life, id: out.id },
             );
-            if self.rng.random_bool(self.config.loss) {
-                self.stats.lost += 1;
-                continue;
-            }
-            let at = now + self.latency();
-            self.queue.push(
-                at,
-                Event::Request {
-                    life,
-                    id: out.id,
-                    peer: out.peer,
-                    bytes: out.bytes,
-                },
-            );
+            let request = Message::Request {
+                id: out.id,
+                bytes: out.bytes,
+            };
+            self.net.send_dialing(CLIENT, out.peer + 1, request);
         }
         // A wake-up not after now is moot: the client had its chance to send. One armed at a
         // time, the earliest.
@@ -366,34 +361,21 @@ impl SyncSim {
             && self.armed.is_none_or(|armed| at < armed)
         {
             self.armed = Some(at);
-            self.queue.push(at, Event::Wake);
+            self.net.schedule(at, Event::Wake);
         }
     }
 
-    fn latency(&mut self) -> Duration {
-        queue::latency(
-            &mut self.rng,
-            self.config.latency_min,
-            self.config.latency_max,
-        )
-    }
-
-    fn dispatch(&mut self, event: Event) -> Result<(), ClientError> {
-        let now = self.queue.now();
-        match event {
-            Event::Request {
-                life,
-                id,
-                peer,
-                bytes,
-            } => self.serve(life, id, peer, &bytes)?,
-            Event::Answer {
-                life,
-                id,
-                bytes,
-                keys,
-            } => {
-                if life == self.life && self.waiting.remove(&id) {
+    /// A message reached node `to`: a request reached server `to - 1`, or an answer the client.
+    fn deliver(&mut self, to: usize, msg: Message) -> Result<(), ClientError> {
+        let now = self.net.now();
+        match msg {
+            Message::Request { id, bytes } => {
+                if let Some(server) = to.checked_sub(1) {
+                    self.serve(id, server, &bytes)?;
+                }
+            }
+            Message::Answer { id, bytes, keys } => {
+                if self.waiting.remove(&id) {
                     if let Some((root, keys)) = keys {
                         for key in keys {
                             *self.stats.received.entry((root, key)).or_default() += 1;
@@ -404,6 +386,14 @@ impl SyncSim {
                     }
                 }
             }
+        }
+        self.pump();
+        Ok(())
+    }
+
+    fn local(&mut self, event: Event) -> Result<(), ClientError> {
+        let now = self.net.now();
+        match event {
             Event::Timeout { life, id } => {
                 if life == self.life && self.waiting.remove(&id) {
                     self.stats.timeouts += 1;
@@ -414,7 +404,10 @@ impl SyncSim {
             }
             Event::Wake => self.armed = None,
             Event::Crash => self.crash(),
-            Event::Restart => self.start_client()?,
+            Event::Restart => {
+                self.net.restart(CLIENT);
+                self.start_client()?;
+            }
             Event::MoveTarget { new_keys } => {
                 self.churn(new_keys)?;
                 if let Some(client) = self.client.as_mut() {
@@ -435,8 +428,9 @@ impl SyncSim {
         self.stats.crashes += 1;
         self.life += 1;
         self.waiting.clear();
-        let at = self.queue.now() + self.config.restart_after;
-        self.queue.push(at, Event::Restart);
+        self.net.crash(CLIENT);
+        let at = self.net.now() + self.config.restart_after;
+        self.net.schedule(at, Event::Restart);
     }
 
     /// The penalties of the running client added to those of its earlier lives.
@@ -460,35 +454,29 @@ impl SyncSim {
             .collect();
         let mut ops: Vec<BatchOp> = Vec::new();
         for key in keys {
-            match self.rng.random_range(0..3) {
-                0 => ops.push(BatchOp::Put(key, vec![self.rng.random(); 9])),
+            match self.net.rng().random_range(0..3) {
+                0 => ops.push(BatchOp::Put(key, vec![self.net.rng().random(); 9])),
                 1 => ops.push(BatchOp::Delete(key)),
                 _ => {}
             }
         }
-        ops.extend(random_pairs(&mut self.rng, new_keys / 3));
+        ops.extend(random_pairs(self.net.rng(), new_keys / 3));
         self.target = self.source.commit(ops)?;
         self.targets.push(self.target);
         Ok(())
     }
 
-    fn serve(
-        &mut self,
-        life: u64,
-        id: u64,
-        peer: usize,
-        request: &[u8],
-    ) -> Result<(), ClientError> {
+    fn serve(&mut self, id: u64, peer: usize, request: &[u8]) -> Result<(), ClientError> {
         let kind = match self.servers[peer] {
             ServerKind::EveryLie => {
                 self.next_lie = (self.next_lie + 1) % LIES.len();
                 LIES[self.next_lie]
             }
-            ServerKind::Flaky if self.rng.random_bool(0.5) => ServerKind::Silent,
+            ServerKind::Flaky if self.net.rng().random_bool(0.5) => ServerKind::Silent,
             ServerKind::Flaky => ServerKind::Honest,
             other => other,
         };
-        let Ok(served) = serve_as(&self.source, kind, request, &mut self.rng) else {
+        let Ok(served) = serve_as(&self.source, kind, request, self.net.rng()) else {
             return Ok(());
         };
         if served.is_range {
@@ -503,21 +491,27 @@ impl SyncSim {
             *self.stats.lies.entry(kind).or_default() += 1;
         }
         let keys = (kind == ServerKind::Honest).then_some((served.root, served.keys));
-        if self.rng.random_bool(self.config.loss) {
-            self.stats.lost += 1;
-            return Ok(());
-        }
-        let at = self.queue.now() + self.latency();
-        self.queue.push(
-            at,
-            Event::Answer {
-                life,
-                id,
-                bytes,
-                keys,
-            },
-        );
+        let answer = Message::Answer { id, bytes, keys };
+        self.net.send(peer + 1, CLIENT, answer);
         Ok(())
+    }
+}
+
+impl Protocol for SyncSim {
+    type Message = Message;
+    type Local = Event;
+    type Error = ClientError;
+
+    fn net(&mut self) -> &mut Net<Message, Event> {
+        &mut self.net
+    }
+
+    fn on_message(&mut self, _from: usize, to: usize, msg: Message) -> Result<(), ClientError> {
+        self.deliver(to, msg)
+    }
+
+    fn on_local(&mut self, event: Event) -> Result<(), ClientError> {
+        self.local(event)
     }
 }
 

@@ -217,3 +217,23 @@ fn a_peer_that_lies_is_penalized_and_sync_completes_from_honest_peers() {
         );
     }
 }
+
+/// The same seed gives the same run, also in another process: nothing the cores or the
+/// simulator iterate over may depend on a per-process hash seed (each `HashMap` gets its own,
+/// so two runs in one process differ where one would).
+#[test]
+fn the_same_seed_gives_the_same_pull_sync() {
+    let run = || {
+        let seed = seed(21);
+        let mut config = SimConfig::new(seed);
+        config.loss = 0.05;
+        let mut sim = Sim::new(config);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut uploaded = join_uploading(&mut sim, &mut rng, 24, 10);
+        uploaded.extend(upload_at_random(&mut sim, &mut rng, 200));
+        let took = sync_within(&mut sim, &uploaded, Duration::from_secs(300));
+        let report = sim.pull_report();
+        (took, sim.stats(), report.received)
+    };
+    assert_eq!(run(), run());
+}

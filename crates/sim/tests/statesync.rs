@@ -167,7 +167,7 @@ fn the_same_seed_gives_the_same_sync() {
             s.timeouts,
             s.lost,
             s.crashes,
-            s.lies.clone(),
+            s.lies,
             sim.elapsed(),
         )
     };

@@ -32,7 +32,7 @@
 //! depth `depth`) can make one; in small networks (depth 3 or less) the proximity check
 //! accepts any signer. Bee leans on staking for this; Tributary has no such anchor yet.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -175,7 +175,7 @@ struct Push {
     chunk: Chunk,
     requesters: Vec<Requester>,
     origin: bool,
-    skip: HashSet<Address>,
+    skip: BTreeSet<Address>,
     current: Option<RequestId>,
     attempts: usize,
     max_attempts: usize,
@@ -190,7 +190,7 @@ pub struct PushSync {
     depth: u8,
     config: PushConfig,
     peers: BTreeSet<Address>,
-    pushes: HashMap<Address, Push>,
+    pushes: BTreeMap<Address, Push>,
     by_peer: PeerCounts,
     open: OpenRequests,
     push_deadlines: BTreeSet<(Instant, Address)>,
@@ -247,7 +247,7 @@ impl PushSync {
             depth: 0,
             config,
             peers: BTreeSet::new(),
-            pushes: HashMap::new(),
+            pushes: BTreeMap::new(),
             by_peer: PeerCounts::default(),
             open: OpenRequests::default(),
             push_deadlines: BTreeSet::new(),
@@ -425,7 +425,7 @@ impl PushSync {
         } else {
             self.stats.forwarded += 1;
         }
-        let mut skip = HashSet::new();
+        let mut skip = BTreeSet::new();
         skip.extend(requester.peer());
         self.by_peer.add(requester);
         self.pushes.insert(

@@ -31,7 +31,7 @@
 //! **Priority.** Retrieval is [`Class::Retrieval`], above live and historical sync: it never
 //! waits on pull-sync's want slots or serving queue.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -163,8 +163,8 @@ struct Fetch {
     /// The hop budget its requests carry.
     hops: u8,
     /// Peers asked, and the requesters: not asked (again).
-    skip: HashSet<Address>,
-    asked: HashSet<Address>,
+    skip: BTreeSet<Address>,
+    asked: BTreeSet<Address>,
     current: Option<RequestId>,
     attempts: usize,
     max_attempts: usize,
@@ -178,7 +178,7 @@ pub struct Retrieval {
     config: RetrievalConfig,
     /// Connected full peers.
     peers: BTreeSet<Address>,
-    fetches: HashMap<Address, Fetch>,
+    fetches: BTreeMap<Address, Fetch>,
     by_peer: PeerCounts,
     open: OpenRequests,
     /// Deadlines of fetches, one entry per fetch.
@@ -247,7 +247,7 @@ impl Retrieval {
             own,
             config,
             peers: BTreeSet::new(),
-            fetches: HashMap::new(),
+            fetches: BTreeMap::new(),
             by_peer: PeerCounts::default(),
             open: OpenRequests::default(),
             fetch_deadlines: BTreeSet::new(),
@@ -448,7 +448,7 @@ impl Retrieval {
         } else {
             self.stats.forwarded += 1;
         }
-        let mut skip = HashSet::new();
+        let mut skip = BTreeSet::new();
         skip.extend(requester.peer());
         self.by_peer.add(requester);
         self.fetches.insert(
@@ -458,7 +458,7 @@ impl Retrieval {
                 origin,
                 hops,
                 skip,
-                asked: HashSet::new(),
+                asked: BTreeSet::new(),
                 current: None,
                 attempts: 0,
                 max_attempts: attempts,

@@ -3,7 +3,7 @@
 //! requests open to peers with their deadlines ([`OpenRequests`]), and the count of waiting
 //! requests per peer ([`PeerCounts`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use tributary_chunk::Address;
@@ -47,7 +47,7 @@ pub(crate) struct Open {
 /// Requests open to peers, by id, with their deadlines in order.
 #[derive(Debug, Default)]
 pub(crate) struct OpenRequests {
-    open: HashMap<RequestId, Open>,
+    open: BTreeMap<RequestId, Open>,
     deadlines: BTreeSet<(Instant, RequestId)>,
 }
 
@@ -92,7 +92,7 @@ impl OpenRequests {
 
 /// Forwarded requests waiting, per requesting peer.
 #[derive(Debug, Default)]
-pub(crate) struct PeerCounts(HashMap<Address, usize>);
+pub(crate) struct PeerCounts(BTreeMap<Address, usize>);
 
 impl PeerCounts {
     pub(crate) fn count(&self, peer: &Address) -> usize {
@@ -142,7 +142,7 @@ pub fn closer(target: &Address, a: &Address, b: &Address) -> bool {
 pub fn closest(
     peers: &BTreeSet<Address>,
     target: &Address,
-    skip: &HashSet<Address>,
+    skip: &BTreeSet<Address>,
     than: Option<&Address>,
 ) -> Option<Address> {
     peers
@@ -179,12 +179,12 @@ mod tests {
     fn closest_skips_and_keeps_to_peers_closer_than_a_bar() {
         let peers: BTreeSet<Address> = [0x01, 0x03, 0x10, 0x80].map(addr).into();
         let t = addr(0);
-        assert_eq!(closest(&peers, &t, &HashSet::new(), None), Some(addr(1)));
-        let skip = HashSet::from([addr(1)]);
+        assert_eq!(closest(&peers, &t, &BTreeSet::new(), None), Some(addr(1)));
+        let skip = BTreeSet::from([addr(1)]);
         assert_eq!(closest(&peers, &t, &skip, None), Some(addr(3)));
         assert_eq!(closest(&peers, &t, &skip, Some(&addr(2))), None);
         assert_eq!(
-            closest(&peers, &t, &HashSet::new(), Some(&addr(2))),
+            closest(&peers, &t, &BTreeSet::new(), Some(&addr(2))),
             Some(addr(1))
         );
     }

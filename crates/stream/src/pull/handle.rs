@@ -1,7 +1,7 @@
 //! The core's entry points: construction, polling, and the `handle_*` calls the runtime
 //! makes, with the bookkeeping of open requests.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use tributary_chunk::{Address, Chunk, proximity};
@@ -20,15 +20,15 @@ impl PullSync {
             epoch,
             config,
             depth: 0,
-            peers: HashMap::new(),
-            banned: HashMap::new(),
-            open: HashMap::new(),
+            peers: BTreeMap::new(),
+            banned: BTreeMap::new(),
+            open: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             retries: BTreeSet::new(),
-            offers: HashMap::new(),
-            transfers: HashMap::new(),
-            jobs: HashMap::new(),
-            unwritten: HashMap::new(),
+            offers: BTreeMap::new(),
+            transfers: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            unwritten: BTreeMap::new(),
             wants: 0,
             starved: BTreeSet::new(),
             next_id: 1,
@@ -252,7 +252,7 @@ impl PullSync {
                 }
             }
         }
-        let mut touched = HashSet::new();
+        let mut touched = BTreeSet::new();
         for address in job.chunks {
             let Some(transfer) = self.transfers.remove(&address) else {
                 continue;
@@ -264,7 +264,7 @@ impl PullSync {
                 }
             }
         }
-        let mut peers = HashSet::new();
+        let mut peers = BTreeSet::new();
         for offer in job.slots {
             if let Some(o) = self.offers.get_mut(&offer) {
                 o.holds_slot = false;

@@ -33,7 +33,7 @@
 //! loaded), `offers` (streams and their offers), `wants` (scheduling and deliveries) and
 //! `complete` (how offers end: recorded, or dropped and asked for again).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -297,7 +297,7 @@ struct OfferState {
     /// A want slot is held (from the want's send until its chunks are stored).
     holds_slot: bool,
     /// Chunks of the offer not yet known stored.
-    remaining: HashSet<Address>,
+    remaining: BTreeSet<Address>,
     recorded: bool,
     /// A delivery came short: the offer ends without recording its range, which its stream
     /// asks for again.
@@ -351,18 +351,18 @@ pub struct PullSync {
     epoch: u64,
     config: PullConfig,
     depth: u8,
-    peers: HashMap<Address, Peer>,
-    banned: HashMap<Address, Instant>,
-    open: HashMap<RequestId, Open>,
+    peers: BTreeMap<Address, Peer>,
+    banned: BTreeMap<Address, Instant>,
+    open: BTreeMap<RequestId, Open>,
     /// The deadlines of `open`, soonest first.
     deadlines: BTreeSet<(Instant, RequestId)>,
     /// When a peer has a stream or its cursors to ask again (entries may be stale: a due one
     /// only pumps the peer).
     retries: BTreeSet<(Instant, Address)>,
-    offers: HashMap<u64, OfferState>,
-    transfers: HashMap<Address, Transfer>,
-    jobs: HashMap<Token, StoreJob>,
-    unwritten: HashMap<(Address, u8), Unwritten>,
+    offers: BTreeMap<u64, OfferState>,
+    transfers: BTreeMap<Address, Transfer>,
+    jobs: BTreeMap<Token, StoreJob>,
+    unwritten: BTreeMap<(Address, u8), Unwritten>,
     /// Wants open over all peers.
     wants: usize,
     /// Peers with wants queued while [`MAX_WANTS`] were open.

@@ -1,7 +1,7 @@
 //! The streams of a (peer, bin): Gets for the next range, and the offers they bring back
 //! (checked, then sorted into chunks to want, to wait on, or held already).
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use tributary_chunk::{Address, proximity};
@@ -124,7 +124,7 @@ impl PullSync {
             return Err(Fault::Malformed("offered a chunk of another bin"));
         }
         // A bin lists a chunk once: an offer naming one twice would wait on its own transfer.
-        if addresses.iter().collect::<HashSet<_>>().len() != addresses.len() {
+        if addresses.iter().collect::<BTreeSet<_>>().len() != addresses.len() {
             return Err(Fault::Malformed("offered a chunk twice"));
         }
         self.stats.offered += count as u64;
@@ -152,7 +152,7 @@ impl PullSync {
             want_request: None,
             queued: false,
             holds_slot: false,
-            remaining: HashSet::new(),
+            remaining: BTreeSet::new(),
             recorded: false,
             short: false,
         };

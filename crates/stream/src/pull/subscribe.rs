@@ -1,7 +1,7 @@
 //! Subscriptions: a peer's cursors and epoch, the bins the Kademlia rule gives it, and the
 //! intervals each bin resumes from.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use tributary_chunk::Address;
@@ -55,7 +55,7 @@ impl PullSync {
         let Some((epoch, cursors)) = p.cursors.clone() else {
             return;
         };
-        let wanted: HashSet<u8> = bins_for(p.po, self.depth).into_iter().collect();
+        let wanted: BTreeSet<u8> = bins_for(p.po, self.depth).into_iter().collect();
         let gone: Vec<u8> = p
             .bins
             .keys()

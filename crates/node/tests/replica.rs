@@ -617,29 +617,45 @@ fn mdns_finds_a_member_on_the_local_network() {
 }
 
 /// A blob posted on one member is referenced by a row; another member reads the row and
-/// the blob (from its own store if pull-sync brought the chunks already, else through
-/// retrieval).
+/// the blob. The reader is a light node: pull-sync brings it no chunks (it holds none of the
+/// blob's before the read, and caches none after), so the bytes can only come through
+/// retrieval, which its counters show.
 #[test]
 fn a_blob_written_on_one_node_is_read_on_another() {
     let dirs = dirs(3);
-    let nodes = group(&dirs, &[1, 2], &[]);
+    let a = Node::start(dirs[0].path());
+    let b = Node::start_with(dirs[1].path(), &[a.addr()], 1);
+    let reader = Node::start_light(dirs[2].path(), &[a.addr()]);
+    // A light peer is not in the Kademlia table: each side counts its full peers.
+    connected(&a, 1);
+    connected(&reader, 1);
+    let spec = json!({
+        "db": "demo", "name": "sg", "collections": ["notes"],
+        "writers": [id(&b)], "readers": [id(&reader)],
+    });
+    ok(&a, "POST", "/syncgroups", spec.to_string().as_bytes());
+    for (node, admin) in [(&b, a.addr()), (&reader, id(&a))] {
+        let body = json!({ "admin": admin }).to_string();
+        ok(node, "POST", "/syncgroups/demo/sg/join", body.as_bytes());
+    }
     let blob = common::data(300_000, 9);
-    let url = format!("{}/db/demo/blobs", nodes[1].base);
+    let url = format!("{}/db/demo/blobs", b.base);
     let mut response = agent().post(&url).send(&blob[..]).expect("POST blob");
     assert_eq!(response.status().as_u16(), 201);
     let posted: Value =
         serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("json");
     let reference = posted["reference"].as_str().expect("reference").to_string();
-    ok(
-        &nodes[1],
-        "PUT",
-        "/db/demo/notes/picture",
-        reference.as_bytes(),
-    );
-    let reader = &nodes[2];
-    eventually(LIMIT, "the row reaches C", || {
-        value(reader, "/db/demo/notes/picture").as_deref() == Some(&reference)
+    ok(&b, "PUT", "/db/demo/notes/picture", reference.as_bytes());
+    eventually(LIMIT, "the row reaches the reader", || {
+        value(&reader, "/db/demo/notes/picture").as_deref() == Some(&reference)
     });
+    let local = format!("/chunks/{reference}?local=true");
+    assert_eq!(
+        send(&reader, "GET", &local, b"").0,
+        404,
+        "the root chunk is local"
+    );
+    let asked = reader.metric("tributary_retrieval_requests_total");
     let got = agent()
         .get(&format!("{}/db/demo/blobs/{reference}", reader.base))
         .call()
@@ -650,8 +666,17 @@ fn a_blob_written_on_one_node_is_read_on_another() {
         .read_to_vec()
         .expect("bytes");
     assert_eq!(got.len(), blob.len());
-    assert!(got == blob, "C read other bytes");
-    let (status, _) = send(reader, "GET", "/db/bad%20name/blobs/00", b"");
+    assert!(got == blob, "the reader read other bytes");
+    let fetched = reader.metric("tributary_retrieval_requests_total") - asked;
+    println!("{fetched} retrieval requests for the blob");
+    // 300,000 bytes are 74 data chunks and their tree: every one retrieved.
+    assert!(fetched >= 74.0, "only {fetched} retrieval requests");
+    assert_eq!(
+        send(&reader, "GET", &local, b"").0,
+        404,
+        "a light node cached"
+    );
+    let (status, _) = send(&reader, "GET", "/db/bad%20name/blobs/00", b"");
     assert_eq!(status, 400);
 }
 

@@ -25,7 +25,7 @@
 //!   the requester. A member that fails (timeout, refusal) is backed off, doubling from
 //!   [`BACKOFF_BASE`] to [`BACKOFF_MAX`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -306,7 +306,6 @@ pub struct ReplicaDriver {
     jobs_rx: mpsc::Receiver<Job>,
     last_sync: HashMap<(String, NodeId), LastSync>,
     /// Members not connected that were looked up to dial, and when.
-    member_dials: HashMap<NodeId, Instant>,
     counters: Counters,
 }
 
@@ -322,6 +321,7 @@ impl ReplicaDriver {
             backoff_base: BACKOFF_BASE,
             backoff_max: BACKOFF_MAX,
             max_databases: MAX_DATABASES,
+            member_dial_every: MEMBER_DIAL_EVERY,
         };
         let driver = Self {
             replicas,
@@ -335,7 +335,6 @@ impl ReplicaDriver {
             jobs_tx,
             jobs_rx,
             last_sync: HashMap::new(),
-            member_dials: HashMap::new(),
             counters: Counters::default(),
         };
         driver.load_databases();
@@ -983,19 +982,8 @@ impl ReplicaDriver {
     /// Members of the databases synced here that are not connected, each at most once per
     /// [`MEMBER_DIAL_EVERY`]: the runtime looks them up among the overlay's known peers and
     /// dials them.
-    pub fn members_to_dial(&mut self, now: Instant) -> HashSet<NodeId> {
-        self.member_dials
-            .retain(|_, at| now.saturating_duration_since(*at) < MEMBER_DIAL_EVERY);
-        let out: HashSet<NodeId> = self
-            .sched
-            .unconnected_members()
-            .into_iter()
-            .filter(|n| !self.nodes.contains_key(n) && !self.member_dials.contains_key(n))
-            .collect();
-        for node in &out {
-            self.member_dials.insert(*node, now);
-        }
-        out
+    pub fn members_to_dial(&mut self, now: Instant) -> BTreeSet<NodeId> {
+        self.sched.members_to_dial(now)
     }
 
     /// The last sync with each member, for the API.

@@ -61,6 +61,8 @@ pub struct ScheduleConfig {
     pub backoff_max: Duration,
     /// Databases scheduled at most.
     pub max_databases: usize,
+    /// A member that is not connected is offered for a dial at most this often.
+    pub member_dial_every: Duration,
 }
 
 impl Default for ScheduleConfig {
@@ -72,6 +74,7 @@ impl Default for ScheduleConfig {
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(60),
             max_databases: 1024,
+            member_dial_every: Duration::from_secs(30),
         }
     }
 }
@@ -179,6 +182,8 @@ pub struct Scheduler {
     backoff: BTreeMap<NodeId, (u32, Instant)>,
     /// Members with a news in flight, and the databases whose news waits for it to end.
     news_in_flight: BTreeMap<NodeId, BTreeSet<String>>,
+    /// When each unconnected member was last offered for a dial.
+    dialled: BTreeMap<NodeId, Instant>,
     rng: u64,
     actions: VecDeque<Action>,
     stats: ScheduleStats,
@@ -196,6 +201,7 @@ impl Scheduler {
             asking: BTreeSet::new(),
             backoff: BTreeMap::new(),
             news_in_flight: BTreeMap::new(),
+            dialled: BTreeMap::new(),
             // Mixed once, so that nearby seeds (the simulator's node indices) do not give
             // nearby streams.
             rng: mix(seed),
@@ -555,6 +561,24 @@ impl Scheduler {
         self.dbs.get(db).map(|d| &d.members)
     }
 
+    /// The members to dial now: of the scheduled databases, not connected, and not offered
+    /// in the last [`ScheduleConfig::member_dial_every`] (the caller looks them up, in the
+    /// overlay's known peers for the node, and dials those it finds).
+    pub fn members_to_dial(&mut self, now: Instant) -> BTreeSet<NodeId> {
+        let every = self.config.member_dial_every;
+        self.dialled
+            .retain(|_, at| now.saturating_duration_since(*at) < every);
+        let due: BTreeSet<NodeId> = self
+            .unconnected_members()
+            .into_iter()
+            .filter(|m| !self.dialled.contains_key(m))
+            .collect();
+        for m in &due {
+            self.dialled.insert(*m, now);
+        }
+        due
+    }
+
     /// Members of the scheduled databases that are not connected.
     #[must_use]
     pub fn unconnected_members(&self) -> BTreeSet<NodeId> {
@@ -673,6 +697,23 @@ mod tests {
         assert_eq!(s.lags(next), [("db".into(), "sg".into(), Duration::ZERO)]);
         assert_eq!(s.stats().rounds, 2);
         assert_eq!(s.stats().continuations, 1);
+    }
+
+    #[test]
+    fn unconnected_members_are_offered_for_a_dial_once_per_period() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(ScheduleConfig::default(), 3);
+        s.track(t0, "db");
+        assert!(s.members_to_dial(t0).is_empty(), "no member known yet");
+        s.connected(node(1));
+        round(&mut s, t0, &[1, 2, 3]);
+        let both: BTreeSet<NodeId> = [node(2), node(3)].into();
+        assert_eq!(s.members_to_dial(t0), both, "the unconnected ones");
+        let soon = t0 + Duration::from_secs(29);
+        assert!(s.members_to_dial(soon).is_empty(), "not again within 30 s");
+        s.connected(node(2));
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(s.members_to_dial(later), [node(3)].into());
     }
 
     #[test]

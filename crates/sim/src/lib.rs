@@ -11,7 +11,9 @@
 //! ([`tributary_stream::retrieval::Retrieval`]) and the push-sync core
 //! ([`tributary_stream::push::PushSync`]) over a chunk store on the node's in-memory store,
 //! told of the overlay's peers and depth as the runtime tells them (see [`pull`],
-//! [`retrieval`] and [`push`]). The transport is the network every simulator of this crate
+//! [`retrieval`] and [`push`]); with [`SimConfig::replica`] set, it also runs the replica
+//! layer (engine and round scheduler) on the same store and connections (`sim_replica`), so
+//! a node is the whole node the runtime runs but for state sync. The transport is the network every simulator of this crate
 //! runs on (`net`: links, latency, loss, partitions, crashes, one seeded random stream and one
 //! event loop; the state-sync simulator [`statesync`] and the replica simulator [`replica`]
 //! run on it too), used connection-oriented as libp2p is: a dial either opens a connection,
@@ -34,6 +36,7 @@ use tributary_stream::retrieval::RetrievalConfig;
 use tributary_wire::overlay::PeerRecord;
 
 use crate::net::{Check, LinkConfig, Net, NetStats, Protocol};
+pub use crate::replicas::{ReplicaLayerConfig, ReplicaStats};
 
 pub mod fuzzing;
 mod net;
@@ -41,7 +44,9 @@ pub mod pull;
 pub mod push;
 mod queue;
 pub mod replica;
+mod replicas;
 pub mod retrieval;
+mod sim_replica;
 pub mod statesync;
 
 /// Errors of a simulation: a core could not start, or a node's store failed.
@@ -56,6 +61,9 @@ pub enum SimError {
     /// A node's chunk store.
     #[error(transparent)]
     Chunks(#[from] tributary_chunk::store::ChunkStoreError),
+    /// A node's replica engine.
+    #[error(transparent)]
+    Replica(#[from] tributary_replica::ReplicaError),
 }
 
 /// How often an isolated node dials its bootnode again (the node runtime does the same).
@@ -87,6 +95,9 @@ pub struct SimConfig {
     pub retrieval: RetrievalConfig,
     /// The push-sync configuration of every node.
     pub push: PushConfig,
+    /// If set, every node also runs the replica layer (engine and round scheduler) on its
+    /// store, over the overlay's connections (see `sim_replica`).
+    pub replica: Option<ReplicaLayerConfig>,
 }
 
 impl SimConfig {
@@ -104,6 +115,7 @@ impl SimConfig {
             pull_sync: true,
             retrieval: RetrievalConfig::default(),
             push: PushConfig::default(),
+            replica: None,
         }
     }
 }
@@ -124,6 +136,11 @@ enum Event {
         node: usize,
         at: Instant,
     },
+    /// A deadline of node `node`'s replica layer.
+    Replica {
+        node: usize,
+        timer: replicas::Timer,
+    },
 }
 
 /// What a message on a link carries: an overlay message, or a pull-sync or retrieval request
@@ -137,6 +154,7 @@ enum Frame {
     RetrievalResponse { id: u64, bytes: Vec<u8> },
     PushRequest { id: u64, bytes: Vec<u8> },
     PushResponse { id: u64, bytes: Vec<u8> },
+    Replica(replicas::Message),
 }
 
 struct SimNode {
@@ -178,6 +196,7 @@ pub struct Sim {
     ledger: pull::PullLedger,
     retrievals: retrieval::RetrievalLedger,
     pushes: push::PushLedger,
+    replicas: Option<replicas::Replicas>,
 }
 
 impl Sim {
@@ -189,6 +208,10 @@ impl Sim {
             latency_max: config.latency_max,
             loss: config.loss,
         };
+        let replicas = config
+            .replica
+            .clone()
+            .map(|c| replicas::Replicas::new(c, config.seed));
         Self {
             net: Net::new(config.seed, links),
             config,
@@ -198,6 +221,7 @@ impl Sim {
             ledger: pull::PullLedger::default(),
             retrievals: retrieval::RetrievalLedger::default(),
             pushes: push::PushLedger::default(),
+            replicas,
         }
     }
 
@@ -266,6 +290,7 @@ impl Sim {
             bootnode: None,
             next_bootstrap: None,
         });
+        self.replica_add(index)?;
         self.start_node(index)?;
         Ok(index)
     }
@@ -301,7 +326,8 @@ impl Sim {
             },
         );
         self.nodes[i].timer = Some(self.net.now());
-        Ok(())
+        let restarted = self.nodes[i].starts > 1;
+        self.replica_start(i, restarted)
     }
 
     /// Makes node `to` the bootnode of node `from` and dials it, as the runtime does: out of
@@ -326,6 +352,7 @@ impl Sim {
         self.nodes[i].core = None;
         self.nodes[i].pull = None;
         self.nodes[i].timer = None;
+        self.replica_crash(i);
         for peer in self.net.crash(i) {
             self.closed(i, peer)?;
         }
@@ -445,8 +472,10 @@ impl Sim {
                     }
                 }
                 self.pull_timeout(node);
+                self.dial_members(node);
                 self.drain(node)?;
             }
+            Event::Replica { node, timer } => self.replica_timer(node, timer)?,
         }
         Ok(())
     }
@@ -474,6 +503,7 @@ impl Sim {
             }
             Frame::PushRequest { id, bytes } => self.serve_push(to, from, id, &bytes),
             Frame::PushResponse { id, bytes } => self.on_push_response(to, id, &bytes),
+            Frame::Replica(msg) => self.replica_message(from, to, msg)?,
         }
         self.drain(to)
     }
@@ -578,8 +608,13 @@ impl Sim {
                     self.close(i, other)?;
                 }
             }
-            Output::PeerConnected { overlay, light, .. } => {
+            Output::PeerConnected {
+                key,
+                overlay,
+                light,
+            } => {
                 self.stats.handshakes += 1;
+                self.replica_peer(i, &key, true)?;
                 let now = self.net.now();
                 let pull_sync = self.config.pull_sync;
                 if let Some(p) = self.nodes[i].pull.as_mut() {
@@ -590,7 +625,8 @@ impl Sim {
                     p.push.handle_connected(overlay, light);
                 }
             }
-            Output::PeerDisconnected { overlay, .. } => {
+            Output::PeerDisconnected { key, overlay } => {
+                self.replica_peer(i, &key, false)?;
                 let now = self.net.now();
                 if let Some(p) = self.nodes[i].pull.as_mut() {
                     p.disconnected(now, overlay);

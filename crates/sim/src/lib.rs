@@ -12,8 +12,10 @@
 //! ([`tributary_stream::push::PushSync`]) over a chunk store on the node's in-memory store,
 //! told of the overlay's peers and depth as the runtime tells them (see [`pull`],
 //! [`retrieval`] and [`push`]); with [`SimConfig::replica`] set, it also runs the replica
-//! layer (engine and round scheduler) on the same store and connections (`sim_replica`), so
-//! a node is the whole node the runtime runs but for state sync. The transport is the network every simulator of this crate
+//! layer (engine and round scheduler) on the same store and connections (`sim_replica`), and
+//! with [`SimConfig::state`] a state database it serves x/sync from, with the x/sync client
+//! run against a node's peers on demand (`sim_state`): the whole node the runtime runs. The
+//! transport is the network every simulator of this crate
 //! runs on (`net`: links, latency, loss, partitions, crashes, one seeded random stream and one
 //! event loop; the state-sync simulator [`statesync`] and the replica simulator [`replica`]
 //! run on it too), used connection-oriented as libp2p is: a dial either opens a connection,
@@ -37,6 +39,7 @@ use tributary_wire::overlay::PeerRecord;
 
 use crate::net::{Check, LinkConfig, Net, NetStats, Protocol};
 pub use crate::replicas::{ReplicaLayerConfig, ReplicaStats};
+pub use crate::sim_state::{StateConfig, StateStats};
 
 pub mod fuzzing;
 mod net;
@@ -47,6 +50,7 @@ pub mod replica;
 mod replicas;
 pub mod retrieval;
 mod sim_replica;
+mod sim_state;
 pub mod statesync;
 
 /// Errors of a simulation: a core could not start, or a node's store failed.
@@ -64,6 +68,9 @@ pub enum SimError {
     /// A node's replica engine.
     #[error(transparent)]
     Replica(#[from] tributary_replica::ReplicaError),
+    /// A node's state-sync client or state database.
+    #[error(transparent)]
+    State(#[from] tributary_statesync::client::ClientError),
 }
 
 /// How often an isolated node dials its bootnode again (the node runtime does the same).
@@ -98,6 +105,9 @@ pub struct SimConfig {
     /// If set, every node also runs the replica layer (engine and round scheduler) on its
     /// store, over the overlay's connections (see `sim_replica`).
     pub replica: Option<ReplicaLayerConfig>,
+    /// If set, every node also keeps a state database and serves state sync from it, and a
+    /// node can run the state-sync client against its peers (see `sim_state`).
+    pub state: Option<StateConfig>,
 }
 
 impl SimConfig {
@@ -116,6 +126,7 @@ impl SimConfig {
             retrieval: RetrievalConfig::default(),
             push: PushConfig::default(),
             replica: None,
+            state: None,
         }
     }
 }
@@ -141,6 +152,12 @@ enum Event {
         node: usize,
         timer: replicas::Timer,
     },
+    /// A state-sync request's time is up.
+    StateTimeout {
+        id: u64,
+    },
+    /// The state-sync client's wake-up.
+    StateWake,
 }
 
 /// What a message on a link carries: an overlay message, or a pull-sync or retrieval request
@@ -155,6 +172,8 @@ enum Frame {
     PushRequest { id: u64, bytes: Vec<u8> },
     PushResponse { id: u64, bytes: Vec<u8> },
     Replica(replicas::Message),
+    StateRequest { id: u64, bytes: Vec<u8> },
+    StateResponse { id: u64, bytes: Vec<u8> },
 }
 
 struct SimNode {
@@ -197,6 +216,7 @@ pub struct Sim {
     retrievals: retrieval::RetrievalLedger,
     pushes: push::PushLedger,
     replicas: Option<replicas::Replicas>,
+    state: Option<sim_state::StateLayer>,
 }
 
 impl Sim {
@@ -212,6 +232,7 @@ impl Sim {
             .replica
             .clone()
             .map(|c| replicas::Replicas::new(c, config.seed));
+        let state = config.state.clone().map(sim_state::StateLayer::new);
         Self {
             net: Net::new(config.seed, links),
             config,
@@ -222,6 +243,7 @@ impl Sim {
             retrievals: retrieval::RetrievalLedger::default(),
             pushes: push::PushLedger::default(),
             replicas,
+            state,
         }
     }
 
@@ -327,6 +349,7 @@ impl Sim {
         );
         self.nodes[i].timer = Some(self.net.now());
         let restarted = self.nodes[i].starts > 1;
+        self.state_start(i)?;
         self.replica_start(i, restarted)
     }
 
@@ -353,6 +376,7 @@ impl Sim {
         self.nodes[i].pull = None;
         self.nodes[i].timer = None;
         self.replica_crash(i);
+        self.state_crash(i);
         for peer in self.net.crash(i) {
             self.closed(i, peer)?;
         }
@@ -476,6 +500,8 @@ impl Sim {
                 self.drain(node)?;
             }
             Event::Replica { node, timer } => self.replica_timer(node, timer)?,
+            Event::StateTimeout { id } => self.on_state_timer(Some(id)),
+            Event::StateWake => self.on_state_timer(None),
         }
         Ok(())
     }
@@ -504,6 +530,8 @@ impl Sim {
             Frame::PushRequest { id, bytes } => self.serve_push(to, from, id, &bytes),
             Frame::PushResponse { id, bytes } => self.on_push_response(to, id, &bytes),
             Frame::Replica(msg) => self.replica_message(from, to, msg)?,
+            Frame::StateRequest { id, bytes } => self.serve_state(to, from, id, &bytes),
+            Frame::StateResponse { id, bytes } => self.on_state_response(id, &bytes)?,
         }
         self.drain(to)
     }

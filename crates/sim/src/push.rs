@@ -1,5 +1,6 @@
-//! Push-sync in the simulator: each node's [`PushSync`] core beside its pull-sync and
-//! retrieval cores, over the same chunk store, links, latency, loss and crashes.
+//! Push-sync in the simulator: each node's [`tributary_stream::push::PushSync`] core beside
+//! its pull-sync and retrieval cores, over the same chunk store, links, latency, loss and
+//! crashes.
 //!
 //! The node runtime's rules, kept here: a push is decoded (hashed) before the core sees it; a
 //! chunk the core stores here is written, then this node's receipt is signed with its key; a

@@ -1,9 +1,9 @@
 //! Replicated databases in the simulator: every node runs the replica layer
-//! ([`crate::replicas`]: the engine over its own in-memory store and the node's own round
+//! (`replicas`: the engine over its own in-memory store and the node's own round
 //! scheduler, [`tributary_replica::schedule::Scheduler`], the code the node runtime runs:
 //! rounds at its interval with a member picked at random, news to the members after a local
 //! write and an early round at the receiver, back-off of members whose answers fail or lie),
-//! on the network every simulator runs on ([`crate::net`]), with its own wall-clock skew.
+//! on the network every simulator runs on (`net`), with its own wall-clock skew.
 //!
 //! Every other node counts as connected to the scheduler, and the network opens a link on
 //! the first message to a reachable member, as the node dials a member it asks; what a

@@ -1,5 +1,5 @@
-//! Retrieval in the simulator: each node's [`Retrieval`] core beside its pull-sync core, over
-//! the same chunk store, links, latency, loss and crashes.
+//! Retrieval in the simulator: each node's [`tributary_stream::retrieval::Retrieval`] core
+//! beside its pull-sync core, over the same chunk store, links, latency, loss and crashes.
 //!
 //! The node runtime's rules, kept here: a peer's request is answered from the store when it
 //! holds the chunk, and otherwise handed to the core (which forwards it); answers are decoded

@@ -2,7 +2,7 @@
 //! each of the ways of avalanchego's `Test_Sync_Result_Correct_Root`, stay silent or flake,
 //! over links with latency and loss, with the target moving and the client crashing.
 //!
-//! The client is node 0 of the simulator's network ([`crate::net`], the one every simulator
+//! The client is node 0 of the simulator's network (`net`, the one every simulator
 //! runs on) and server `k` its node `k + 1`; the client dials a server with its first
 //! request. Every server answers from one source database (its answers are then corrupted as
 //! its [`ServerKind`] kind says); a request or answer may be lost, and a request with no

@@ -219,3 +219,72 @@ fn members_the_overlay_did_not_connect_dial_each_other() {
     assert!(done, "the write never reached the other member");
     assert!(stats.member_dials > 0);
 }
+
+/// Every full node serves the same state database; a light node syncs it from the full peers
+/// it is connected to under 5% message loss, one of which lies in every way in turn and one of which answers half
+/// of the time. The light node ends at the target root and only the liar is penalized.
+#[test]
+fn a_light_node_syncs_state_from_its_peers_and_the_liar_among_them_is_penalized() {
+    use tributary_sim::StateConfig;
+    use tributary_sim::statesync::{ServerKind, random_pairs};
+    use tributary_statesync::client::ClientConfig;
+
+    let seed = seed(33);
+    let mut config = SimConfig::new(seed);
+    config.loss = 0.05;
+    config.state = Some(StateConfig {
+        client: ClientConfig {
+            key_limit: 500,
+            ..ClientConfig::default()
+        },
+        ..StateConfig::default()
+    });
+    let mut sim = Sim::new(config);
+    sim.add_node(false).expect("starts");
+    for _ in 1..24 {
+        sim.run_for(Duration::from_millis(100)).expect("runs");
+        let i = sim.add_node(false).expect("starts");
+        sim.bootstrap(i, 0);
+    }
+    for i in 0..24 {
+        let pairs = random_pairs(&mut StdRng::seed_from_u64(seed), 20_000);
+        sim.state_db(i)
+            .expect("state on")
+            .commit(pairs)
+            .expect("commits");
+    }
+    let target = sim.state_db(0).expect("state on").root();
+    let client = sim.add_node(true).expect("starts");
+    sim.bootstrap(client, 0);
+    sim.run_for(Duration::from_secs(10)).expect("runs");
+    let peers: Vec<usize> = (0..24).filter(|&p| sim.linked(client, p)).collect();
+    assert!(peers.len() >= 3, "the light node has only {peers:?}");
+    let (liar, flaky) = (peers[1], peers[2]);
+    sim.set_server_kind(liar, ServerKind::EveryLie);
+    sim.set_server_kind(flaky, ServerKind::Flaky);
+    sim.start_state_sync(client, target).expect("starts");
+    let start = sim.elapsed();
+    let done = sim
+        .run_until(start + Duration::from_secs(120), |s| {
+            s.state_sync_done().expect("client")
+        })
+        .expect("runs");
+    let stats = sim.state_stats().expect("state on");
+    println!(
+        "light node, {} full peers (liar {liar}, flaky {flaky}): synced 20,000 keys in {:?}; \
+         {stats:?}",
+        peers.len(),
+        sim.elapsed() - start
+    );
+    assert!(done, "not synced within 120 s");
+    assert_eq!(sim.state_sync_root(), Some(target));
+    assert!(
+        stats.penalties.get(&liar).copied().unwrap_or(0) > 0,
+        "the liar got away"
+    );
+    assert_eq!(
+        stats.penalties.keys().copied().collect::<Vec<_>>(),
+        [liar],
+        "an honest peer was penalized"
+    );
+}

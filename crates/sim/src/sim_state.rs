@@ -13,12 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tributary_merkle::{Config, Hash, MerkleDb};
 use tributary_statesync::client::{Client, ClientConfig, ClientError};
 use tributary_store::KvStore;
 
-use crate::statesync::{LIES, ServerKind, serve_as};
+use crate::statesync::{ServerKind, serve_as};
 use crate::{Event, Frame, Sim, SimError};
 
 /// State sync in whole nodes.
@@ -192,15 +191,7 @@ impl Sim {
         let Some(s) = self.state.as_mut() else {
             return;
         };
-        let kind = match s.kinds[at] {
-            ServerKind::EveryLie => {
-                s.next_lie = (s.next_lie + 1) % LIES.len();
-                LIES[s.next_lie]
-            }
-            ServerKind::Flaky if self.net.rng().random_bool(0.5) => ServerKind::Silent,
-            ServerKind::Flaky => ServerKind::Honest,
-            other => other,
-        };
+        let kind = s.kinds[at].this_answer(&mut s.next_lie, self.net.rng());
         let Some(db) = s.dbs[at].as_ref() else {
             return;
         };

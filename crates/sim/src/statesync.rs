@@ -65,6 +65,21 @@ pub const LIES: [ServerKind; 7] = [
 ];
 
 impl ServerKind {
+    /// How this kind answers one request: [`ServerKind::EveryLie`] tells the lie after
+    /// `next_lie` (and advances it), [`ServerKind::Flaky`] is honest or silent at random, the
+    /// others are themselves.
+    pub(crate) fn this_answer(self, next_lie: &mut usize, rng: &mut StdRng) -> Self {
+        match self {
+            Self::EveryLie => {
+                *next_lie = (*next_lie + 1) % LIES.len();
+                LIES[*next_lie]
+            }
+            Self::Flaky if rng.random_bool(0.5) => Self::Silent,
+            Self::Flaky => Self::Honest,
+            other => other,
+        }
+    }
+
     /// Whether this kind of server sends invalid answers.
     #[must_use]
     pub const fn lies(self) -> bool {
@@ -467,15 +482,7 @@ impl SyncSim {
     }
 
     fn serve(&mut self, id: u64, peer: usize, request: &[u8]) -> Result<(), ClientError> {
-        let kind = match self.servers[peer] {
-            ServerKind::EveryLie => {
-                self.next_lie = (self.next_lie + 1) % LIES.len();
-                LIES[self.next_lie]
-            }
-            ServerKind::Flaky if self.net.rng().random_bool(0.5) => ServerKind::Silent,
-            ServerKind::Flaky => ServerKind::Honest,
-            other => other,
-        };
+        let kind = self.servers[peer].this_answer(&mut self.next_lie, self.net.rng());
         let Ok(served) = serve_as(&self.source, kind, request, self.net.rng()) else {
             return Ok(());
         };

@@ -208,6 +208,7 @@ fn spec_digest(db: &str, spec: &SyncgroupSpec) -> [u8; 32] {
         db: db.into(),
         spec: Some(unsigned),
         members: Vec::new(),
+        history: Vec::new(),
     };
     message_digest(SPEC_DOMAIN, &context)
 }
@@ -222,6 +223,7 @@ fn member_digest(db: &str, name: &str, member: &Member) -> [u8; 32] {
             ..SyncgroupSpec::default()
         }),
         members: vec![unsigned],
+        history: Vec::new(),
     };
     message_digest(MEMBER_DOMAIN, &context)
 }
@@ -398,6 +400,7 @@ impl Replica {
             db: db.into(),
             spec: Some(wire_spec),
             members: Vec::new(),
+            history: Vec::new(),
         };
         let time = self.tick(now_ms);
         state
@@ -547,6 +550,8 @@ impl Replica {
             db: db.clone(),
             spec: Some(spec_wire.clone()),
             members: Vec::new(),
+            // The joiner starts at the grant's version: it needs none before it.
+            history: Vec::new(),
         };
         for m in &grant.state.members {
             // An entry that does not verify is left out; the joiner's own must verify.
@@ -677,7 +682,8 @@ impl Replica {
                 actual: version,
             });
         }
-        state.spec = Some(self.sign_spec(db, &spec, version + 1)?);
+        let next = self.sign_spec(db, &spec, version + 1)?;
+        advance_spec(&mut state, next);
         // Entries signed by admins the new spec drops would no longer verify: re-sign them
         // (same member, state and time) so that the change reaches every member.
         for m in &mut state.members {
@@ -845,25 +851,19 @@ pub(crate) fn merge_remote(
     theirs: &SyncgroupState,
 ) -> Result<(bool, Option<RefusalReason>), RefusalReason> {
     let db = ours.db.clone();
-    let (current, version) = spec_of(ours)?;
+    let (_, version) = spec_of(ours)?;
     let mut changed = false;
     if let Some(their_spec) = &theirs.spec {
-        let signer = verify_spec_signature(&db, their_spec)?;
-        if their_spec.name != current.name {
-            return Err(RefusalReason::BadSyncgroupChange(current.name));
+        if theirs.history.len() > MAX_SPEC_HISTORY {
+            return Err(RefusalReason::Malformed(format!(
+                "a spec history over {MAX_SPEC_HISTORY} versions"
+            )));
         }
-        let newer = their_spec.version > version
-            || (their_spec.version == version
-                && ours
-                    .spec
-                    .as_ref()
-                    .is_some_and(|s| spec_digest(&db, their_spec) > spec_digest(&db, s)));
-        if newer {
-            if !current.is_admin(&signer) {
-                return Err(RefusalReason::BadSyncgroupChange(current.name));
-            }
-            ours.spec = Some(their_spec.clone());
-            changed = true;
+        // The versions we missed, then their current spec (whose signature is checked
+        // even when it is not newer).
+        let missed = theirs.history.iter().filter(|h| h.version > version);
+        for step in missed.chain(std::iter::once(their_spec)) {
+            changed |= follow_spec(ours, &db, step)?;
         }
     }
     let (spec, _) = spec_of(ours)?;
@@ -897,6 +897,62 @@ pub(crate) fn merge_remote(
         changed |= before != ours.members;
     }
     Ok((changed, refused))
+}
+
+/// Specs kept before the current one ([`SyncgroupState::history`]), for members that
+/// missed versions: at most this many, and at most [`MAX_SPEC_HISTORY_BYTES`] of them but
+/// the latest (every syncgroup's state rides in the first frame of every answer).
+pub const MAX_SPEC_HISTORY: usize = 16;
+
+/// The encoded bytes of spec history kept per syncgroup, beyond its latest entry.
+pub const MAX_SPEC_HISTORY_BYTES: usize = 32 * 1024;
+
+/// Makes `next` the spec of `state`, keeping the one it replaces in the history if it is an
+/// older version (a same-version fork that loses the digest tie is no link of the chain),
+/// the oldest dropped past the bounds.
+fn advance_spec(state: &mut SyncgroupState, next: SyncgroupSpec) {
+    if let Some(old) = state.spec.take()
+        && old.version < next.version
+    {
+        state.history.push(old);
+        let bytes = |h: &[SyncgroupSpec]| h.iter().map(Message::encoded_len).sum::<usize>();
+        while state.history.len() > 1
+            && (state.history.len() > MAX_SPEC_HISTORY
+                || bytes(&state.history) > MAX_SPEC_HISTORY_BYTES)
+        {
+            state.history.remove(0);
+        }
+    }
+    state.spec = Some(next);
+}
+
+/// Takes `step` as the next spec of `ours` if it is newer (a higher version, or the same
+/// version with a larger digest); whether it did. A newer spec must be signed by an admin
+/// of the spec it replaces.
+fn follow_spec(
+    ours: &mut SyncgroupState,
+    db: &str,
+    step: &SyncgroupSpec,
+) -> Result<bool, RefusalReason> {
+    let (current, version) = spec_of(ours)?;
+    let signer = verify_spec_signature(db, step)?;
+    if step.name != current.name {
+        return Err(RefusalReason::BadSyncgroupChange(current.name));
+    }
+    let newer = step.version > version
+        || (step.version == version
+            && ours
+                .spec
+                .as_ref()
+                .is_some_and(|s| spec_digest(db, step) > spec_digest(db, s)));
+    if !newer {
+        return Ok(false);
+    }
+    if !current.is_admin(&signer) {
+        return Err(RefusalReason::BadSyncgroupChange(current.name));
+    }
+    advance_spec(ours, step.clone());
+    Ok(true)
 }
 
 /// Whether `k` holds everything of `checkpoint` (this node's own entry aside).
@@ -956,4 +1012,46 @@ pub(crate) fn common_knowledge(
         out.insert(name, (spec.collections, common));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(version: u64, readers: usize) -> SyncgroupSpec {
+        SyncgroupSpec {
+            name: "sg".into(),
+            readers: vec![vec![7; 20]; readers],
+            version,
+            ..SyncgroupSpec::default()
+        }
+    }
+
+    #[test]
+    fn the_spec_history_keeps_the_chain_within_its_bounds() {
+        let mut state = SyncgroupState {
+            spec: Some(spec(1, 0)),
+            ..SyncgroupState::default()
+        };
+        for v in 2..=20 {
+            advance_spec(&mut state, spec(v, 0));
+        }
+        let versions: Vec<u64> = state.history.iter().map(|s| s.version).collect();
+        assert_eq!(
+            versions,
+            (4..=19).collect::<Vec<_>>(),
+            "the last 16, oldest first"
+        );
+        // A fork of the same version is not a link of the chain.
+        advance_spec(&mut state, spec(20, 1));
+        assert_eq!(state.history.len(), 16);
+        assert_eq!(state.history.last().map(|s| s.version), Some(19));
+        // Large specs: bounded by bytes, the latest always kept.
+        for v in 21..=30 {
+            advance_spec(&mut state, spec(v, 1000));
+        }
+        let bytes: usize = state.history.iter().map(Message::encoded_len).sum();
+        assert_eq!(state.history.len(), 1, "{bytes} bytes of history");
+        assert_eq!(state.history[0].version, 29);
+    }
 }

@@ -967,3 +967,38 @@ fn a_batch_is_signed_once_per_collection_and_verifies_only_whole() {
     assert_eq!(b.scan(DB, "tasks", "").expect("scan").len(), 50);
     assert_eq!(text(&b, DB, "notes", "single").as_deref(), Some("s"));
 }
+
+/// A member that missed a spec version which changed the admins still follows: the answer
+/// carries the chain of specs since, each signed by an admin of the one before.
+#[test]
+fn a_member_that_missed_an_admin_handover_follows_the_spec_chain() {
+    let (mut a, _) = replica(1);
+    let (mut b, _) = replica(2);
+    let (mut c, _) = replica(3);
+    let mut s = spec(&["notes"], &[b.id(), c.id()]);
+    s.admins = vec![a.id()];
+    a.create_syncgroup(1000, DB, s.clone()).expect("create");
+    join(&mut a, &mut b, 1001, DB, "sg");
+    join(&mut a, &mut c, 1002, DB, "sg");
+    // Version 2, signed by a: b alone is admin. c does not hear of it.
+    s.admins = vec![b.id()];
+    a.update_spec(DB, s.clone(), 1).expect("a hands over to b");
+    sync_once(&mut b, &a, 1003, DB).expect("sync");
+    // Version 3, signed by b, who is no admin of the version 1 that c holds.
+    s.description = "after the handover".into();
+    b.update_spec(DB, s, 2).expect("b edits");
+    b.put(1004, DB, "notes", "k", b"from b").expect("put");
+    let report = sync_once(&mut c, &b, 1005, DB).expect("c syncs from b");
+    assert!(
+        report.applied.refused.is_empty(),
+        "{:?}",
+        report.applied.refused
+    );
+    let info = c.syncgroup(DB, "sg").expect("sg");
+    assert_eq!(info.version, 3, "c followed the chain");
+    assert_eq!(info.spec.description, "after the handover");
+    assert_eq!(
+        c.get(DB, "notes", "k").expect("get").map(|r| r.value),
+        Some(Some(b"from b".to_vec()))
+    );
+}

@@ -830,18 +830,59 @@ fn verify_member(
     m: &Member,
 ) -> Result<(), RefusalReason> {
     let bad = || RefusalReason::BadSyncgroupChange(spec.name.clone());
-    let signer = NodeId(
-        recover_address(&member_digest(db, &spec.name, m), &m.signature).map_err(|_| bad())?,
-    );
-    let id = NodeId::from_wire(&m.id).map_err(|_| bad())?;
-    let state = MemberState::from_code(m.state).ok_or_else(bad)?;
-    let allowed = spec.is_admin(&signer)
-        || signer.0 == spec_signer
-        || (state == MemberState::Left && signer == id);
-    if signer.0 != m.signer.as_slice() || !allowed {
+    let signed = member_signer(db, &spec.name, m).ok_or_else(bad)?;
+    if !may_sign(spec, spec_signer, &signed) {
         return Err(bad());
     }
     Ok(())
+}
+
+/// Who signed member entry `m` (checked against its `signer` field), whom it is about, and
+/// its state; `None` if the signature or the fields do not hold.
+fn member_signer(db: &str, name: &str, m: &Member) -> Option<(NodeId, NodeId, MemberState)> {
+    let signer = NodeId(recover_address(&member_digest(db, name, m), &m.signature).ok()?);
+    let id = NodeId::from_wire(&m.id).ok()?;
+    let state = MemberState::from_code(m.state)?;
+    (signer.0 == m.signer.as_slice()).then_some((signer, id, state))
+}
+
+/// Whether the signer of a member entry may sign it under `spec` (signed by `spec_signer`):
+/// an admin, the spec's signer, or the member itself leaving.
+fn may_sign(
+    spec: &Spec,
+    spec_signer: &[u8],
+    (signer, id, state): &(NodeId, NodeId, MemberState),
+) -> bool {
+    spec.is_admin(signer)
+        || signer.0 == spec_signer
+        || (*state == MemberState::Left && signer == id)
+}
+
+/// The specs of `ours`'s history, parsed, with their signers.
+fn former_specs(ours: &SyncgroupState) -> Vec<(Spec, Vec<u8>)> {
+    ours.history
+        .iter()
+        .filter_map(|h| {
+            let earlier = SyncgroupState {
+                spec: Some(h.clone()),
+                ..SyncgroupState::default()
+            };
+            spec_of(&earlier)
+                .ok()
+                .map(|(spec, _)| (spec, h.signer.clone()))
+        })
+        .collect()
+}
+
+/// Whether member entry `m` verifies under one of the `former` specs (its signature
+/// recovered once).
+fn signed_by_former_admin(db: &str, name: &str, former: &[(Spec, Vec<u8>)], m: &Member) -> bool {
+    let Some(signed) = member_signer(db, name, m) else {
+        return false;
+    };
+    former
+        .iter()
+        .any(|(spec, signer)| may_sign(spec, signer, &signed))
 }
 
 /// Merges a syncgroup state received from a peer into ours. Returns whether ours changed,
@@ -859,9 +900,9 @@ pub(crate) fn merge_remote(
                 "a spec history over {MAX_SPEC_HISTORY} versions"
             )));
         }
-        // The versions we missed, then their current spec (whose signature is checked
-        // even when it is not newer).
-        let missed = theirs.history.iter().filter(|h| h.version > version);
+        // The versions we missed (a fork of ours included: the tie-break may prefer it),
+        // then their current spec (whose signature is checked even when it is not newer).
+        let missed = theirs.history.iter().filter(|h| h.version >= version);
         for step in missed.chain(std::iter::once(their_spec)) {
             changed |= follow_spec(ours, &db, step)?;
         }
@@ -876,11 +917,15 @@ pub(crate) fn merge_remote(
         return Err(RefusalReason::Malformed("over 1,024 members".into()));
     }
     let mut refused = None;
+    let former = former_specs(ours);
     for m in &theirs.members {
         // An entry that does not verify is refused alone: the spec and the other entries
-        // still merge.
+        // still merge. One signed by an admin of an earlier spec of the chain is stale, not
+        // forged (its sender has not re-signed it yet, or took a losing fork): left out.
         if let Err(e) = verify_member(&db, &spec, &spec_signer, m) {
-            refused = Some(e);
+            if !signed_by_former_admin(&db, &spec.name, &former, m) {
+                refused = Some(e);
+            }
             continue;
         }
         let before = ours.members.clone();
@@ -900,11 +945,13 @@ pub(crate) fn merge_remote(
 }
 
 /// Specs kept before the current one ([`SyncgroupState::history`]), for members that
-/// missed versions: at most this many, and at most [`MAX_SPEC_HISTORY_BYTES`] of them but
-/// the latest (every syncgroup's state rides in the first frame of every answer).
+/// missed versions: at most this many, within [`MAX_SPEC_HISTORY_BYTES`].
 pub const MAX_SPEC_HISTORY: usize = 16;
 
-/// The encoded bytes of spec history kept per syncgroup, beyond its latest entry.
+/// The encoded bytes of spec history kept per syncgroup, all entries counted: every
+/// syncgroup's state rides in the first frame of every answer, and 64 syncgroups at their
+/// largest (specs of 3,072 ids, 1,024 members) plus 2 MiB of history stay under
+/// `MAX_REPLICA_FRAME_BYTES`. A spec larger than this is kept in no history.
 pub const MAX_SPEC_HISTORY_BYTES: usize = 32 * 1024;
 
 /// Makes `next` the spec of `state`, keeping the one it replaces in the history if it is an
@@ -916,7 +963,7 @@ fn advance_spec(state: &mut SyncgroupState, next: SyncgroupSpec) {
     {
         state.history.push(old);
         let bytes = |h: &[SyncgroupSpec]| h.iter().map(Message::encoded_len).sum::<usize>();
-        while state.history.len() > 1
+        while !state.history.is_empty()
             && (state.history.len() > MAX_SPEC_HISTORY
                 || bytes(&state.history) > MAX_SPEC_HISTORY_BYTES)
         {
@@ -948,7 +995,20 @@ fn follow_spec(
     if !newer {
         return Ok(false);
     }
-    if !current.is_admin(&signer) {
+    // A fork of our version replaced the spec ours replaced: its signer must be an admin of
+    // that one (kept as our history's last entry), as ours was.
+    let fork_base = match ours.history.last() {
+        Some(prev) if step.version == version && prev.version < version => {
+            let wrapped = SyncgroupState {
+                spec: Some(prev.clone()),
+                ..SyncgroupState::default()
+            };
+            Some(spec_of(&wrapped)?.0)
+        }
+        _ => None,
+    };
+    let allowed = fork_base.as_ref().unwrap_or(&current);
+    if !allowed.is_admin(&signer) {
         return Err(RefusalReason::BadSyncgroupChange(current.name));
     }
     advance_spec(ours, step.clone());
@@ -1046,12 +1106,24 @@ mod tests {
         advance_spec(&mut state, spec(20, 1));
         assert_eq!(state.history.len(), 16);
         assert_eq!(state.history.last().map(|s| s.version), Some(19));
-        // Large specs: bounded by bytes, the latest always kept.
+        // Large specs: bounded by bytes in all.
         for v in 21..=30 {
             advance_spec(&mut state, spec(v, 1000));
         }
         let bytes: usize = state.history.iter().map(Message::encoded_len).sum();
-        assert_eq!(state.history.len(), 1, "{bytes} bytes of history");
+        assert!(bytes <= MAX_SPEC_HISTORY_BYTES, "{bytes} bytes of history");
+        assert_eq!(
+            state.history.len(),
+            1,
+            "one spec of 1,000 ids fits, two do not"
+        );
         assert_eq!(state.history[0].version, 29);
+        advance_spec(&mut state, spec(31, 2000));
+        advance_spec(&mut state, spec(32, 0));
+        assert_eq!(
+            state.history.len(),
+            0,
+            "a spec of 2,000 ids fits in no history"
+        );
     }
 }

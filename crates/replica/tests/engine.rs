@@ -7,7 +7,7 @@ use common::{join, replica, spec, text};
 use prost::Message;
 use tributary_replica::delta::sync_once;
 use tributary_replica::resolve::{Choice, Rule};
-use tributary_replica::{Op, RefusalReason, ReplicaError};
+use tributary_replica::{Op, RefusalReason, Replica, ReplicaError};
 use tributary_wire::replica::DeltaFrame;
 
 const DB: &str = "app";
@@ -972,21 +972,7 @@ fn a_batch_is_signed_once_per_collection_and_verifies_only_whole() {
 /// carries the chain of specs since, each signed by an admin of the one before.
 #[test]
 fn a_member_that_missed_an_admin_handover_follows_the_spec_chain() {
-    let (mut a, _) = replica(1);
-    let (mut b, _) = replica(2);
-    let (mut c, _) = replica(3);
-    let mut s = spec(&["notes"], &[b.id(), c.id()]);
-    s.admins = vec![a.id()];
-    a.create_syncgroup(1000, DB, s.clone()).expect("create");
-    join(&mut a, &mut b, 1001, DB, "sg");
-    join(&mut a, &mut c, 1002, DB, "sg");
-    // Version 2, signed by a: b alone is admin. c does not hear of it.
-    s.admins = vec![b.id()];
-    a.update_spec(DB, s.clone(), 1).expect("a hands over to b");
-    sync_once(&mut b, &a, 1003, DB).expect("sync");
-    // Version 3, signed by b, who is no admin of the version 1 that c holds.
-    s.description = "after the handover".into();
-    b.update_spec(DB, s, 2).expect("b edits");
+    let (_a, mut b, mut c) = handover_missed_by_c();
     b.put(1004, DB, "notes", "k", b"from b").expect("put");
     let report = sync_once(&mut c, &b, 1005, DB).expect("c syncs from b");
     assert!(
@@ -997,8 +983,118 @@ fn a_member_that_missed_an_admin_handover_follows_the_spec_chain() {
     let info = c.syncgroup(DB, "sg").expect("sg");
     assert_eq!(info.version, 3, "c followed the chain");
     assert_eq!(info.spec.description, "after the handover");
+    let row = c.get(DB, "notes", "k").expect("get").map(|r| r.value);
+    assert_eq!(row, Some(Some(b"from b".to_vec())));
+}
+
+/// Hands `a`'s syncgroup over to `b` (v2, signed by `a`) and lets `b` edit it (v3, signed by
+/// `b`); `c` stays at v1, where `b` is no admin.
+fn handover_missed_by_c() -> (Replica, Replica, Replica) {
+    let (mut a, _) = replica(1);
+    let (mut b, _) = replica(2);
+    let (mut c, _) = replica(3);
+    let mut s = spec(&["notes"], &[b.id(), c.id()]);
+    s.admins = vec![a.id()];
+    a.create_syncgroup(1000, DB, s.clone()).expect("create");
+    join(&mut a, &mut b, 1001, DB, "sg");
+    join(&mut a, &mut c, 1002, DB, "sg");
+    s.admins = vec![b.id()];
+    a.update_spec(DB, s.clone(), 1).expect("a hands over to b");
+    sync_once(&mut b, &a, 1003, DB).expect("sync");
+    s.description = "after the handover".into();
+    b.update_spec(DB, s, 2).expect("b edits");
+    (a, b, c)
+}
+
+/// A history entry that does not verify (here: v2 altered after it was signed) is refused,
+/// and the member keeps the spec it had.
+#[test]
+fn a_forged_spec_in_the_history_is_refused_and_changes_nothing() {
+    let (_a, b, mut c) = handover_missed_by_c();
+    let req = c.delta_request(DB).expect("request");
+    let mut answer = b.answer(&req, c.id()).expect("answer");
+    let mut frame = answer
+        .next_frame(&b)
+        .expect("frame")
+        .expect("a first frame");
+    let state = &mut frame.syncgroups[0];
+    assert_eq!(state.history.len(), 2, "v1 and v2 travel with v3");
+    state.history[1].admins.push(c.id().0.to_vec());
+    let applied = c.apply_frame(1005, &req, b.id(), &frame).expect("applied");
+    assert!(!applied.refused.is_empty(), "the forgery was taken");
+    assert_eq!(c.syncgroup(DB, "sg").expect("sg").version, 1);
+}
+
+/// Two admins publish version 2 at once, each removing the other; the tie goes to the larger
+/// digest. The winning fork is checked against the version both replaced (not against the
+/// losing fork, which does not name its signer), so the two admins agree on the winner, and a
+/// member that took the losing fork follows the winner's chain.
+#[test]
+fn a_member_on_the_losing_fork_follows_the_winning_chain() {
+    let (mut a, _) = replica(1);
+    let (mut b, _) = replica(2);
+    let (mut c, _) = replica(3);
+    let (mut d, _) = replica(4);
+    let (mut x, _) = replica(5);
+    let (mut y, _) = replica(6);
+    let writers = [a.id(), b.id(), c.id(), d.id(), x.id(), y.id()];
+    let mut s = spec(&["notes"], &writers);
+    s.admins = vec![a.id(), b.id()];
+    a.create_syncgroup(1000, DB, s.clone()).expect("create");
+    for (n, joiner) in [&mut b, &mut c, &mut d, &mut x, &mut y]
+        .into_iter()
+        .enumerate()
+    {
+        join(&mut a, joiner, 1001 + n as u64, DB, "sg");
+    }
+    // v2a by a hands b's place to c; v2b by b hands a's place to d: each removes the other.
+    // x takes v2a, y takes v2b.
+    let mut s2a = s.clone();
+    s2a.admins = vec![a.id(), c.id()];
+    a.update_spec(DB, s2a, 1).expect("v2a");
+    let mut s2b = s;
+    s2b.admins = vec![b.id(), d.id()];
+    b.update_spec(DB, s2b, 1).expect("v2b");
+    sync_once(&mut x, &a, 1010, DB).expect("x syncs from a");
+    sync_once(&mut y, &b, 1011, DB).expect("y syncs from b");
+    for (who, report) in [
+        (
+            "a from b",
+            sync_once(&mut a, &b, 1012, DB).expect("a meets b"),
+        ),
+        (
+            "b from a",
+            sync_once(&mut b, &a, 1013, DB).expect("b meets a"),
+        ),
+    ] {
+        assert!(
+            report.applied.refused.is_empty(),
+            "{who}: {:?}",
+            report.applied.refused
+        );
+    }
+    let winner = a.syncgroup(DB, "sg").expect("sg").spec;
     assert_eq!(
-        c.get(DB, "notes", "k").expect("get").map(|r| r.value),
-        Some(Some(b"from b".to_vec()))
+        winner,
+        b.syncgroup(DB, "sg").expect("sg").spec,
+        "one fork won"
     );
+    // The winning fork's new admin publishes v3; the member on the losing fork syncs from it.
+    let (newcomer, loser) = if winner.admins.contains(&c.id()) {
+        (&mut c, &mut y)
+    } else {
+        (&mut d, &mut x)
+    };
+    sync_once(newcomer, &a, 1014, DB).expect("the newcomer takes the winner");
+    let mut s3 = winner;
+    s3.description = "v3".into();
+    newcomer.update_spec(DB, s3, 2).expect("v3 by the newcomer");
+    let report = sync_once(loser, newcomer, 1015, DB).expect("sync");
+    assert!(
+        report.applied.refused.is_empty(),
+        "{:?}",
+        report.applied.refused
+    );
+    let info = loser.syncgroup(DB, "sg").expect("sg");
+    assert_eq!((info.version, info.spec.description.as_str()), (3, "v3"));
 }

@@ -139,6 +139,12 @@ enum Event {
         from: usize,
         to: usize,
     },
+    /// A replica member dial: as `Connect`, but a failure is not the overlay's (the runtime
+    /// does not tell the overlay of it either).
+    MemberDial {
+        from: usize,
+        to: usize,
+    },
     DialFailed {
         from: usize,
         key: NodeKey,
@@ -152,8 +158,9 @@ enum Event {
         node: usize,
         timer: replicas::Timer,
     },
-    /// A state-sync request's time is up.
+    /// A state-sync request's time is up (`life`: the client run that sent it).
     StateTimeout {
+        life: u64,
         id: u64,
     },
     /// The state-sync client's wake-up.
@@ -172,8 +179,8 @@ enum Frame {
     PushRequest { id: u64, bytes: Vec<u8> },
     PushResponse { id: u64, bytes: Vec<u8> },
     Replica(replicas::Message),
-    StateRequest { id: u64, bytes: Vec<u8> },
-    StateResponse { id: u64, bytes: Vec<u8> },
+    StateRequest { life: u64, id: u64, bytes: Vec<u8> },
+    StateResponse { life: u64, id: u64, bytes: Vec<u8> },
 }
 
 struct SimNode {
@@ -475,7 +482,8 @@ impl Sim {
     fn on_event(&mut self, event: Event) -> Result<(), SimError> {
         let now = self.net.now();
         match event {
-            Event::Connect { from, to } => self.on_connect(from, to)?,
+            Event::Connect { from, to } => self.on_connect(from, to, true)?,
+            Event::MemberDial { from, to } => self.on_connect(from, to, false)?,
             Event::DialFailed { from, key } => {
                 self.stats.dial_failures += 1;
                 if let Some(core) = self.nodes[from].core.as_mut() {
@@ -500,7 +508,7 @@ impl Sim {
                 self.drain(node)?;
             }
             Event::Replica { node, timer } => self.replica_timer(node, timer)?,
-            Event::StateTimeout { id } => self.on_state_timer(Some(id)),
+            Event::StateTimeout { life, id } => self.on_state_timer(Some((life, id))),
             Event::StateWake => self.on_state_timer(None),
         }
         Ok(())
@@ -530,17 +538,24 @@ impl Sim {
             Frame::PushRequest { id, bytes } => self.serve_push(to, from, id, &bytes),
             Frame::PushResponse { id, bytes } => self.on_push_response(to, id, &bytes),
             Frame::Replica(msg) => self.replica_message(from, to, msg)?,
-            Frame::StateRequest { id, bytes } => self.serve_state(to, from, id, &bytes),
-            Frame::StateResponse { id, bytes } => self.on_state_response(id, &bytes)?,
+            Frame::StateRequest { life, id, bytes } => {
+                self.serve_state(to, from, (life, id), &bytes);
+            }
+            Frame::StateResponse { life, id, bytes } => {
+                self.on_state_response(to, (life, id), &bytes)?;
+            }
         }
         self.drain(to)
     }
 
-    fn on_connect(&mut self, from: usize, to: usize) -> Result<(), SimError> {
+    /// A dial from `from` reaches `to`; a failure is reported to `from`'s overlay if
+    /// `overlay_dial`.
+    fn on_connect(&mut self, from: usize, to: usize, overlay_dial: bool) -> Result<(), SimError> {
         if !self.net.is_up(from) {
             return Ok(());
         }
         match self.net.connect(from, to) {
+            None if !overlay_dial => return Ok(()),
             None => {
                 let key = self.nodes[to].identity.node_key();
                 let at = self.net.now() + self.config.dial_failure;

@@ -94,7 +94,9 @@ pub struct ReplicaStats {
     pub duplicates: u64,
     /// Conflicts found.
     pub conflicts: u64,
-    /// Messages lost: by the loss rate, or cut by a partition or a crash.
+    /// Messages lost: by the loss rate, or cut by a partition or a crash (the replica
+    /// simulator's count; whole nodes count every protocol's in `SimStats::lost`, and leave
+    /// this 0).
     pub lost: u64,
     /// Refusals per sender.
     pub penalties: BTreeMap<usize, u64>,
@@ -230,8 +232,10 @@ impl Replicas {
 
     /// Node `i` crashes: its engine and scheduler are dropped, its store kept.
     pub(crate) fn crash(&mut self, i: usize) {
-        self.nodes[i].replica = None;
-        self.nodes[i].epoch += 1;
+        let node = &mut self.nodes[i];
+        node.replica = None;
+        node.epoch += 1;
+        node.wake_at = None;
     }
 
     /// Node `i`'s engine reopens from its store (its scheduler starts at
@@ -292,6 +296,9 @@ impl Replicas {
     ) -> Result<(), ReplicaError> {
         let node = &mut self.nodes[i];
         node.sched.disconnected(&peer);
+        // The scheduler forgot the news in flight to `peer`: so do we, or its timeout would
+        // end a later news to the same member.
+        node.news.retain(|_, m| *m != peer);
         let cut: Vec<u64> = node
             .asks
             .iter()

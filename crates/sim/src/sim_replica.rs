@@ -188,7 +188,7 @@ impl Sim {
             .collect();
         for &to in &found {
             let at = now + self.net.latency();
-            self.net.schedule(at, Event::Connect { from: i, to });
+            self.net.schedule(at, Event::MemberDial { from: i, to });
         }
         if let Some(r) = self.replicas.as_mut() {
             r.dialled_members(found.len() as u64);

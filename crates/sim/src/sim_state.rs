@@ -55,6 +55,9 @@ pub struct StateStats {
 
 struct Sync {
     node: usize,
+    /// Numbers this run: requests, answers and timeouts of another are stale (every client
+    /// numbers its requests from 0).
+    life: u64,
     client: Client<usize>,
     /// Requests in flight (answers to others are stale).
     waiting: BTreeSet<u64>,
@@ -69,10 +72,18 @@ pub(crate) struct StateLayer {
     kinds: Vec<ServerKind>,
     next_lie: usize,
     sync: Option<Sync>,
+    lives: u64,
     stats: StateStats,
 }
 
 impl StateLayer {
+    /// Keeps the penalties of a client run that ends.
+    fn merge_penalties(&mut self, run: &Sync) {
+        for (peer, n) in run.client.penalties() {
+            *self.stats.penalties.entry(*peer).or_default() += n;
+        }
+    }
+
     pub(crate) fn new(config: StateConfig) -> Self {
         Self {
             config,
@@ -80,6 +91,7 @@ impl StateLayer {
             kinds: Vec::new(),
             next_lie: 0,
             sync: None,
+            lives: 0,
             stats: StateStats::default(),
         }
     }
@@ -91,10 +103,15 @@ fn open(store: &Arc<tributary_store::MemStore>) -> Result<MerkleDb, ClientError>
 }
 
 impl Sim {
-    /// Node `i`'s state database (`None` without state sync, or while it is down).
+    /// Node `i`'s state database (`None` without state sync, or while it is down); the
+    /// client's while a client run is on `i`.
     #[must_use]
     pub fn state_db(&self, i: usize) -> Option<&MerkleDb> {
-        self.state.as_ref()?.dbs.get(i)?.as_ref()
+        let s = self.state.as_ref()?;
+        match &s.sync {
+            Some(sync) if sync.node == i => Some(sync.client.db()),
+            _ => s.dbs.get(i)?.as_ref(),
+        }
     }
 
     /// Makes node `i` answer as `kind` does.
@@ -118,7 +135,7 @@ impl Sim {
     }
 
     /// Node `i` starts syncing its state database to `target` from the full peers its
-    /// overlay is connected to now.
+    /// overlay is connected to now (a run under way ends; its database stays the node's).
     ///
     /// # Errors
     /// When its database fails, or it has no such peer.
@@ -132,10 +149,21 @@ impl Sim {
         let Some(s) = self.state.as_mut() else {
             return Ok(());
         };
-        let db = open(&self.nodes[i].store)?;
+        if let Some(old) = s.sync.take() {
+            s.merge_penalties(&old);
+            // The database goes back to its node (reopened: the client owned the handle).
+            s.dbs[old.node] = Some(open(&self.nodes[old.node].store)?);
+        }
+        // One handle per store: the node's database becomes the client's.
+        let db = match s.dbs.get_mut(i).and_then(Option::take) {
+            Some(db) => db,
+            None => open(&self.nodes[i].store)?,
+        };
         let client = Client::new(db, target, peers, s.config.client.clone())?;
+        s.lives += 1;
         s.sync = Some(Sync {
             node: i,
+            life: s.lives,
             client,
             waiting: BTreeSet::new(),
             armed: None,
@@ -180,14 +208,22 @@ impl Sim {
     pub(crate) fn state_crash(&mut self, i: usize) {
         if let Some(s) = self.state.as_mut() {
             s.dbs[i] = None;
-            if s.sync.as_ref().is_some_and(|sync| sync.node == i) {
-                s.sync = None;
+            if s.sync.as_ref().is_some_and(|sync| sync.node == i)
+                && let Some(old) = s.sync.take()
+            {
+                s.merge_penalties(&old);
             }
         }
     }
 
     /// A request reached server `at`: it answers as its kind does.
-    pub(crate) fn serve_state(&mut self, at: usize, from: usize, id: u64, request: &[u8]) {
+    pub(crate) fn serve_state(
+        &mut self,
+        at: usize,
+        from: usize,
+        (life, id): (u64, u64),
+        request: &[u8],
+    ) {
         let Some(s) = self.state.as_mut() else {
             return;
         };
@@ -206,13 +242,20 @@ impl Sim {
         if kind.lies() {
             s.stats.lies += 1;
         }
-        self.net.send(at, from, Frame::StateResponse { id, bytes });
+        self.net
+            .send(at, from, Frame::StateResponse { life, id, bytes });
     }
 
-    /// An answer reached the client.
-    pub(crate) fn on_state_response(&mut self, id: u64, bytes: &[u8]) -> Result<(), SimError> {
+    /// An answer reached node `to` (the client's, if it is for the run under way).
+    pub(crate) fn on_state_response(
+        &mut self,
+        to: usize,
+        (life, id): (u64, u64),
+        bytes: &[u8],
+    ) -> Result<(), SimError> {
         let now = self.net.now();
         if let Some(sync) = self.state.as_mut().and_then(|s| s.sync.as_mut())
+            && (sync.node, sync.life) == (to, life)
             && sync.waiting.remove(&id)
         {
             sync.client.handle_response(now, id, bytes)?;
@@ -222,14 +265,14 @@ impl Sim {
     }
 
     /// A request's time ran out, or the client's wake-up came.
-    pub(crate) fn on_state_timer(&mut self, timeout: Option<u64>) {
+    pub(crate) fn on_state_timer(&mut self, timeout: Option<(u64, u64)>) {
         let now = self.net.now();
         if let Some(s) = self.state.as_mut()
             && let Some(sync) = s.sync.as_mut()
         {
             match timeout {
-                Some(id) => {
-                    if sync.waiting.remove(&id) {
+                Some((life, id)) => {
+                    if life == sync.life && sync.waiting.remove(&id) {
                         s.stats.timeouts += 1;
                         sync.client.handle_failure(now, id);
                     }
@@ -252,8 +295,11 @@ impl Sim {
         while let Some(out) = sync.client.poll_request(now) {
             sync.waiting.insert(out.id);
             let at = now + s.config.timeout;
-            self.net.schedule(at, Event::StateTimeout { id: out.id });
+            let life = sync.life;
+            self.net
+                .schedule(at, Event::StateTimeout { life, id: out.id });
             let frame = Frame::StateRequest {
+                life,
                 id: out.id,
                 bytes: out.bytes,
             };

@@ -218,6 +218,34 @@ fn members_the_overlay_did_not_connect_dial_each_other() {
     );
     assert!(done, "the write never reached the other member");
     assert!(stats.member_dials > 0);
+    assert!(sim.linked(a, b), "the member dial did not connect them");
+}
+
+/// Whole nodes are as deterministic as the rest: the same seed gives the same run, replica
+/// layer included.
+#[test]
+fn the_same_seed_gives_the_same_whole_node_run() {
+    let run = || {
+        let seed = seed(34);
+        let mut config = SimConfig::new(seed);
+        config.loss = 0.05;
+        config.replica = Some(ReplicaLayerConfig::default());
+        let mut sim = Sim::new(config);
+        let mut rng = StdRng::seed_from_u64(seed);
+        sim.add_node(false).expect("starts");
+        for _ in 1..16 {
+            sim.run_for(Duration::from_millis(100)).expect("runs");
+            let i = sim.add_node(false).expect("starts");
+            sim.bootstrap(i, 0);
+        }
+        let members: Vec<usize> = (0..16).step_by(3).collect();
+        syncgroup(&mut sim, &members);
+        upload_random_chunks(&mut sim, &mut rng, 100);
+        write_rows(&mut sim, &members, 0, 5);
+        sim.run_for(Duration::from_secs(30)).expect("runs");
+        format!("{:?} {:?}", sim.stats(), sim.replica_stats())
+    };
+    assert_eq!(run(), run());
 }
 
 /// Every full node serves the same state database; a light node syncs it from the full peers

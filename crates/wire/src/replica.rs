@@ -149,7 +149,8 @@ pub struct SyncgroupState {
     #[prost(message, repeated, tag = "3")]
     pub members: Vec<Member>,
     /// The specs before `spec`, oldest first, each signed by an admin of the one before it
-    /// (the replica engine keeps the last 16): a member that missed versions follows them.
+    /// (the replica engine keeps the last 16, within 32 KiB): a member that missed versions
+    /// follows them.
     #[prost(message, repeated, tag = "4")]
     pub history: Vec<SyncgroupSpec>,
 }

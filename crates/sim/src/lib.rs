@@ -134,20 +134,24 @@ impl SimConfig {
 /// The simulator's own events, beside the messages the network carries.
 #[derive(Clone, Copy, Debug)]
 enum Event {
-    /// A dial from `from` reaches `to` (or finds it down or partitioned away).
+    /// A dial from `from` reaches `to` (or finds it down or partitioned away). `life` is
+    /// the start of `from` that dialled: a dial of an earlier life is void.
     Connect {
         from: usize,
         to: usize,
+        life: u64,
     },
     /// A replica member dial: as `Connect`, but a failure is not the overlay's (the runtime
     /// does not tell the overlay of it either).
     MemberDial {
         from: usize,
         to: usize,
+        life: u64,
     },
     DialFailed {
         from: usize,
         key: NodeKey,
+        life: u64,
     },
     Timer {
         node: usize,
@@ -374,7 +378,8 @@ impl Sim {
         };
         self.nodes[from].next_bootstrap = Some(self.net.now() + BOOTSTRAP_RETRY);
         let at = self.net.now() + self.net.latency();
-        self.push(at, Event::Connect { from, to });
+        let life = self.nodes[from].starts;
+        self.push(at, Event::Connect { from, to, life });
     }
 
     /// Crashes node `i`: its core is dropped, its connections close, its store survives.
@@ -482,9 +487,13 @@ impl Sim {
     fn on_event(&mut self, event: Event) -> Result<(), SimError> {
         let now = self.net.now();
         match event {
-            Event::Connect { from, to } => self.on_connect(from, to, true)?,
-            Event::MemberDial { from, to } => self.on_connect(from, to, false)?,
-            Event::DialFailed { from, key } => {
+            Event::Connect { from, life, .. }
+            | Event::MemberDial { from, life, .. }
+            | Event::DialFailed { from, life, .. }
+                if life != self.nodes[from].starts => {}
+            Event::Connect { from, to, .. } => self.on_connect(from, to, true)?,
+            Event::MemberDial { from, to, .. } => self.on_connect(from, to, false)?,
+            Event::DialFailed { from, key, .. } => {
                 self.stats.dial_failures += 1;
                 if let Some(core) = self.nodes[from].core.as_mut() {
                     core.handle_dial_failed(now, key);
@@ -559,7 +568,8 @@ impl Sim {
             None => {
                 let key = self.nodes[to].identity.node_key();
                 let at = self.net.now() + self.config.dial_failure;
-                self.push(at, Event::DialFailed { from, key });
+                let life = self.nodes[from].starts;
+                self.push(at, Event::DialFailed { from, key, life });
                 return Ok(());
             }
             Some(false) => return Ok(()),
@@ -631,13 +641,14 @@ impl Sim {
     fn carry_out(&mut self, i: usize, output: Output) -> Result<(), SimError> {
         match output {
             Output::Dial { key, .. } => {
+                let life = self.nodes[i].starts;
                 let Some(&to) = self.by_key.get(&key) else {
                     let at = self.net.now() + self.config.dial_failure;
-                    self.push(at, Event::DialFailed { from: i, key });
+                    self.push(at, Event::DialFailed { from: i, key, life });
                     return Ok(());
                 };
                 let at = self.net.now() + self.net.latency();
-                self.push(at, Event::Connect { from: i, to });
+                self.push(at, Event::Connect { from: i, to, life });
             }
             Output::Send { to, message } => {
                 let Some(&to) = self.by_key.get(&to) else {

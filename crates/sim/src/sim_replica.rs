@@ -188,7 +188,9 @@ impl Sim {
             .collect();
         for &to in &found {
             let at = now + self.net.latency();
-            self.net.schedule(at, Event::MemberDial { from: i, to });
+            let life = self.nodes[i].starts;
+            self.net
+                .schedule(at, Event::MemberDial { from: i, to, life });
         }
         if let Some(r) = self.replicas.as_mut() {
             r.dialled_members(found.len() as u64);

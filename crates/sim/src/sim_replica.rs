@@ -68,6 +68,13 @@ impl Sim {
             .map_or(0, |r| r.now_ms(i, self.net.elapsed()))
     }
 
+    /// Sets node `i`'s replica clock skew (its engine's wall clock runs `skew_ms` off).
+    pub fn set_replica_skew(&mut self, i: usize, skew_ms: i64) {
+        if let Some(r) = self.replicas.as_mut() {
+            r.set_skew(i, skew_ms);
+        }
+    }
+
     /// The replica layer's counters (`None` if the nodes run no replicas).
     #[must_use]
     pub fn replica_stats(&self) -> Option<ReplicaStats> {

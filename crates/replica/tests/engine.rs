@@ -1025,10 +1025,9 @@ fn a_forged_spec_in_the_history_is_refused_and_changes_nothing() {
     assert_eq!(c.syncgroup(DB, "sg").expect("sg").version, 1);
 }
 
-/// Two admins publish version 2 at once, each removing the other; the tie goes to the larger
-/// digest. The winning fork is checked against the version both replaced (not against the
-/// losing fork, which does not name its signer), so the two admins agree on the winner, and a
-/// member that took the losing fork follows the winner's chain.
+/// Two admins publish version 2 at once; the tie goes to the larger digest. A member that
+/// took the losing fork follows the winner's chain: the winning fork travels in the history,
+/// and its new admin's version 3 is then checked against it.
 #[test]
 fn a_member_on_the_losing_fork_follows_the_winning_chain() {
     let (mut a, _) = replica(1);
@@ -1047,13 +1046,12 @@ fn a_member_on_the_losing_fork_follows_the_winning_chain() {
     {
         join(&mut a, joiner, 1001 + n as u64, DB, "sg");
     }
-    // v2a by a hands b's place to c; v2b by b hands a's place to d: each removes the other.
-    // x takes v2a, y takes v2b.
+    // v2a by a makes c an admin; v2b by b makes d one. x takes v2a, y takes v2b.
     let mut s2a = s.clone();
-    s2a.admins = vec![a.id(), c.id()];
+    s2a.admins.push(c.id());
     a.update_spec(DB, s2a, 1).expect("v2a");
     let mut s2b = s;
-    s2b.admins = vec![b.id(), d.id()];
+    s2b.admins.push(d.id());
     b.update_spec(DB, s2b, 1).expect("v2b");
     sync_once(&mut x, &a, 1010, DB).expect("x syncs from a");
     sync_once(&mut y, &b, 1011, DB).expect("y syncs from b");
@@ -1097,4 +1095,47 @@ fn a_member_on_the_losing_fork_follows_the_winning_chain() {
     );
     let info = loser.syncgroup(DB, "sg").expect("sg");
     assert_eq!((info.version, info.spec.description.as_str()), (3, "v3"));
+}
+
+/// Admins removed at version 2 each publish their own version 2 naming only themselves; some
+/// of those forks have a larger digest than the real one. None is taken: a fork must be
+/// signed by an admin of the spec held, so a removed admin cannot take the syncgroup back.
+#[test]
+fn an_admin_removed_at_a_version_cannot_take_it_back_with_a_fork() {
+    let (mut a, _) = replica(1);
+    let (mut x, _) = replica(2);
+    let mut removed: Vec<Replica> = (10..18).map(|n| replica(n).0).collect();
+    let mut writers = vec![a.id(), x.id()];
+    writers.extend(removed.iter().map(Replica::id));
+    let mut s = spec(&["notes"], &writers);
+    s.admins = std::iter::once(a.id())
+        .chain(removed.iter().map(Replica::id))
+        .collect();
+    a.create_syncgroup(1000, DB, s.clone()).expect("create");
+    join(&mut a, &mut x, 1001, DB, "sg");
+    for (n, m) in removed.iter_mut().enumerate() {
+        join(&mut a, m, 1002 + n as u64, DB, "sg");
+    }
+    s.admins = vec![a.id()];
+    a.update_spec(DB, s.clone(), 1)
+        .expect("a removes the other admins");
+    sync_once(&mut x, &a, 1020, DB).expect("x takes version 2");
+    let mut refused = 0;
+    for (n, m) in removed.iter_mut().enumerate() {
+        let mut fork = s.clone();
+        fork.admins = vec![m.id()];
+        fork.description = format!("fork {n}");
+        m.update_spec(DB, fork, 1).expect("a fork of version 2");
+        let report = sync_once(&mut x, m, 1030 + n as u64, DB).expect("sync");
+        refused += usize::from(!report.applied.refused.is_empty());
+        let held = x.syncgroup(DB, "sg").expect("sg");
+        assert_eq!(held.version, 2);
+        assert_eq!(held.spec.admins, [a.id()], "fork {n} took the syncgroup");
+    }
+    // Forks with a smaller digest lose the tie and are not even candidates.
+    assert!(
+        refused > 0,
+        "no fork had a larger digest: the test proved nothing"
+    );
+    println!("{refused} of 8 forks with a larger digest refused");
 }

@@ -151,8 +151,8 @@ impl Sim {
         };
         if let Some(old) = s.sync.take() {
             s.merge_penalties(&old);
-            // The database goes back to its node (reopened: the client owned the handle).
-            s.dbs[old.node] = Some(open(&self.nodes[old.node].store)?);
+            // The database goes back to its node: a clone shares the client's handle.
+            s.dbs[old.node] = Some(old.client.db().clone());
         }
         // One handle per store: the node's database becomes the client's.
         let db = match s.dbs.get_mut(i).and_then(Option::take) {

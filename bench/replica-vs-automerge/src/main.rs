@@ -89,6 +89,16 @@ struct Figures {
 }
 
 impl Figures {
+    fn new(payload: u64) -> Self {
+        Self {
+            round_trips: 0,
+            took: Duration::ZERO,
+            records: 0,
+            bytes: 0,
+            payload,
+        }
+    }
+
     fn print(&self, who: &str, what: &str, stored: u64) {
         #[expect(clippy::cast_precision_loss, reason = "figures for a person")]
         let (rate, ratio) = (
@@ -133,13 +143,7 @@ fn write_rows(r: &mut Replica, side: &str, rows: std::ops::Range<usize>) -> Resu
 /// not counted; every counted round's request and frames are.
 fn tributary_sync(to: &mut Replica, from: &Replica, payload: u64) -> Result<Figures> {
     let start = Instant::now();
-    let mut f = Figures {
-        round_trips: 0,
-        took: Duration::ZERO,
-        records: 0,
-        bytes: 0,
-        payload,
-    };
+    let mut f = Figures::new(payload);
     loop {
         let request_bytes = to.delta_request(DB)?.encoded_len() as u64;
         let report = sync_once(to, from, now_ms(), DB)?;
@@ -217,13 +221,7 @@ fn automerge_sync(a: &mut AutoCommit, b: &mut AutoCommit, payload: u64) -> Resul
     let before = a.length(ROOT) + b.length(ROOT);
     let (mut sa, mut sb) = (State::new(), State::new());
     let start = Instant::now();
-    let mut f = Figures {
-        round_trips: 0,
-        took: Duration::ZERO,
-        records: 0,
-        bytes: 0,
-        payload,
-    };
+    let mut f = Figures::new(payload);
     loop {
         let mut sent = false;
         if let Some(m) = b.sync().generate_sync_message(&mut sb) {

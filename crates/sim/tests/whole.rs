@@ -32,6 +32,16 @@ fn upload_random_chunks(sim: &mut Sim, rng: &mut StdRng, n: usize) -> Vec<Addres
     uploaded
 }
 
+/// Starts `n` full nodes a tenth of a second apart, each bootstrapping from node 0.
+fn join_full_nodes(sim: &mut Sim, n: usize) {
+    sim.add_node(false).expect("starts");
+    for _ in 1..n {
+        sim.run_for(Duration::from_millis(100)).expect("runs");
+        let i = sim.add_node(false).expect("starts");
+        sim.bootstrap(i, 0);
+    }
+}
+
 /// Node 0 creates syncgroup `sg` of `members` (node 0 first, its admin); the others join
 /// through it out of band, as a join grant the admin signed.
 fn syncgroup(sim: &mut Sim, members: &[usize]) {
@@ -112,12 +122,7 @@ fn whole_nodes_pull_chunks_and_replicate_over_the_overlay_through_crashes() {
     });
     let mut sim = Sim::new(config);
     let mut rng = StdRng::seed_from_u64(seed);
-    sim.add_node(false).expect("starts");
-    for _ in 1..NODES {
-        sim.run_for(Duration::from_millis(100)).expect("runs");
-        let i = sim.add_node(false).expect("starts");
-        sim.bootstrap(i, 0);
-    }
+    join_full_nodes(&mut sim, NODES);
     let members: Vec<usize> = (0..NODES).step_by(4).collect();
     syncgroup(&mut sim, &members);
     let chunks = upload_random_chunks(&mut sim, &mut rng, 500);
@@ -189,12 +194,7 @@ fn members_the_overlay_did_not_connect_dial_each_other() {
     let mut config = SimConfig::new(seed);
     config.replica = Some(ReplicaLayerConfig::default());
     let mut sim = Sim::new(config);
-    sim.add_node(false).expect("starts");
-    for _ in 1..NODES {
-        sim.run_for(Duration::from_millis(100)).expect("runs");
-        let i = sim.add_node(false).expect("starts");
-        sim.bootstrap(i, 0);
-    }
+    join_full_nodes(&mut sim, NODES);
     sim.run_for(Duration::from_secs(20)).expect("runs");
     let (a, b) = (1..NODES)
         .flat_map(|a| (a + 1..NODES).map(move |b| (a, b)))
@@ -232,12 +232,7 @@ fn the_same_seed_gives_the_same_whole_node_run() {
         config.replica = Some(ReplicaLayerConfig::default());
         let mut sim = Sim::new(config);
         let mut rng = StdRng::seed_from_u64(seed);
-        sim.add_node(false).expect("starts");
-        for _ in 1..16 {
-            sim.run_for(Duration::from_millis(100)).expect("runs");
-            let i = sim.add_node(false).expect("starts");
-            sim.bootstrap(i, 0);
-        }
+        join_full_nodes(&mut sim, 16);
         let members: Vec<usize> = (0..16).step_by(3).collect();
         syncgroup(&mut sim, &members);
         upload_random_chunks(&mut sim, &mut rng, 100);
@@ -268,12 +263,7 @@ fn a_light_node_syncs_state_from_its_peers_and_the_liar_among_them_is_penalized(
         ..StateConfig::default()
     });
     let mut sim = Sim::new(config);
-    sim.add_node(false).expect("starts");
-    for _ in 1..24 {
-        sim.run_for(Duration::from_millis(100)).expect("runs");
-        let i = sim.add_node(false).expect("starts");
-        sim.bootstrap(i, 0);
-    }
+    join_full_nodes(&mut sim, 24);
     for i in 0..24 {
         let pairs = random_pairs(&mut StdRng::seed_from_u64(seed), 20_000);
         sim.state_db(i)
@@ -326,12 +316,7 @@ fn whole_nodes_converge_after_a_partition_with_skewed_clocks() {
     let mut config = SimConfig::new(seed);
     config.replica = Some(ReplicaLayerConfig::default());
     let mut sim = Sim::new(config);
-    sim.add_node(false).expect("starts");
-    for _ in 1..32 {
-        sim.run_for(Duration::from_millis(100)).expect("runs");
-        let i = sim.add_node(false).expect("starts");
-        sim.bootstrap(i, 0);
-    }
+    join_full_nodes(&mut sim, 32);
     let members: Vec<usize> = (0..32).step_by(4).collect();
     syncgroup(&mut sim, &members);
     sim.set_replica_skew(members[1], 5 * 60 * 1000);

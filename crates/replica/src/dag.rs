@@ -33,7 +33,11 @@ pub(crate) fn add_record(
     wire: &LogRecord,
 ) -> Result<Added, ReplicaError> {
     let row = &record.row;
-    let existing = txn.node(r, row, &record.version)?;
+    let existing = if txn.is_new_row(r, row)? {
+        None
+    } else {
+        txn.node(r, row, &record.version)?
+    };
     if let Some(node) = existing.as_ref().filter(|n| !n.placeholder) {
         if node.author == record.author.0 && node.generation == record.generation {
             // The very record again: its log entry is the node's own, and must stay.
@@ -55,8 +59,9 @@ pub(crate) fn add_record(
         batch_id: record.batch.map_or(0, |b| b.id),
     };
     txn.set_node(r, row, record.version, node);
-    txn.values.insert(
-        (row.clone(), record.version),
+    txn.set_value(
+        row,
+        record.version,
         (!record.deleted).then(|| record.value.clone()),
     );
     let mut heads = txn.heads(r, row)?;
@@ -382,7 +387,7 @@ mod tests {
 
         fn remote(&mut self, lines: &[Vec<&str>]) {
             let mut txn = Txn::new(&self.local, "db", true).expect("txn");
-            let mut before = BTreeMap::new();
+            let mut before = std::collections::HashMap::new();
             before.insert(
                 self.row.clone(),
                 txn.heads(&self.local, &self.row).expect("heads"),

@@ -10,7 +10,7 @@
 //! A frame closes at a batch boundary, so a batch is applied whole; a cut sync leaves whole
 //! frames applied and the knowledge saying exactly that.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use prost::Message;
 use tributary_wire::MAX_REPLICA_FRAME_BYTES;
@@ -41,6 +41,7 @@ pub struct Answer {
     parts: Vec<Part>,
     cursors: BTreeMap<NodeId, (u64, u64)>,
     peeked: BTreeMap<NodeId, Option<LogRecord>>,
+    read_ahead: BTreeMap<NodeId, VecDeque<LogRecord>>,
     last_sent: BTreeMap<NodeId, u64>,
     syncgroups: Vec<tributary_wire::replica::SyncgroupState>,
     done: bool,
@@ -144,6 +145,7 @@ impl Replica {
             parts,
             cursors,
             peeked: BTreeMap::new(),
+            read_ahead: BTreeMap::new(),
             last_sent: BTreeMap::new(),
             syncgroups,
             done: false,
@@ -232,16 +234,22 @@ impl Answer {
         self.peeked.remove(&device).flatten()
     }
 
-    /// The next record of `device` the initiator lacks, moving its cursor past it.
+    /// The next record of `device` the initiator lacks. Records are read ahead in runs
+    /// (one store scan per run, not one per record), the cursor moving past each run.
     fn scan_next(
         &mut self,
         r: &Replica,
         device: NodeId,
     ) -> Result<Option<LogRecord>, ReplicaError> {
+        let ahead = self.read_ahead.entry(device).or_default();
+        if let Some(record) = ahead.pop_front() {
+            return Ok(Some(record));
+        }
         let Some(&(from, to)) = self.cursors.get(&device) else {
             return Ok(None);
         };
         let prefix = db_prefix(&self.db);
+        let (mut run, mut bytes, mut ended) = (VecDeque::new(), 0, true);
         for item in r
             .store
             .scan_from(r.ks.log, &log_key(&self.db, &device, from))
@@ -264,11 +272,21 @@ impl Answer {
                     && generation <= p.ours.get(&device).copied().unwrap_or(0)
             });
             if wanted {
-                return Ok(Some(record));
+                bytes += v.len();
+                run.push_back(record);
+                if run.len() >= READ_AHEAD_RECORDS || bytes >= READ_AHEAD_BYTES {
+                    ended = false;
+                    break;
+                }
             }
         }
-        self.cursors.remove(&device);
-        Ok(None)
+        if ended && run.is_empty() {
+            // Kept while a run is buffered: `pick` asks the devices with a cursor.
+            self.cursors.remove(&device);
+        }
+        let next = run.pop_front();
+        self.read_ahead.insert(device, run);
+        Ok(next)
     }
 
     /// What the frames so far complete, per syncgroup: all of ours after the last frame;
@@ -329,7 +347,7 @@ impl Replica {
         for (name, _, _) in &joined {
             known.insert(name.clone(), self.knowledge(&db, name)?);
         }
-        let mut before: BTreeMap<RowId, Vec<Version>> = BTreeMap::new();
+        let mut before: HashMap<RowId, Vec<Version>> = HashMap::new();
         for (record, wire) in &accepted {
             if already_known(&joined, &known, record) {
                 // Held, or held and pruned: a replay must not come back as a new head.
@@ -426,15 +444,15 @@ impl Replica {
     /// far the frame's knowledge may be believed per device: below a refused record that a
     /// genuine one may stand for (a forgery, a batch cut short, a clock too far ahead), so
     /// that the genuine record is asked for again; `None` if none of it may.
-    fn verify_records(
+    fn verify_records<'f>(
         &self,
         now_ms: u64,
         db: &str,
         specs: &[&Spec],
         responder: NodeId,
-        frame: &DeltaFrame,
+        frame: &'f DeltaFrame,
         report: &mut Applied,
-    ) -> (Vec<(Record, LogRecord)>, Option<Knowledge>) {
+    ) -> (Vec<(Record, &'f LogRecord)>, Option<Knowledge>) {
         // From our wall clock alone: accepted times feed our clock, and a bound from the
         // clock would let a peer push it an hour further each frame.
         let limit = (now_ms << 16).saturating_add(MAX_CLOCK_AHEAD_MS << 16);
@@ -521,7 +539,7 @@ impl Replica {
                 // A valid record dropped with its batch must be asked for again.
                 cap(Some(rec.author), rec.generation);
             } else {
-                accepted.push((rec, wire.clone()));
+                accepted.push((rec, wire));
             }
         }
         (accepted, caps)
@@ -620,6 +638,11 @@ impl Replica {
         Ok(())
     }
 }
+
+/// Most records, and bytes of records, an answer reads ahead of its frames per device: a
+/// run per store scan, so that reading costs one seek per run and not one per record.
+const READ_AHEAD_RECORDS: usize = 512;
+const READ_AHEAD_BYTES: usize = 256 * 1024;
 
 /// Groups in a frame below which their signatures are checked on one thread.
 const PARALLEL_FROM: usize = 16;

@@ -112,17 +112,28 @@ pub(crate) fn group_digest<'a>(wires: impl IntoIterator<Item = &'a LogRecord>) -
     let mut data = GROUP_DOMAIN.to_vec();
     let mut buf = Vec::new();
     for wire in wires {
-        buf.clear();
-        // Encoding a message into a Vec cannot fail (the Vec grows).
-        let _ = LogRecord {
-            signature: Vec::new(),
-            ..wire.clone()
-        }
-        .encode(&mut buf);
-        data.extend_from_slice(&keccak256(&buf));
+        data.extend_from_slice(&keccak256(unsigned_encoding(wire, &mut buf)));
     }
     keccak256(&data)
 }
+
+/// `wire` encoded with its signature left empty, in `buf`. Prost writes fields in tag order
+/// and the signature's tag is the last, so that is the encoding cut before the signature
+/// field (and no copy of the record is made, which a group of 5,000 noticed).
+fn unsigned_encoding<'b>(wire: &LogRecord, buf: &'b mut Vec<u8>) -> &'b [u8] {
+    buf.clear();
+    // Encoding a message into a Vec cannot fail (the Vec grows).
+    let _ = wire.encode(buf);
+    let signature = if wire.signature.is_empty() {
+        0
+    } else {
+        prost::encoding::bytes::encoded_len(SIGNATURE_TAG, &wire.signature)
+    };
+    &buf[..buf.len() - signature]
+}
+
+/// The field number of `LogRecord.signature`, the highest of the message.
+const SIGNATURE_TAG: u32 = 13;
 
 /// Signs a group of this node's records (in generation order): each gets the signature.
 pub(crate) fn sign_group(wires: &mut [LogRecord], identity: &Identity) -> Result<(), ReplicaError> {
@@ -281,4 +292,37 @@ pub(crate) fn message_digest<M: Message>(domain: &[u8], unsigned: &M) -> [u8; 32
     let mut data = domain.to_vec();
     unsigned.encode(&mut data).unwrap_or_default();
     keccak256(&data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unsigned_encoding_is_the_encoding_with_an_empty_signature() {
+        let mut wire = LogRecord {
+            db: "db".into(),
+            collection: "c".into(),
+            key: "k".into(),
+            version: vec![7; 32],
+            parents: vec![vec![1; 32], vec![2; 32]],
+            time: 1 << 40,
+            batch_id: 9,
+            batch_count: 3,
+            value: vec![5; 300],
+            author: vec![3; 20],
+            generation: 12,
+            ..LogRecord::default()
+        };
+        for signature in [Vec::new(), vec![4; 65], vec![6; 200]] {
+            wire.signature = signature;
+            let expected = LogRecord {
+                signature: Vec::new(),
+                ..wire.clone()
+            }
+            .encode_to_vec();
+            let mut buf = Vec::new();
+            assert_eq!(unsigned_encoding(&wire, &mut buf), expected.as_slice());
+        }
+    }
 }

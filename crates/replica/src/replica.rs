@@ -1,7 +1,7 @@
 //! The engine over one store: local writes, reads, and the transaction every change goes
 //! through ([`Txn`]), which reads its own writes and commits as one store batch.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use prost::Message;
@@ -426,11 +426,10 @@ pub(crate) fn visible(
     if winner.deleted && (nodes.len() == 1 || r.rule_for(row)? == crate::resolve::Rule::Lww) {
         return Ok(None);
     }
-    let value_of =
-        |v: &Version, node: &DagNode| match txn.and_then(|t| t.values.get(&(row.clone(), *v))) {
-            Some(value) => Ok(value.clone()),
-            None => node_value(r, row, node),
-        };
+    let value_of = |v: &Version, node: &DagNode| match txn.and_then(|t| t.value(row, v)) {
+        Some(value) => Ok(value.clone()),
+        None => node_value(r, row, node),
+    };
     let mut conflict = Vec::new();
     if nodes.len() > 1 && r.rule_for(row)? != crate::resolve::Rule::Lww {
         for (_, v, node) in &nodes[1..] {
@@ -519,16 +518,29 @@ pub(crate) fn read_node(
         .transpose()
 }
 
+/// What a transaction knows of one row: its heads (as read from the store once, or as it
+/// set them) and the DAG nodes and values it added. A row has a handful of versions in one
+/// change, so they are kept in small vectors.
+#[derive(Default)]
+struct RowCache {
+    heads: Option<Vec<Version>>,
+    changed: bool,
+    nodes: Vec<(Version, DagNode)>,
+    values: Vec<(Version, Option<Vec<u8>>)>,
+}
+
 /// One atomic change of one database: the store batch being built, and the heads, nodes and
 /// generation it has changed so far (read back by later steps of the same change).
+///
+/// Rows are looked up by hash (a frame of 5,000 records touches 5,000 rows, and ordered maps
+/// keyed by three strings spent most of an apply comparing them); where order matters (watch
+/// entries, conflict handling) the changed rows are taken sorted, as before.
 pub(crate) struct Txn {
     pub db: String,
     pub batch: WriteBatch,
-    pub heads: BTreeMap<RowId, Vec<Version>>,
-    pub nodes: BTreeMap<(RowId, Version), DagNode>,
-    pub values: BTreeMap<(RowId, Version), Option<Vec<u8>>>,
+    rows: HashMap<RowId, RowCache>,
+    changed: Vec<RowId>,
     pub generation: u64,
-    pub changed: BTreeSet<RowId>,
     pub from_sync: bool,
     pub max_time: u64,
     /// This node's new records, unsigned until the commit.
@@ -540,22 +552,29 @@ impl Txn {
         Ok(Self {
             db: db.into(),
             batch: WriteBatch::default(),
-            heads: BTreeMap::new(),
-            nodes: BTreeMap::new(),
-            values: BTreeMap::new(),
+            rows: HashMap::new(),
+            changed: Vec::new(),
             generation: r.own_gen(db)?,
-            changed: BTreeSet::new(),
             from_sync,
             max_time: r.clock.0,
             own: Vec::new(),
         })
     }
 
-    pub(crate) fn heads(&self, r: &Replica, row: &RowId) -> Result<Vec<Version>, ReplicaError> {
-        match self.heads.get(row) {
-            Some(h) => Ok(h.clone()),
-            None => read_heads(r, row),
+    /// The row's heads, read from the store the first time and kept.
+    pub(crate) fn heads(&mut self, r: &Replica, row: &RowId) -> Result<Vec<Version>, ReplicaError> {
+        if let Some(heads) = self.rows.get(row).and_then(|c| c.heads.as_ref()) {
+            return Ok(heads.clone());
         }
+        let heads = read_heads(r, row)?;
+        self.rows.entry(row.clone()).or_default().heads = Some(heads.clone());
+        Ok(heads)
+    }
+
+    /// Whether the row has no heads, stored or set (and so no DAG node at all: heads are
+    /// never deleted, and every node is added with a head).
+    pub(crate) fn is_new_row(&mut self, r: &Replica, row: &RowId) -> Result<bool, ReplicaError> {
+        Ok(self.heads(r, row)?.is_empty() && self.rows.get(row).is_none_or(|c| c.nodes.is_empty()))
     }
 
     pub(crate) fn node(
@@ -564,10 +583,48 @@ impl Txn {
         row: &RowId,
         v: &Version,
     ) -> Result<Option<DagNode>, ReplicaError> {
-        match self.nodes.get(&(row.clone(), *v)) {
-            Some(n) => Ok(Some(n.clone())),
+        let held = self
+            .rows
+            .get(row)
+            .and_then(|c| c.nodes.iter().rev().find(|(nv, _)| nv == v));
+        match held {
+            Some((_, n)) => Ok(Some(n.clone())),
             None => read_node(r, row, v),
         }
+    }
+
+    /// The value this change gave version `v` of `row`, if it added that version.
+    pub(crate) fn value(&self, row: &RowId, v: &Version) -> Option<&Option<Vec<u8>>> {
+        let cache = self.rows.get(row)?;
+        cache
+            .values
+            .iter()
+            .rev()
+            .find(|(nv, _)| nv == v)
+            .map(|(_, value)| value)
+    }
+
+    pub(crate) fn set_value(&mut self, row: &RowId, v: Version, value: Option<Vec<u8>>) {
+        self.cache(row).values.push((v, value));
+    }
+
+    /// The rows this change set heads of, in row order.
+    pub(crate) fn changed_rows(&self) -> Vec<RowId> {
+        let mut rows = self.changed.clone();
+        rows.sort();
+        rows
+    }
+
+    pub(crate) fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    fn cache(&mut self, row: &RowId) -> &mut RowCache {
+        if !self.rows.contains_key(row) {
+            self.rows.insert(row.clone(), RowCache::default());
+        }
+        // Inserted just above if it was missing.
+        self.rows.get_mut(row).expect("the row's cache exists")
     }
 
     pub(crate) fn set_heads(&mut self, r: &Replica, row: &RowId, heads: Vec<Version>) {
@@ -576,14 +633,20 @@ impl Txn {
         };
         self.batch
             .put(r.ks.heads, &row_key(row), &stored.encode_to_vec());
-        self.heads.insert(row.clone(), heads);
-        self.changed.insert(row.clone());
+        let cache = self.cache(row);
+        cache.heads = Some(heads);
+        if !cache.changed {
+            cache.changed = true;
+            self.changed.push(row.clone());
+        }
     }
 
     pub(crate) fn set_node(&mut self, r: &Replica, row: &RowId, v: Version, node: DagNode) {
         self.batch
             .put(r.ks.dag, &dag_key(row, &v), &node.encode_to_vec());
-        self.nodes.insert((row.clone(), v), node);
+        let nodes = &mut self.cache(row).nodes;
+        nodes.retain(|(nv, _)| *nv != v);
+        nodes.push((v, node));
     }
 
     /// A local write of `row` (`None`: delete) following all its heads: one record, or a
@@ -597,6 +660,7 @@ impl Txn {
         batch: Option<BatchRef>,
     ) -> Result<Version, ReplicaError> {
         let heads = self.heads(r, row)?;
+        let conflicted = heads.len() > 1;
         let mut parents: Vec<Version> = heads.iter().take(2).copied().collect();
         let mut rest = heads.iter().skip(2).copied();
         loop {
@@ -604,7 +668,10 @@ impl Txn {
             match rest.next() {
                 Some(next) => parents = vec![version, next],
                 None => {
-                    crate::resolve::clear_conflict(self, r, row);
+                    // A conflict is only ever recorded on a row with two heads or more.
+                    if conflicted {
+                        crate::resolve::clear_conflict(self, r, row);
+                    }
                     return Ok(version);
                 }
             }

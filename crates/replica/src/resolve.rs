@@ -16,7 +16,7 @@
 //! - **Defer**: both heads stay and are readable ([`crate::RowState::conflict`]) until a
 //!   later write, which names them all as parents.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use prost::Message;
 
@@ -365,14 +365,16 @@ fn closures(found: &[(RowId, StoredConflict)]) -> Vec<Vec<usize>> {
 pub(crate) fn after_sync(
     txn: &mut Txn,
     r: &Replica,
-    before: &BTreeMap<RowId, Vec<Version>>,
+    before: &HashMap<RowId, Vec<Version>>,
 ) -> Result<(u64, u64), ReplicaError> {
     let (mut found, mut resolved) = (0, 0);
-    let rows: Vec<RowId> = txn.changed.iter().cloned().collect();
-    for row in rows {
+    for row in txn.changed_rows() {
         let heads = txn.heads(r, &row)?;
         if heads.len() < 2 {
-            clear_conflict(txn, r, &row);
+            // A conflict is only ever recorded on a row with two heads or more.
+            if before.get(&row).is_none_or(|b| b.len() > 1) {
+                clear_conflict(txn, r, &row);
+            }
             continue;
         }
         found += 1;

@@ -17,13 +17,12 @@ fn entry_key(db: &str, seq: u64) -> Vec<u8> {
 
 /// Adds a watch entry for every row `txn` changed.
 pub(crate) fn record_changes(txn: &mut Txn, r: &Replica) -> Result<(), ReplicaError> {
-    if txn.changed.is_empty() {
+    if !txn.has_changes() {
         return Ok(());
     }
     let seq_key = meta_key(&txn.db, "watch", &[]);
     let mut seq = read_u64(r, &seq_key)?;
-    let rows: Vec<_> = std::mem::take(&mut txn.changed).into_iter().collect();
-    for row in rows {
+    for row in txn.changed_rows() {
         let heads = txn.heads(r, &row)?;
         let state = visible(r, Some(txn), &row, &heads)?;
         seq += 1;

@@ -8,19 +8,22 @@
 //! by time, so parents come before children (a child's time is above its parents': the
 //! hybrid clock) and a frame's knowledge can say "device d up to the last generation sent".
 //! A frame closes at a batch boundary, so a batch is applied whole; a cut sync leaves whole
-//! frames applied and the knowledge saying exactly that.
+//! frames applied and the knowledge saying exactly that. A frame's records travel without
+//! what the receiver restores (their versions, and names, author and signature repeated
+//! from the record before: `compact`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use prost::Message;
-use tributary_wire::MAX_REPLICA_FRAME_BYTES;
 use tributary_wire::replica::{DeltaFrame, DeltaRequest, LogRecord};
+use tributary_wire::{MAX_REPLICA_FRAME_BYTES, MAX_REPLICA_FRAME_RECORDS};
 
+use crate::compact::{Compactor, restore_all};
 use crate::keys::{StoredSyncgroup, db_prefix, decode, log_key, parse_log_key};
 use crate::record::{Record, RowId};
 use crate::replica::{Replica, Txn};
 use crate::syncgroup::{self, Knowledge, MemberState, Spec, from_wire, member_state, to_wire};
-use crate::types::{MAX_CLOCK_AHEAD_MS, NodeId, Version, check_name};
+use crate::types::{MAX_BATCH_ROWS, MAX_CLOCK_AHEAD_MS, NodeId, Version, check_name};
 use crate::{RefusalReason, ReplicaError};
 
 /// One syncgroup of an answer: its collections, and the two vectors.
@@ -190,6 +193,7 @@ impl Answer {
         };
         let mut bytes = 0;
         let mut last_batch: Option<(Vec<u8>, u64)> = None;
+        let mut compactor = Compactor::default();
         loop {
             let Some((device, record)) = self.pick(r)? else {
                 self.done = true;
@@ -198,15 +202,18 @@ impl Answer {
             };
             let batch = (record.author.clone(), record.batch_id);
             let same_batch = record.batch_id != 0 && last_batch.as_ref() == Some(&batch);
-            if bytes >= r.config.frame_bytes && !same_batch {
+            let full = bytes >= r.config.frame_bytes
+                || frame.records.len() >= MAX_REPLICA_FRAME_RECORDS - MAX_BATCH_ROWS;
+            if full && !same_batch {
                 break;
             }
-            let record = self
+            let mut record = self
                 .take(device)
                 .ok_or(ReplicaError::Corrupt("answer cursor"))?;
-            bytes += record.encoded_len();
             self.last_sent.insert(device, record.generation);
             last_batch = Some(batch);
+            compactor.compact(&mut record);
+            bytes += record.encoded_len();
             frame.records.push(record);
         }
         frame.knowledge = self.frame_knowledge(frame.last);
@@ -329,6 +336,10 @@ impl Replica {
         if frame.encoded_len() > MAX_REPLICA_FRAME_BYTES {
             return Err(ReplicaError::Malformed("a frame over its size limit"));
         }
+        if frame.records.len() > MAX_REPLICA_FRAME_RECORDS {
+            return Err(ReplicaError::Malformed("a frame of over 32,768 records"));
+        }
+        let records = restore_all(&frame.records);
         let db = req.db.clone();
         let mut report = Applied {
             records: frame.records.len() as u64,
@@ -341,7 +352,7 @@ impl Replica {
         joined.retain(|(name, _, _)| requested.contains(name.as_str()));
         let specs: Vec<&Spec> = joined.iter().map(|(_, _, spec)| spec).collect();
         let (accepted, caps) =
-            self.verify_records(now_ms, &db, &specs, responder, frame, &mut report);
+            self.verify_records(now_ms, &db, &specs, responder, &records, &mut report);
         let caps = self.answer_caps(responder, frame, caps);
         let mut known = BTreeMap::new();
         for (name, _, _) in &joined {
@@ -450,15 +461,15 @@ impl Replica {
         db: &str,
         specs: &[&Spec],
         responder: NodeId,
-        frame: &'f DeltaFrame,
+        records: &'f [LogRecord],
         report: &mut Applied,
     ) -> (Vec<(Record, &'f LogRecord)>, Option<Knowledge>) {
         // From our wall clock alone: accepted times feed our clock, and a bound from the
         // clock would let a peer push it an hour further each frame.
         let limit = (now_ms << 16).saturating_add(MAX_CLOCK_AHEAD_MS << 16);
         let mut seen: BTreeMap<(NodeId, u64), Version> = BTreeMap::new();
-        let mut checked = Vec::with_capacity(frame.records.len());
-        for verified in verify_all(&frame.records) {
+        let mut checked = Vec::with_capacity(records.len());
+        for verified in verify_all(records) {
             let result = verified.and_then(|rec| {
                 self.check_record(&rec, db, specs, limit)?;
                 match seen.insert((rec.author, rec.generation), rec.version) {
@@ -506,7 +517,7 @@ impl Replica {
                 ));
             }
         }
-        for (wire, result) in frame.records.iter().zip(&checked) {
+        for (wire, result) in records.iter().zip(&checked) {
             if let Err(reason) = result {
                 let author = NodeId::from_wire(&wire.author).ok();
                 if wire.batch_id != 0 {
@@ -529,8 +540,8 @@ impl Replica {
                 }
             }
         }
-        let mut accepted = Vec::with_capacity(frame.records.len());
-        for (wire, result) in frame.records.iter().zip(checked) {
+        let mut accepted = Vec::with_capacity(records.len());
+        for (wire, result) in records.iter().zip(checked) {
             let Ok(rec) = result else { continue };
             let dropped = rec
                 .batch

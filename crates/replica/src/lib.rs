@@ -20,6 +20,7 @@
 //! [`tributary_store::KvStore`] it is opened on, so the simulator runs it on the in-memory
 //! store. It depends on `tributary-overlay` only for the node identity's signatures.
 
+pub mod compact;
 mod dag;
 pub mod delta;
 mod keys;

@@ -88,21 +88,46 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) {
 
 /// The version a write with this content has.
 pub(crate) fn version_of(d: &Draft<'_>) -> Version {
-    let mut data = Vec::with_capacity(128 + d.value.len());
+    let row = (
+        d.row.db.as_str(),
+        d.row.collection.as_str(),
+        d.row.key.as_str(),
+    );
+    let batch = d.batch.map_or((0, 0), |b| (b.id, b.count));
+    let parents = d.parents.iter().map(|p| p.0.as_slice());
+    hash_content(row, parents, (d.time, d.deleted), batch, d.value)
+}
+
+/// The version a record from the wire says it has, hashed from its fields as they are (a
+/// malformed field gives a version that nothing matches; [`Record::check`] refuses it).
+pub(crate) fn wire_version(w: &LogRecord) -> Version {
+    let row = (w.db.as_str(), w.collection.as_str(), w.key.as_str());
+    let parents = w.parents.iter().map(Vec::as_slice);
+    let batch = (w.batch_id, w.batch_count);
+    hash_content(row, parents, (w.time, w.deleted), batch, &w.value)
+}
+
+fn hash_content<'p>(
+    (db, collection, key): (&str, &str, &str),
+    parents: impl ExactSizeIterator<Item = &'p [u8]>,
+    (time, deleted): (u64, bool),
+    (batch_id, batch_count): (u64, u32),
+    value: &[u8],
+) -> Version {
+    let mut data = Vec::with_capacity(128 + value.len());
     data.extend_from_slice(VERSION_DOMAIN);
-    put_str(&mut data, d.row.db.as_bytes());
-    put_str(&mut data, d.row.collection.as_bytes());
-    put_str(&mut data, d.row.key.as_bytes());
-    data.push(u8::try_from(d.parents.len()).unwrap_or(u8::MAX));
-    for p in &d.parents {
-        data.extend_from_slice(&p.0);
+    put_str(&mut data, db.as_bytes());
+    put_str(&mut data, collection.as_bytes());
+    put_str(&mut data, key.as_bytes());
+    data.push(u8::try_from(parents.len()).unwrap_or(u8::MAX));
+    for p in parents {
+        data.extend_from_slice(p);
     }
-    data.extend_from_slice(&d.time.to_le_bytes());
-    data.push(u8::from(d.deleted));
-    let (id, count) = d.batch.map_or((0, 0), |b| (b.id, b.count));
-    data.extend_from_slice(&id.to_le_bytes());
-    data.extend_from_slice(&count.to_le_bytes());
-    put_str(&mut data, d.value);
+    data.extend_from_slice(&time.to_le_bytes());
+    data.push(u8::from(deleted));
+    data.extend_from_slice(&batch_id.to_le_bytes());
+    data.extend_from_slice(&batch_count.to_le_bytes());
+    put_str(&mut data, value);
     Version(keccak256(&data))
 }
 

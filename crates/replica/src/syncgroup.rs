@@ -11,6 +11,9 @@
 //! the larger digest), and per member the later change.
 //!
 //! An update re-signs the member entries signed by admins it removes, so they still verify.
+//! A spec received is held to the rules a local one is, whoever signed it; a refused spec
+//! step or member entry is left out alone, and the rest of the state still merges. A joiner
+//! keeps the grant's spec history, so it can hand it on and tell stale entries from forged.
 //! Known limits: a spec is checked against the admins of the spec the receiver holds, so a
 //! member that missed a version which changed the admins refuses the later ones until it
 //! gets that version; and two admins that publish the same version at once, each removing
@@ -131,6 +134,11 @@ pub(crate) fn spec_of(state: &SyncgroupState) -> Result<(Spec, u64), RefusalReas
         .spec
         .as_ref()
         .ok_or_else(|| RefusalReason::Malformed("a syncgroup without a spec".into()))?;
+    parse_spec(s)
+}
+
+/// A wire spec, parsed (its lists within their bounds, its ids well formed).
+fn parse_spec(s: &SyncgroupSpec) -> Result<(Spec, u64), RefusalReason> {
     if s.collections.len() > MAX_LIST
         || s.readers.len() + s.writers.len() + s.admins.len() > 3 * MAX_LIST
     {
@@ -170,7 +178,18 @@ impl Spec {
         self.admins.contains(id)
     }
 
+    /// Checks a spec this node makes.
     fn check(&self) -> Result<(), ReplicaError> {
+        self.check_received()?;
+        self.collections
+            .iter()
+            .try_for_each(|c| crate::types::check_new_collection(c))
+    }
+
+    /// Checks a spec received in a sync: the rules of [`Spec::check`], but collection names
+    /// by the plain rule (as records received are), so a syncgroup shared before some names
+    /// were reserved still syncs.
+    fn check_received(&self) -> Result<(), ReplicaError> {
         check_name("syncgroup", &self.name)?;
         if self.collections.is_empty() || self.collections.len() > MAX_LIST {
             return Err(ReplicaError::BadName {
@@ -179,7 +198,7 @@ impl Spec {
             });
         }
         for c in &self.collections {
-            crate::types::check_new_collection(c)?;
+            check_name("collection", c)?;
         }
         if self.admins.is_empty() {
             return Err(ReplicaError::BadName {
@@ -541,7 +560,7 @@ impl Replica {
             .as_ref()
             .ok_or(ReplicaError::Malformed("a grant without a spec"))?;
         let (spec, _) = spec_of(&grant.state)?;
-        check_name("syncgroup", &spec.name)?;
+        spec.check_received()?;
         let signer = verify_spec_signature(&db, spec_wire)?;
         if !spec.is_admin(&signer) {
             return Err(RefusalReason::BadSyncgroupChange(spec.name).into());
@@ -550,8 +569,7 @@ impl Replica {
             db: db.clone(),
             spec: Some(spec_wire.clone()),
             members: Vec::new(),
-            // The joiner starts at the grant's version: it needs none before it.
-            history: Vec::new(),
+            history: granted_history(&db, &grant.state.history, spec_wire),
         };
         for m in &grant.state.members {
             // An entry that does not verify is left out; the joiner's own must verify.
@@ -861,17 +879,13 @@ fn may_sign(
 /// The spec before `ours`'s current one (its history's last entry), parsed, with its signer.
 fn previous_spec(ours: &SyncgroupState) -> Option<(Spec, Vec<u8>)> {
     let h = ours.history.last()?;
-    let earlier = SyncgroupState {
-        spec: Some(h.clone()),
-        ..SyncgroupState::default()
-    };
-    spec_of(&earlier)
-        .ok()
-        .map(|(spec, _)| (spec, h.signer.clone()))
+    parse_spec(h).ok().map(|(spec, _)| (spec, h.signer.clone()))
 }
 
 /// Merges a syncgroup state received from a peer into ours. Returns whether ours changed,
-/// and why a member entry was refused if one was.
+/// and why a spec or a member entry was refused if one was: a refused entry or spec step is
+/// left out alone, and the rest still merges (each step is checked against the spec held,
+/// so one after a refused step needs nothing from it).
 pub(crate) fn merge_remote(
     ours: &mut SyncgroupState,
     theirs: &SyncgroupState,
@@ -879,6 +893,7 @@ pub(crate) fn merge_remote(
     let db = ours.db.clone();
     let (_, version) = spec_of(ours)?;
     let mut changed = false;
+    let mut refused = None;
     if let Some(their_spec) = &theirs.spec {
         if theirs.history.len() > MAX_SPEC_HISTORY {
             return Err(RefusalReason::Malformed(format!(
@@ -889,7 +904,10 @@ pub(crate) fn merge_remote(
         // then their current spec (whose signature is checked even when it is not newer).
         let missed = theirs.history.iter().filter(|h| h.version >= version);
         for step in missed.chain(std::iter::once(their_spec)) {
-            changed |= follow_spec(ours, &db, step)?;
+            match follow_spec(ours, &db, step) {
+                Ok(followed) => changed |= followed,
+                Err(reason) => refused = Some(reason),
+            }
         }
     }
     let (spec, _) = spec_of(ours)?;
@@ -901,7 +919,6 @@ pub(crate) fn merge_remote(
     if theirs.members.len() > MAX_LIST {
         return Err(RefusalReason::Malformed("over 1,024 members".into()));
     }
-    let mut refused = None;
     let former = previous_spec(ours);
     for m in &theirs.members {
         // An entry that does not verify is refused alone: the spec and the other entries
@@ -934,6 +951,34 @@ pub(crate) fn merge_remote(
         changed |= before != ours.members;
     }
     Ok((changed, refused))
+}
+
+/// The part of a grant's spec history a joiner keeps: the newest entries that are signed,
+/// of the same syncgroup and of increasing versions below `current`, within the history's
+/// bounds. The joiner needs none of them itself, but it hands them on to members that
+/// missed versions, and the last one tells it which member entries are stale (signed under
+/// the spec before) rather than forged. Each receiver checks every step again.
+fn granted_history(
+    db: &str,
+    history: &[SyncgroupSpec],
+    current: &SyncgroupSpec,
+) -> Vec<SyncgroupSpec> {
+    let mut kept: Vec<SyncgroupSpec> = Vec::new();
+    let (mut above, mut bytes) = (current, 0);
+    for h in history.iter().rev().take(MAX_SPEC_HISTORY) {
+        bytes += h.encoded_len();
+        if h.name != current.name
+            || h.version >= above.version
+            || bytes > MAX_SPEC_HISTORY_BYTES
+            || verify_spec_signature(db, h).is_err()
+        {
+            break;
+        }
+        kept.push(h.clone());
+        above = h;
+    }
+    kept.reverse();
+    kept
 }
 
 /// Specs kept before the current one ([`SyncgroupState::history`]), for members that
@@ -991,6 +1036,15 @@ fn follow_spec(
     // publish a fork with a larger digest and take the syncgroup back.
     if !current.is_admin(&signer) {
         return Err(RefusalReason::BadSyncgroupChange(current.name));
+    }
+    // An admin's signature does not make a spec well formed: it is held to the rules a
+    // local update is (an admin left, collections named as local writes require, bounds).
+    let (next, _) = parse_spec(step)?;
+    if let Err(e) = next.check_received() {
+        return Err(RefusalReason::Malformed(format!(
+            "syncgroup {} version {}: {e}",
+            current.name, step.version
+        )));
     }
     advance_spec(ours, step.clone());
     Ok(true)
@@ -1058,6 +1112,126 @@ pub(crate) fn common_knowledge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DB: &str = "db";
+
+    fn replica(seed: u8) -> Replica {
+        let mut secret = [7u8; 32];
+        secret[0] = seed;
+        secret[31] = seed;
+        let identity = tributary_overlay::Identity::from_secret(&secret, [0; 32]).expect("key");
+        let store = std::sync::Arc::new(tributary_store::MemStore::new());
+        Replica::open(store, identity, crate::ReplicaConfig::default()).expect("open")
+    }
+
+    /// An admin `a` of syncgroup `sg` (version 1, `other` a writer) and the state it holds.
+    fn created(other: NodeId) -> (Replica, Spec, SyncgroupState) {
+        let mut a = replica(1);
+        let spec = Spec {
+            name: "sg".into(),
+            description: String::new(),
+            collections: vec!["notes".into()],
+            readers: Vec::new(),
+            writers: vec![other],
+            admins: vec![a.id()],
+        };
+        a.create_syncgroup(1000, DB, spec.clone()).expect("create");
+        let held = a.load_sg(DB, "sg").expect("load");
+        let state = held.and_then(|s| s.state).expect("a state");
+        (a, spec, state)
+    }
+
+    /// A spec signed by a rightful admin is still held to the spec rules; refused, it is
+    /// left out alone: the member entry that came with it merges.
+    #[test]
+    fn a_signed_spec_that_breaks_the_rules_is_refused_and_the_rest_still_merges() {
+        let other = NodeId([9; 20]);
+        let (a, good, held) = created(other);
+        let newcomer = a
+            .sign_member(DB, "sg", other, MemberState::Joined, 5000)
+            .expect("entry");
+        type Spoil = fn(&mut Spec);
+        let cases: [(&str, Spoil, bool); 5] = [
+            (
+                "a description edited",
+                |s| s.description = "v2".into(),
+                true,
+            ),
+            ("no admin", |s| s.admins.clear(), false),
+            ("no collection", |s| s.collections.clear(), false),
+            (
+                "a collection a/b",
+                |s| s.collections.push("a/b".into()),
+                false,
+            ),
+            (
+                "a description over 4 KiB",
+                |s| s.description = "x".repeat(4097),
+                false,
+            ),
+        ];
+        for (what, spoil, taken) in cases {
+            let mut next = good.clone();
+            spoil(&mut next);
+            let theirs = SyncgroupState {
+                db: DB.into(),
+                spec: Some(a.sign_spec(DB, &next, 2).expect("signed")),
+                members: vec![newcomer.clone()],
+                history: held.spec.iter().cloned().collect(),
+            };
+            let mut ours = held.clone();
+            let (changed, refused) = merge_remote(&mut ours, &theirs).expect(what);
+            assert!(changed, "{what}: nothing merged");
+            assert_eq!(
+                member_state(&ours, &other),
+                Some(MemberState::Joined),
+                "{what}"
+            );
+            let version = spec_of(&ours).expect("spec").1;
+            if taken {
+                assert_eq!((version, refused), (2, None), "{what}");
+            } else {
+                assert_eq!(version, 1, "{what}: taken");
+                assert!(
+                    matches!(refused, Some(RefusalReason::Malformed(_))),
+                    "{what}: {refused:?}"
+                );
+            }
+        }
+    }
+
+    /// A joiner keeps the newest run of the grant's history that verifies, within bounds.
+    #[test]
+    fn a_joiner_keeps_the_verified_end_of_the_granted_history() {
+        let (a, good, _) = created(NodeId([9; 20]));
+        let signed: Vec<SyncgroupSpec> = (1..=20)
+            .map(|v| a.sign_spec(DB, &good, v).expect("signed"))
+            .collect();
+        let versions = |kept: &[SyncgroupSpec]| kept.iter().map(|s| s.version).collect::<Vec<_>>();
+        let (current, history) = signed.split_last().expect("specs");
+        assert_eq!(
+            versions(&granted_history(DB, history, current)),
+            (4..=19).collect::<Vec<_>>(),
+            "the newest 16"
+        );
+        let mut forged = history.to_vec();
+        forged[15].description = "altered after signing".into();
+        assert_eq!(
+            versions(&granted_history(DB, &forged, current)),
+            (17..=19).collect::<Vec<_>>(),
+            "kept down to the forgery"
+        );
+        let mut unordered = history.to_vec();
+        unordered.swap(17, 18);
+        assert_eq!(versions(&granted_history(DB, &unordered, current)), [18]);
+        let mut renamed = history.to_vec();
+        let other = Spec {
+            name: "other".into(),
+            ..good
+        };
+        renamed[18] = a.sign_spec(DB, &other, 19).expect("signed");
+        assert!(granted_history(DB, &renamed, current).is_empty());
+    }
 
     fn spec(version: u64, readers: usize) -> SyncgroupSpec {
         SyncgroupSpec {

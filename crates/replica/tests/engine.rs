@@ -330,15 +330,26 @@ fn forged_and_unauthorised_records_are_refused() {
     let (mut a, mut b) = pair();
     let (mut outsider, _) = replica(9);
     a.put(2000, DB, "notes", "k", b"honest").expect("put");
-    // A record with its value changed after signing.
+    // A record with its value changed after signing: the version restored from its content
+    // is not the one signed; sent whole with its old version, the version does not match.
     let req = b.delta_request(DB).expect("request");
-    let mut answer = a.answer(&req, b.id()).expect("answer");
-    let mut frame = answer.next_frame(&a).expect("frame").expect("some");
-    frame.records[0].value = b"forged".to_vec();
-    let applied = b.apply_frame(2001, &req, a.id(), &frame).expect("apply");
-    assert_eq!(applied.new, 0);
-    assert_eq!(applied.refused[0].2, RefusalReason::WrongVersion);
-    assert_eq!(text(&b, DB, "notes", "k"), None);
+    let frame = || {
+        let mut answer = a.answer(&req, b.id()).expect("answer");
+        answer.next_frame(&a).expect("frame").expect("some")
+    };
+    let compact = frame();
+    let mut whole = frame();
+    whole.records = tributary_replica::compact::restore_all(&whole.records);
+    for (mut forged, reason) in [
+        (compact, RefusalReason::BadSignature),
+        (whole, RefusalReason::WrongVersion),
+    ] {
+        forged.records[0].value = b"forged".to_vec();
+        let applied = b.apply_frame(2001, &req, a.id(), &forged).expect("apply");
+        assert_eq!(applied.new, 0);
+        assert_eq!(applied.refused[0].2, reason);
+        assert_eq!(text(&b, DB, "notes", "k"), None);
+    }
     // A record signed by a node that is no writer.
     outsider
         .put(2002, DB, "notes", "k", b"intruder")
@@ -925,6 +936,9 @@ fn a_batch_is_signed_once_per_collection_and_verifies_only_whole() {
         .next_frame(&a)
         .expect("f")
         .expect("s");
+    // As the receiver sees them, each with its version, names, author and signature.
+    let mut frame = frame;
+    frame.records = tributary_replica::compact::restore_all(&frame.records);
     let signatures: std::collections::BTreeSet<&[u8]> = frame
         .records
         .iter()
@@ -1138,4 +1152,90 @@ fn an_admin_removed_at_a_version_cannot_take_it_back_with_a_fork() {
         "no fork had a larger digest: the test proved nothing"
     );
     println!("{refused} of 8 forks with a larger digest refused");
+}
+
+/// A member that joined after an admin was removed keeps the grant's spec history, so the
+/// entries that removed admin signed, still held by a member that has not synced since,
+/// are stale to it and not forged: the honest member is not refused.
+#[test]
+fn a_joiner_takes_entries_signed_under_the_spec_before_as_stale() {
+    let (mut a, _) = replica(1);
+    let (mut b, _) = replica(2);
+    let (mut x, _) = replica(3);
+    let (mut m, _) = replica(4);
+    let (mut j, _) = replica(5);
+    let mut s = spec(&["notes"], &[b.id(), x.id(), m.id(), j.id()]);
+    s.admins = vec![a.id(), b.id()];
+    a.create_syncgroup(1000, DB, s.clone()).expect("create");
+    join(&mut a, &mut b, 1001, DB, "sg");
+    join(&mut a, &mut x, 1002, DB, "sg");
+    join(&mut b, &mut m, 1003, DB, "sg");
+    sync_once(&mut x, &b, 1004, DB).expect("x learns m's entry, signed by b");
+    sync_once(&mut a, &b, 1005, DB).expect("a learns it too");
+    s.admins = vec![a.id()];
+    a.update_spec(DB, s, 1)
+        .expect("a removes b (and re-signs m's entry)");
+    join(&mut a, &mut j, 1006, DB, "sg");
+    let report = sync_once(&mut j, &x, 1007, DB).expect("j syncs from x, still at version 1");
+    assert!(
+        report.applied.refused.is_empty(),
+        "an honest member refused: {:?}",
+        report.applied.refused
+    );
+    let info = j.syncgroup(DB, "sg").expect("sg");
+    assert_eq!(info.version, 2);
+    assert!(
+        info.members
+            .contains(&(m.id(), tributary_replica::syncgroup::MemberState::Joined))
+    );
+}
+
+/// A frame holds at most `MAX_REPLICA_FRAME_RECORDS` records, however small, so restoring
+/// what they leave out stays bounded: the responder closes frames at a batch boundary below
+/// it, and the initiator refuses a frame over it.
+#[test]
+fn frames_hold_a_bounded_number_of_records() {
+    use tributary_replica::ReplicaConfig;
+    use tributary_wire::MAX_REPLICA_FRAME_RECORDS;
+    let config = ReplicaConfig {
+        frame_bytes: usize::MAX,
+        ..ReplicaConfig::default()
+    };
+    let (mut a, a_store) = replica(1);
+    let (mut b, _) = replica(2);
+    a.create_syncgroup(1000, DB, spec(&["notes"], &[b.id()]))
+        .expect("create");
+    join(&mut a, &mut b, 1000, DB, "sg");
+    for n in 0..4u64 {
+        let ops: Vec<Op> = (0..10_000)
+            .map(|i| Op::Put {
+                collection: "notes".into(),
+                key: format!("{n}-{i:05}"),
+                value: Vec::new(),
+            })
+            .collect();
+        a.batch(2000 + n, DB, &ops).expect("batch");
+    }
+    let a = common::reopen(1, &a_store, config);
+    let req = req_of(&b);
+    let mut answer = a.answer(&req, b.id()).expect("answer");
+    let mut sizes = Vec::new();
+    let mut first = None;
+    while let Some(frame) = answer.next_frame(&a).expect("frame") {
+        sizes.push(frame.records.len());
+        first.get_or_insert(frame);
+    }
+    assert_eq!(
+        sizes,
+        [30_000, 10_000],
+        "closed at the batch boundary past the bound"
+    );
+    let mut over = first.expect("a frame");
+    let one = over.records[1].clone();
+    over.records.resize(MAX_REPLICA_FRAME_RECORDS + 1, one);
+    assert!(matches!(
+        b.apply_frame(3000, &req, a.id(), &over),
+        Err(ReplicaError::Malformed(_))
+    ));
+    assert_eq!(b.scan(DB, "notes", "").expect("scan").len(), 0);
 }

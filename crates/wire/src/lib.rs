@@ -63,6 +63,12 @@ pub const MAX_REPLICA_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 /// asked for (at most 64, each at most about 180 KB at its ACL and member limits).
 pub const MAX_REPLICA_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
+/// Most records in a replica answer frame. The records of a frame leave out what they share
+/// with the one before (and their version), so this bounds what restoring them may add: at
+/// most about 250 bytes a record, 8 MiB a frame. A responder closes a frame at a batch
+/// boundary once it holds this many less a batch's most rows.
+pub const MAX_REPLICA_FRAME_RECORDS: usize = 32 * 1024;
+
 /// Records a replica answer gathers before it is cut (`more`): after this many bytes of
 /// records the responder closes the reply at the next frame boundary.
 pub const REPLICA_REPLY_BUDGET: usize = 4 * 1024 * 1024;

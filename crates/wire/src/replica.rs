@@ -161,7 +161,9 @@ pub struct DeltaFrame {
     /// The responder's syncgroups (first frame only).
     #[prost(message, repeated, tag = "1")]
     pub syncgroups: Vec<SyncgroupState>,
-    /// Records, parents before children.
+    /// Records, parents before children, at most [`crate::MAX_REPLICA_FRAME_RECORDS`]. Each
+    /// leaves out its version, and `db`, `collection`, `author` and `signature` where they
+    /// equal the previous record's in the frame (the replica engine restores them).
     #[prost(message, repeated, tag = "2")]
     pub records: Vec<LogRecord>,
     /// The knowledge the frames up to this one complete.

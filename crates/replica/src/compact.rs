@@ -18,6 +18,12 @@
 use tributary_wire::replica::LogRecord;
 
 use crate::record::wire_version;
+use crate::types::MAX_NAME_LEN;
+
+/// The most bytes of each field a record may inherit: longer values are invalid anyway
+/// (names are at most 64 bytes, an author 20, a signature 65), and a frame that sent one
+/// must not make every record after it a copy of it.
+const MAX_INHERITED: [usize; 4] = [MAX_NAME_LEN, MAX_NAME_LEN, 20, 65];
 
 /// The sender's side: the fields of the record sent before, to leave out what repeats.
 #[derive(Default)]
@@ -53,10 +59,15 @@ impl Compactor {
 
 impl Restorer {
     fn restore(&mut self, record: &mut LogRecord) {
-        restore(&mut self.last.db, &mut record.db);
-        restore(&mut self.last.collection, &mut record.collection);
-        restore(&mut self.last.author, &mut record.author);
-        restore(&mut self.last.signature, &mut record.signature);
+        let [db, collection, author, signature] = MAX_INHERITED;
+        restore(&mut self.last.db, &mut record.db, db);
+        restore(
+            &mut self.last.collection,
+            &mut record.collection,
+            collection,
+        );
+        restore(&mut self.last.author, &mut record.author, author);
+        restore(&mut self.last.signature, &mut record.signature, signature);
         if record.version.is_empty() {
             record.version = wire_version(record).0.to_vec();
         }
@@ -71,11 +82,14 @@ fn leave_out<T: PartialEq + Default + Clone>(last: &mut T, field: &mut T) {
     }
 }
 
-fn restore<T: PartialEq + Default + Clone>(last: &mut T, field: &mut T) {
+fn restore<T: PartialEq + Default + Clone + AsRef<[u8]>>(last: &mut T, field: &mut T, max: usize) {
     if *field == T::default() {
         field.clone_from(last);
-    } else {
+    } else if field.as_ref().len() <= max {
         last.clone_from(field);
+    } else {
+        // Not handed on: the records after it that leave the field out stay invalid.
+        *last = T::default();
     }
 }
 
@@ -165,5 +179,29 @@ mod tests {
         let restored = restore_all(&[first]);
         assert!(restored[0].author.is_empty() && restored[0].signature.is_empty());
         assert!(crate::record::Record::check(&restored[0]).is_err());
+    }
+
+    /// A field over its bound is not handed on: a frame of one 1 MB name and many records
+    /// leaving it out restores to small, invalid records, not to copies of the name.
+    #[test]
+    fn an_oversized_field_is_not_inherited() {
+        let mut big = record("db", "notes", 1, 1, 0);
+        big.db = "d".repeat(1 << 20);
+        big.signature = vec![1; 1 << 20];
+        let mut next = record("db", "notes", 1, 1, 1);
+        next.db.clear();
+        next.signature.clear();
+        let restored = restore_all(&[big, next.clone(), next]);
+        for r in &restored[1..] {
+            assert!(r.db.is_empty() && r.signature.is_empty());
+        }
+        let at_bound = record(&"d".repeat(MAX_NAME_LEN), "notes", 1, 1, 2);
+        let mut after = record("x", "notes", 1, 1, 3);
+        after.db.clear();
+        let restored = restore_all(&[at_bound.clone(), after]);
+        assert_eq!(
+            restored[1].db, at_bound.db,
+            "a name at its bound is inherited"
+        );
     }
 }

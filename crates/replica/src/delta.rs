@@ -43,7 +43,7 @@ pub struct Answer {
     db: String,
     parts: Vec<Part>,
     cursors: BTreeMap<NodeId, (u64, u64)>,
-    peeked: BTreeMap<NodeId, Option<LogRecord>>,
+    /// Per device, the next records the initiator lacks, read ahead of the frames.
     read_ahead: BTreeMap<NodeId, VecDeque<LogRecord>>,
     last_sent: BTreeMap<NodeId, u64>,
     syncgroups: Vec<tributary_wire::replica::SyncgroupState>,
@@ -147,7 +147,6 @@ impl Replica {
             db: req.db.clone(),
             parts,
             cursors,
-            peeked: BTreeMap::new(),
             read_ahead: BTreeMap::new(),
             last_sent: BTreeMap::new(),
             syncgroups,
@@ -224,36 +223,27 @@ impl Answer {
     fn pick(&mut self, r: &Replica) -> Result<Option<(NodeId, &LogRecord)>, ReplicaError> {
         let devices: Vec<NodeId> = self.cursors.keys().copied().collect();
         for d in devices {
-            if !self.peeked.contains_key(&d) {
-                let next = self.scan_next(r, d)?;
-                self.peeked.insert(d, next);
+            if self.read_ahead.get(&d).is_none_or(VecDeque::is_empty) {
+                self.read_run(r, d)?;
             }
         }
         let best = self
-            .peeked
+            .read_ahead
             .iter()
-            .filter_map(|(d, rec)| rec.as_ref().map(|rec| (rec.time, *d, rec.generation)))
+            .filter_map(|(d, run)| run.front().map(|rec| (rec.time, *d, rec.generation)))
             .min();
-        Ok(best.and_then(|(_, d, _)| self.peeked.get(&d)?.as_ref().map(|rec| (d, rec))))
+        Ok(best.and_then(|(_, d, _)| self.read_ahead.get(&d)?.front().map(|rec| (d, rec))))
     }
 
     fn take(&mut self, device: NodeId) -> Option<LogRecord> {
-        self.peeked.remove(&device).flatten()
+        self.read_ahead.get_mut(&device)?.pop_front()
     }
 
-    /// The next record of `device` the initiator lacks. Records are read ahead in runs
-    /// (one store scan per run, not one per record), the cursor moving past each run.
-    fn scan_next(
-        &mut self,
-        r: &Replica,
-        device: NodeId,
-    ) -> Result<Option<LogRecord>, ReplicaError> {
-        let ahead = self.read_ahead.entry(device).or_default();
-        if let Some(record) = ahead.pop_front() {
-            return Ok(Some(record));
-        }
+    /// Reads the next run of `device`'s records the initiator lacks (one store scan per run,
+    /// not one per record), moving its cursor past the run; drops the cursor at the end.
+    fn read_run(&mut self, r: &Replica, device: NodeId) -> Result<(), ReplicaError> {
         let Some(&(from, to)) = self.cursors.get(&device) else {
-            return Ok(None);
+            return Ok(());
         };
         let prefix = db_prefix(&self.db);
         let (mut run, mut bytes, mut ended) = (VecDeque::new(), 0, true);
@@ -288,12 +278,11 @@ impl Answer {
             }
         }
         if ended && run.is_empty() {
-            // Kept while a run is buffered: `pick` asks the devices with a cursor.
+            // Kept while a run is buffered, so that the end is found by one more scan.
             self.cursors.remove(&device);
         }
-        let next = run.pop_front();
         self.read_ahead.insert(device, run);
-        Ok(next)
+        Ok(())
     }
 
     /// What the frames so far complete, per syncgroup: all of ours after the last frame;
